@@ -1,0 +1,68 @@
+// An origin whose fetches stay pending until the test answers them.
+#ifndef FANOUT_TESTS_TESTING_FAKE_ORIGIN_H_
+#define FANOUT_TESTS_TESTING_FAKE_ORIGIN_H_
+
+#include <deque>
+#include <string>
+#include <utility>
+
+#include "absl/synchronization/mutex.h"
+#include "cache/origin.h"
+
+namespace fanout::testing {
+
+class FakeOrigin final : public cache::Origin {
+ public:
+  void Fetch(absl::string_view ns, absl::string_view key, absl::Time deadline,
+             FetchDone done) override {
+    absl::MutexLock l(&mu_);
+    ++fetches_;
+    pending_.push_back(Pending{std::string(ns), std::string(key), std::move(done)});
+  }
+
+  int fetches() const {
+    absl::MutexLock l(&mu_);
+    return fetches_;
+  }
+  size_t pending() const {
+    absl::MutexLock l(&mu_);
+    return pending_.size();
+  }
+  std::string pending_key(size_t i) const {
+    absl::MutexLock l(&mu_);
+    return pending_[i].key;
+  }
+
+  // Answers the oldest pending fetch.
+  void Answer(absl::StatusOr<cache::OriginValue> value) {
+    FetchDone done;
+    {
+      absl::MutexLock l(&mu_);
+      done = std::move(pending_.front().done);
+      pending_.pop_front();
+    }
+    std::move(done)(std::move(value));
+  }
+  void AnswerValue(std::string value, int64_t version = 1,
+                   absl::Duration ttl = absl::ZeroDuration()) {
+    cache::OriginValue v;
+    v.value = std::move(value);
+    v.version = version;
+    v.ttl = ttl;
+    Answer(std::move(v));
+  }
+
+ private:
+  struct Pending {
+    std::string ns;
+    std::string key;
+    FetchDone done;
+  };
+  mutable absl::Mutex mu_;
+  std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
+  int fetches_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace fanout::testing
+
+#endif  // FANOUT_TESTS_TESTING_FAKE_ORIGIN_H_
