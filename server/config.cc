@@ -1,0 +1,238 @@
+#include "server/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "common/units.h"
+#include "server/embedded_default.h"
+
+namespace fanout::server {
+namespace {
+
+// Reads one YAML mapping, remembering which keys were read so that the rest
+// can be reported as unknown. The first error wins.
+class Section {
+ public:
+  Section(YAML::Node node, std::string path, absl::Status* error)
+      : node_(std::move(node)), path_(std::move(path)), error_(error) {
+    if (node_ && !node_.IsNull() && !node_.IsMap()) {
+      Fail(absl::StrCat(path_.empty() ? "the top level" : path_, " must be a mapping"));
+    }
+  }
+
+  Section Child(const std::string& key) {
+    return Section(Take(key), Path(key), error_);
+  }
+
+  void String(const std::string& key, std::string* out) {
+    Scalar(key, [&](const std::string& text) -> absl::Status {
+      *out = text;
+      return absl::OkStatus();
+    });
+  }
+  void Bool(const std::string& key, bool* out) {
+    Scalar(key, [&](const std::string& text) -> absl::Status {
+      if (text == "true") *out = true;
+      else if (text == "false") *out = false;
+      else return absl::InvalidArgumentError(absl::StrCat("\"", text, "\" is not true or false"));
+      return absl::OkStatus();
+    });
+  }
+  void Int(const std::string& key, int* out, int min, int max) {
+    Scalar(key, [&](const std::string& text) -> absl::Status {
+      long long v;
+      if (!absl::SimpleAtoi(text, &v) || v < min || v > max) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("\"", text, "\" is not a whole number from ", min, " to ", max));
+      }
+      *out = static_cast<int>(v);
+      return absl::OkStatus();
+    });
+  }
+  void Double(const std::string& key, double* out, double min, double max) {
+    Scalar(key, [&](const std::string& text) -> absl::Status {
+      double v;
+      if (!absl::SimpleAtod(text, &v) || !(v >= min && v <= max)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("\"", text, "\" is not a number from ", min, " to ", max));
+      }
+      *out = v;
+      return absl::OkStatus();
+    });
+  }
+  void Duration(const std::string& key, absl::Duration* out, bool allow_zero = false) {
+    Scalar(key, [&](const std::string& text) -> absl::Status {
+      ASSIGN_OR_RETURN(absl::Duration d, ParseDuration(text));
+      if (d == absl::ZeroDuration() && !allow_zero) {
+        return absl::InvalidArgumentError("must be more than zero");
+      }
+      *out = d;
+      return absl::OkStatus();
+    });
+  }
+  void Bytes(const std::string& key, uint64_t* out, uint64_t min = 1) {
+    Scalar(key, [&](const std::string& text) -> absl::Status {
+      ASSIGN_OR_RETURN(uint64_t v, ParseByteSize(text));
+      if (v < min) return absl::InvalidArgumentError(absl::StrCat("must be at least ", min));
+      *out = v;
+      return absl::OkStatus();
+    });
+  }
+
+  // Reports keys that were present but not read.
+  void CheckUnknown() {
+    if (!node_ || !node_.IsMap()) return;
+    std::vector<std::string> unknown;
+    for (const auto& kv : node_) {
+      const std::string key = kv.first.as<std::string>();
+      if (!read_.count(key)) unknown.push_back(Path(key));
+    }
+    if (!unknown.empty()) {
+      Fail(absl::StrCat("unknown key ", absl::StrJoin(unknown, ", "), " (known here: ",
+                        absl::StrJoin(read_, ", "), ")"));
+    }
+  }
+
+  void Fail(absl::string_view message) {
+    if (error_->ok()) *error_ = absl::InvalidArgumentError(std::string(message));
+  }
+  std::string Path(const std::string& key) const {
+    return path_.empty() ? key : absl::StrCat(path_, ".", key);
+  }
+  bool Has(const std::string& key) const { return node_ && node_.IsMap() && node_[key]; }
+
+ private:
+  YAML::Node Take(const std::string& key) {
+    read_.insert(key);
+    if (!node_ || !node_.IsMap()) return YAML::Node();
+    return node_[key];
+  }
+
+  template <typename F>
+  void Scalar(const std::string& key, F parse) {
+    YAML::Node v = Take(key);
+    if (!v || v.IsNull()) return;  // absent or empty: keep the default
+    if (!v.IsScalar()) {
+      Fail(absl::StrCat(Path(key), ": must be a single value"));
+      return;
+    }
+    absl::Status s = parse(v.Scalar());
+    if (!s.ok()) Fail(absl::StrCat(Path(key), ": ", s.message()));
+  }
+
+  YAML::Node node_;
+  std::string path_;
+  absl::Status* error_;
+  std::set<std::string> read_;
+};
+
+}  // namespace
+
+absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": not valid YAML: ", e.what()));
+  }
+  Config c;
+  absl::Status error;
+  Section top(root, "", &error);
+
+  Section server = top.Child("server");
+  server.String("listen", &c.server.listen);
+  server.Bool("reflection", &c.server.reflection);
+  server.Duration("drain_timeout", &c.server.drain_timeout, /*allow_zero=*/true);
+  server.Int("threads", &c.server.threads, 0, 256);
+  server.CheckUnknown();
+  if (c.server.listen.empty()) server.Fail("server.listen: must not be empty");
+
+  Section log = top.Child("log");
+  std::string level;
+  log.String("level", &level);
+  if (!level.empty()) {
+    absl::StatusOr<LogLevel> parsed = ParseLogLevel(level);
+    if (parsed.ok()) c.log_level = *parsed;
+    else log.Fail(absl::StrCat("log.level: ", parsed.status().message()));
+  }
+  log.CheckUnknown();
+
+  Section limits = top.Child("limits");
+  limits.Bytes("max_key_bytes", &c.limits.max_key_bytes);
+  limits.Bytes("max_namespace_bytes", &c.limits.max_namespace_bytes);
+  limits.Bytes("max_value_bytes", &c.limits.max_value_bytes);
+  limits.Int("max_batch_keys", &c.limits.max_batch_keys, 1, 100000);
+  limits.Int("max_in_flight", &c.limits.max_in_flight, 1, 10000000);
+  limits.Duration("request_timeout", &c.limits.request_timeout);
+  limits.CheckUnknown();
+  if (c.limits.max_value_bytes > (1ull << 30)) {
+    limits.Fail("limits.max_value_bytes: must be at most 1GiB");
+  }
+
+  Section cache = top.Child("cache");
+  Section l1 = cache.Child("l1");
+  l1.Bytes("capacity", &c.cache.l1_capacity, 4096);
+  l1.Double("max_entry_fraction", &c.cache.l1_max_entry_fraction, 0.0001, 1.0);
+  l1.CheckUnknown();
+  cache.Duration("ttl", &c.cache.ttl);
+  cache.Double("refresh_ahead", &c.cache.refresh_ahead, 0.01, 1.0);
+  cache.Duration("max_stale", &c.cache.max_stale, /*allow_zero=*/true);
+  cache.Duration("stale_ttl", &c.cache.stale_ttl, /*allow_zero=*/true);
+  cache.CheckUnknown();
+
+  Section origin = top.Child("origin");
+  std::string type;
+  origin.String("type", &type);
+  if (type.empty() || type == "file") {
+    c.origin.type = OriginSection::Type::kFile;
+  } else if (type == "grpc") {
+    c.origin.type = OriginSection::Type::kGrpc;
+  } else {
+    origin.Fail(absl::StrCat("origin.type: \"", type, "\" is not one of file, grpc"));
+  }
+  origin.Duration("timeout", &c.origin.timeout);
+  Section file = origin.Child("file");
+  file.String("root", &c.origin.file_root);
+  file.CheckUnknown();
+  Section grpc = origin.Child("grpc");
+  grpc.String("target", &c.origin.grpc_target);
+  grpc.CheckUnknown();
+  origin.CheckUnknown();
+  if (c.origin.type == OriginSection::Type::kGrpc && c.origin.grpc_target.empty()) {
+    origin.Fail("origin.grpc.target: required when origin.type is grpc");
+  }
+  if (c.origin.type == OriginSection::Type::kFile && c.origin.file_root.empty()) {
+    origin.Fail("origin.file.root: required when origin.type is file");
+  }
+
+  top.CheckUnknown();
+  if (!error.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", error.message()));
+  }
+  return c;
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read config file ", path));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return ParseConfig(buf.str(), path);
+}
+
+absl::string_view EmbeddedDefaultYaml() { return kEmbeddedDefaultYaml; }
+
+Config DefaultConfig() {
+  absl::StatusOr<Config> c = ParseConfig(kEmbeddedDefaultYaml, "<embedded default>");
+  // The embedded default is checked by a unit test; a broken one is a build bug.
+  if (!c.ok()) return Config{};
+  return *c;
+}
+
+}  // namespace fanout::server

@@ -1,0 +1,44 @@
+// fanout.v1.Sidecar on the gRPC callback API.
+//
+// Threading: gRPC owns the callback threads. Handlers validate, admit, start
+// the work and return; the work's completion calls Finish on whatever thread
+// it completes on. No handler blocks or waits.
+#ifndef FANOUT_SERVER_SIDECAR_SERVICE_H_
+#define FANOUT_SERVER_SIDECAR_SERVICE_H_
+
+#include "cache/read_path.h"
+#include "fanout/v1/sidecar.grpc.pb.h"
+#include "server/admission.h"
+#include "server/config.h"
+
+namespace fanout::server {
+
+class SidecarService final : public fanout::v1::Sidecar::CallbackService {
+ public:
+  // `read_path` and `admission`: not owned; must outlive the service.
+  SidecarService(const Config& config, cache::ReadPath* read_path, Admission* admission);
+
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context,
+                                const fanout::v1::GetRequest* request,
+                                fanout::v1::GetResponse* response) override;
+  grpc::ServerUnaryReactor* BatchGet(grpc::CallbackServerContext* context,
+                                     const fanout::v1::BatchGetRequest* request,
+                                     fanout::v1::BatchGetResponse* response) override;
+  grpc::ServerUnaryReactor* Invalidate(grpc::CallbackServerContext* context,
+                                       const fanout::v1::InvalidateRequest* request,
+                                       fanout::v1::InvalidateResponse* response) override;
+  grpc::ServerUnaryReactor* Route(grpc::CallbackServerContext* context,
+                                  const fanout::v1::RouteRequest* request,
+                                  fanout::v1::RouteResponse* response) override;
+  grpc::ServerWriteReactor<fanout::v1::WatchEvent>* Watch(
+      grpc::CallbackServerContext* context, const fanout::v1::WatchRequest* request) override;
+
+ private:
+  const Config config_;
+  cache::ReadPath* const read_path_;
+  Admission* const admission_;
+};
+
+}  // namespace fanout::server
+
+#endif  // FANOUT_SERVER_SIDECAR_SERVICE_H_
