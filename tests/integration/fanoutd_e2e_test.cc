@@ -1,0 +1,224 @@
+// End to end: the real fanoutd binary, called by the client library,
+// fanoutctl and buf curl (reflection only, as grpcurl would).
+#include <signal.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_split.h"
+#include "client/client.h"
+#include "gtest/gtest.h"
+#include "tests/testing/fake_grpc_origin.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/subprocess.h"
+
+namespace fanout {
+namespace {
+
+using ::fanout::testing::RunProcess;
+using ::fanout::testing::Subprocess;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// A fanoutd process on a free loopback port.
+class Daemon {
+ public:
+  explicit Daemon(std::vector<std::string> args, const std::string& cwd = FANOUT_SOURCE_DIR) {
+    std::vector<std::string> argv = {FANOUTD_PATH};
+    bool has_listen = false;
+    for (const auto& a : args) has_listen = has_listen || a.rfind("--listen", 0) == 0;
+    if (!has_listen) argv.push_back("--listen=127.0.0.1:0");
+    argv.insert(argv.end(), args.begin(), args.end());
+    process_ = std::make_unique<Subprocess>(argv, cwd);
+    if (process_->WaitForStderr("listening on ", absl::Seconds(20))) {
+      const std::string err = process_->err();
+      const size_t at = err.find("listening on ") + 13;
+      address_ = err.substr(at, err.find('\n', at) - at);
+    }
+  }
+  const std::string& address() const { return address_; }
+  Subprocess& process() { return *process_; }
+
+ private:
+  std::unique_ptr<Subprocess> process_;
+  std::string address_;
+};
+
+testing::RunResult Ctl(const std::string& addr, std::vector<std::string> args) {
+  std::vector<std::string> argv = {FANOUTCTL_PATH, "--addr=" + addr};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunProcess(argv);
+}
+
+testing::RunResult BufCurl(std::vector<std::string> args) {
+  std::vector<std::string> argv = {"/usr/bin/env", "buf", "curl", "--protocol", "grpc",
+                                   "--http2-prior-knowledge"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunProcess(argv, absl::Seconds(60));
+}
+
+TEST(FanoutdE2eTest, EmbeddedDefaultServesSampleKeysThroughFanoutctl) {
+  Daemon d({});
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+
+  auto first = Ctl(d.address(), {"get", "flags/new-checkout"});
+  EXPECT_EQ(first.code, 0) << first.err;
+  EXPECT_THAT(first.out, HasSubstr("\"rollout_percent\": 25"));
+  EXPECT_THAT(first.err, HasSubstr("served_by=TIER_ORIGIN"));
+
+  auto second = Ctl(d.address(), {"get", "flags/new-checkout"});
+  EXPECT_EQ(second.code, 0);
+  EXPECT_THAT(second.err, HasSubstr("served_by=TIER_L1"));
+
+  auto tenant = Ctl(d.address(), {"--namespace=tenant-acme", "--json", "get", "flags/new-checkout"});
+  EXPECT_EQ(tenant.code, 0) << tenant.err;
+  EXPECT_THAT(tenant.out, HasSubstr("\"served_by\": \"TIER_ORIGIN\""));
+
+  auto batch = Ctl(d.address(), {"batch-get", "endpoints/payments", "ratelimits/login"});
+  EXPECT_EQ(batch.code, 0) << batch.err;
+  EXPECT_THAT(batch.out, HasSubstr("ratelimits/login\tTIER_ORIGIN\t{\"requests_per_second\": 20"));
+
+  auto health = Ctl(d.address(), {"health"});
+  EXPECT_EQ(health.code, 0);
+  EXPECT_THAT(health.out, HasSubstr("SERVING"));
+}
+
+TEST(FanoutdE2eTest, FanoutctlExitCodesTellScriptsWhatHappened) {
+  Daemon d({});
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+  auto missing = Ctl(d.address(), {"get", "flags/absent"});
+  EXPECT_EQ(missing.code, 3);
+  EXPECT_THAT(missing.err, HasSubstr("NOT_FOUND"));
+  auto empty = Ctl(d.address(), {"get", ""});
+  EXPECT_EQ(empty.code, 1);
+  EXPECT_THAT(empty.err, HasSubstr("INVALID_ARGUMENT: key is empty"));
+  auto oversized = Ctl(d.address(), {"get", std::string(2000, 'k')});
+  EXPECT_EQ(oversized.code, 1);
+  EXPECT_THAT(oversized.err, HasSubstr("limits.max_key_bytes"));
+  auto usage = Ctl(d.address(), {"frobnicate"});
+  EXPECT_EQ(usage.code, 2);
+  auto invalidate = Ctl(d.address(), {"invalidate", "--prefix=flags/"});
+  EXPECT_EQ(invalidate.code, 0);
+  EXPECT_THAT(invalidate.out, HasSubstr("evicted="));
+  auto down = Ctl("127.0.0.1:1", {"--timeout=2s", "health"});
+  EXPECT_EQ(down.code, 4);
+}
+
+TEST(FanoutdE2eTest, ReflectionClientListsDescribesAndCalls) {
+  Daemon d({});
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+  const std::string url = "http://" + d.address();
+
+  auto services = BufCurl({"--list-services", url});
+  ASSERT_EQ(services.code, 0) << services.err;
+  EXPECT_THAT(services.out, HasSubstr("fanout.v1.Sidecar"));
+  EXPECT_THAT(services.out, HasSubstr("grpc.health.v1.Health"));
+
+  // grpcurl's "describe": the methods, and the descriptor of the service.
+  auto methods = BufCurl({"--reflect-protocol", "grpc-v1alpha", "--list-methods", url});
+  ASSERT_EQ(methods.code, 0) << methods.err;
+  for (const char* m : {"Get", "BatchGet", "Invalidate", "Route", "Watch"}) {
+    EXPECT_THAT(methods.out, HasSubstr(std::string("fanout.v1.Sidecar/") + m));
+  }
+  auto descriptor = BufCurl({"--reflect-protocol", "grpc-v1alpha", "-d",
+                             R"({"file_containing_symbol":"fanout.v1.Sidecar"})",
+                             url + "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"});
+  ASSERT_EQ(descriptor.code, 0) << descriptor.err;
+  EXPECT_THAT(descriptor.out, HasSubstr("fileDescriptorProto"));
+
+  auto get = BufCurl({"-d", R"({"key":"endpoints/inventory"})", url + "/fanout.v1.Sidecar/Get"});
+  ASSERT_EQ(get.code, 0) << get.err;
+  EXPECT_THAT(get.out, HasSubstr("\"servedBy\": \"TIER_ORIGIN\""));
+  EXPECT_THAT(get.out, HasSubstr("\"value\":"));
+
+  auto bad = BufCurl({"-d", R"({"key":""})", url + "/fanout.v1.Sidecar/Get"});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_THAT(bad.out + bad.err, HasSubstr("invalid_argument"));
+
+  auto health = BufCurl({"-d", "{}", url + "/grpc.health.v1.Health/Check"});
+  ASSERT_EQ(health.code, 0) << health.err;
+  EXPECT_THAT(health.out, HasSubstr("SERVING"));
+}
+
+TEST(FanoutdE2eTest, ReflectionCanBeTurnedOff) {
+  Daemon d({"--reflection=false"});
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+  auto services = BufCurl({"--list-services", "http://" + d.address()});
+  EXPECT_NE(services.code, 0);
+  EXPECT_EQ(Ctl(d.address(), {"health"}).code, 0);  // the services themselves still answer
+}
+
+TEST(FanoutdE2eTest, ListensOnUnixSocket) {
+  const std::string socket = testing::TempPath("fanout.sock");
+  Daemon d({"--listen=unix://" + socket});
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+  auto get = Ctl("unix://" + socket, {"get", "ratelimits/api-default"});
+  EXPECT_EQ(get.code, 0) << get.err;
+  EXPECT_THAT(get.out, HasSubstr("\"burst\": 50"));
+  std::filesystem::remove(socket);
+}
+
+TEST(FanoutdE2eTest, BadConfigFailsStartNamingTheKey) {
+  const std::string path = testing::TempPath("bad.yaml");
+  std::ofstream(path) << "cache:\n  ttl: 5s\n  tll: 3s\n";
+  auto r = RunProcess({FANOUTD_PATH, "--config=" + path, "--listen=127.0.0.1:0"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("unknown key cache.tll"));
+  std::ofstream(path) << "origin:\n  file:\n    root: /nonexistent/dir\n";
+  r = RunProcess({FANOUTD_PATH, "--config=" + path, "--listen=127.0.0.1:0"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("origin.file.root"));
+  r = RunProcess({FANOUTD_PATH, "--log_level=loud"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("--log_level"));
+  std::filesystem::remove(path);
+}
+
+TEST(FanoutdE2eTest, SigtermUnderLoadFinishesInFlightCallsAndExitsZero) {
+  auto origin = testing::FakeGrpcOrigin::Start();
+  origin->SetDelay(absl::Milliseconds(500));
+  constexpr int kCalls = 40;
+  for (int i = 0; i < kCalls; ++i) origin->Set(absl::StrCat("k", i), absl::StrCat("v", i));
+  const std::string config = testing::TempPath("drain.yaml");
+  std::ofstream(config) << "server:\n  drain_timeout: 20s\norigin:\n  type: grpc\n  timeout: 10s\n"
+                           "  grpc:\n    target: "
+                        << origin->address() << "\n";
+  Daemon d({"--config=" + config});
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+  auto client = *client::Client::Connect(d.address(), {.timeout = absl::Seconds(30)});
+  ASSERT_OK(client->Health(""));  // connected before the load starts
+
+  std::atomic<int> ok{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kCalls; ++i) {
+    callers.emplace_back([&, i] {
+      auto r = client->Get(absl::StrCat("k", i));
+      if (r.ok() && r->value() == absl::StrCat("v", i)) {
+        ok.fetch_add(1);
+      } else {
+        ADD_FAILURE() << "call " << i << ": " << r.status();
+      }
+    });
+  }
+  // Every call has reached the origin: they are all in flight in fanoutd.
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (origin->in_flight() < kCalls && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  ASSERT_EQ(origin->in_flight(), kCalls);
+  const absl::Time signalled = absl::Now();
+  d.process().Signal(SIGTERM);
+  for (auto& t : callers) t.join();
+  std::optional<int> code = d.process().Wait(absl::Seconds(25));
+  ASSERT_TRUE(code.has_value()) << "fanoutd did not exit within the drain deadline";
+  EXPECT_EQ(*code, 0) << d.process().err();
+  EXPECT_LT(absl::Now() - signalled, absl::Seconds(20));
+  EXPECT_EQ(ok.load(), kCalls);
+  EXPECT_THAT(d.process().err(), HasSubstr("draining"));
+  std::filesystem::remove(config);
+}
+
+}  // namespace
+}  // namespace fanout

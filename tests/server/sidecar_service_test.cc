@@ -1,0 +1,220 @@
+// The Sidecar service in-process, on a real port, through the client library.
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "client/client.h"
+#include "gtest/gtest.h"
+#include "server/fanoutd.h"
+#include "tests/testing/fake_grpc_origin.h"
+#include "tests/testing/status_matchers.h"
+
+namespace fanout::server {
+namespace {
+
+using ::fanout::testing::StatusIs;
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+class SidecarServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = fs::temp_directory_path() / ("fanout_svc_" + std::to_string(::getpid()));
+    fs::remove_all(root_);
+    fs::create_directories(root_ / "flags");
+    fs::create_directories(root_ / "acme" / "flags");
+    std::ofstream(root_ / "flags" / "checkout") << "on";
+    std::ofstream(root_ / "acme" / "flags" / "checkout") << "off";
+    config_.server.listen = "127.0.0.1:0";
+    config_.origin.file_root = root_.string();
+    config_.limits.max_batch_keys = 5;
+  }
+  void TearDown() override {
+    client_.reset();
+    daemon_.reset();
+    fs::remove_all(root_);
+  }
+  void StartDaemon() {
+    auto d = Fanoutd::Start(config_);
+    ASSERT_OK(d);
+    daemon_ = *std::move(d);
+    client_ = *client::Client::Connect(daemon_->address());
+  }
+
+  fs::path root_;
+  Config config_;
+  std::unique_ptr<Fanoutd> daemon_;
+  std::unique_ptr<client::Client> client_;
+};
+
+TEST_F(SidecarServiceTest, GetServesOriginThenL1) {
+  StartDaemon();
+  auto first = client_->Get("flags/checkout");
+  ASSERT_OK(first);
+  EXPECT_EQ(first->value(), "on");
+  EXPECT_EQ(first->served_by(), fanout::v1::TIER_ORIGIN);
+  EXPECT_GT(first->version(), 0);
+  auto second = client_->Get("flags/checkout");
+  ASSERT_OK(second);
+  EXPECT_EQ(second->served_by(), fanout::v1::TIER_L1);
+  EXPECT_EQ(second->version(), first->version());
+  EXPECT_FALSE(second->stale());
+}
+
+TEST_F(SidecarServiceTest, GetNamespaceIsPartOfTheIdentity) {
+  StartDaemon();
+  EXPECT_EQ(client_->Get("flags/checkout", "acme")->value(), "off");
+  EXPECT_EQ(client_->Get("flags/checkout")->value(), "on");
+}
+
+TEST_F(SidecarServiceTest, GetMissingKeyIsNotFound) {
+  StartDaemon();
+  EXPECT_THAT(client_->Get("flags/none"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("flags/none")));
+}
+
+TEST_F(SidecarServiceTest, GetBadKeysAreInvalidArgumentNamingTheLimit) {
+  StartDaemon();
+  EXPECT_THAT(client_->Get(""), StatusIs(absl::StatusCode::kInvalidArgument,
+                                         HasSubstr("key is empty")));
+  EXPECT_THAT(client_->Get(std::string(1025, 'k')),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("limits.max_key_bytes")));
+  EXPECT_THAT(client_->Get("../etc/passwd"), StatusIs(absl::StatusCode::kInvalidArgument));
+  fanout::v1::GetRequest negative;
+  negative.set_key("flags/checkout");
+  negative.set_max_stale_ms(-1);
+  EXPECT_THAT(client_->Get(negative),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("max_stale_ms")));
+}
+
+TEST_F(SidecarServiceTest, GetOversizedValueIsRefusedNamingTheLimit) {
+  config_.limits.max_value_bytes = 16;
+  std::ofstream(root_ / "big") << std::string(17, 'x');
+  StartDaemon();
+  EXPECT_THAT(client_->Get("big"), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                            HasSubstr("limits.max_value_bytes")));
+}
+
+TEST_F(SidecarServiceTest, BatchGetReportsPerKeyErrors) {
+  StartDaemon();
+  fanout::v1::BatchGetRequest request;
+  request.add_keys("flags/checkout");
+  request.add_keys("flags/none");
+  request.add_keys("");
+  auto response = client_->BatchGet(request);
+  ASSERT_OK(response);
+  ASSERT_EQ(response->items_size(), 3);
+  EXPECT_EQ(response->items(0).code(), 0);
+  EXPECT_EQ(response->items(0).value(), "on");
+  EXPECT_EQ(response->items(1).code(), static_cast<int>(absl::StatusCode::kNotFound));
+  EXPECT_EQ(response->items(2).code(), static_cast<int>(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(response->items(2).error(), HasSubstr("keys[2]"));
+}
+
+TEST_F(SidecarServiceTest, BatchGetOverTheLimitFailsWhole) {
+  StartDaemon();
+  fanout::v1::BatchGetRequest request;
+  for (int i = 0; i < 6; ++i) request.add_keys(absl::StrCat("k", i));
+  EXPECT_THAT(client_->BatchGet(request),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("limits.max_batch_keys")));
+}
+
+TEST_F(SidecarServiceTest, InvalidateEvictsSoNextGetReadsOrigin) {
+  StartDaemon();
+  ASSERT_OK(client_->Get("flags/checkout"));
+  std::ofstream(root_ / "flags" / "checkout") << "changed";
+  EXPECT_EQ(client_->Get("flags/checkout")->value(), "on");  // cached
+  fanout::v1::InvalidateRequest request;
+  request.add_keys("flags/checkout");
+  auto response = client_->Invalidate(request);
+  ASSERT_OK(response);
+  EXPECT_EQ(response->evicted(), 1);
+  EXPECT_FALSE(response->broadcast());
+  auto after = client_->Get("flags/checkout");
+  EXPECT_EQ(after->value(), "changed");
+  EXPECT_EQ(after->served_by(), fanout::v1::TIER_ORIGIN);
+}
+
+TEST_F(SidecarServiceTest, InvalidateByPrefix) {
+  StartDaemon();
+  ASSERT_OK(client_->Get("flags/checkout"));
+  fanout::v1::InvalidateRequest request;
+  request.set_prefix("flags/");
+  EXPECT_EQ(client_->Invalidate(request)->evicted(), 1);
+}
+
+TEST_F(SidecarServiceTest, InvalidateNothingIsInvalidArgument) {
+  StartDaemon();
+  EXPECT_THAT(client_->Invalidate(fanout::v1::InvalidateRequest()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("keys or a prefix")));
+}
+
+TEST_F(SidecarServiceTest, HealthServingForKnownServicesNotFoundForOthers) {
+  StartDaemon();
+  EXPECT_EQ(*client_->Health(""), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_EQ(*client_->Health("fanout.v1.Sidecar"), grpc::health::v1::HealthCheckResponse::SERVING);
+  EXPECT_THAT(client_->Health("nope"), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(SidecarServiceTest, WatchSaysUnimplemented) {
+  StartDaemon();
+  auto channel = grpc::CreateChannel(daemon_->address(), grpc::InsecureChannelCredentials());
+  auto stub = fanout::v1::Sidecar::NewStub(channel);
+  grpc::ClientContext context;
+  fanout::v1::WatchRequest request;
+  auto reader = stub->Watch(&context, request);
+  fanout::v1::WatchEvent event;
+  EXPECT_FALSE(reader->Read(&event));
+  grpc::Status s = reader->Finish();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_THAT(s.error_message(), HasSubstr("Watch"));
+}
+
+TEST_F(SidecarServiceTest, InFlightLimitGivesResourceExhausted) {
+  auto origin = testing::FakeGrpcOrigin::Start();
+  origin->Set("slow", "v");
+  origin->SetDelay(absl::Seconds(2));
+  config_.origin.type = OriginSection::Type::kGrpc;
+  config_.origin.grpc_target = origin->address();
+  config_.origin.timeout = absl::Seconds(20);
+  config_.limits.max_in_flight = 2;
+  StartDaemon();
+  fanout::v1::GetRequest slow;
+  slow.set_key("slow");
+  slow.set_bypass_cache(true);
+  std::thread a([&] { EXPECT_OK(client_->Get(slow)); });
+  std::thread b([&] { EXPECT_OK(client_->Get(slow)); });
+  // Wait (bounded) until both calls hold their slots.
+  for (int i = 0; i < 500 && origin->in_flight() < 1; ++i) absl::SleepFor(absl::Milliseconds(10));
+  for (int i = 0; i < 500 && daemon_->read_path()->Stats().coalesced < 1; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_THAT(client_->Get("other"), StatusIs(absl::StatusCode::kResourceExhausted,
+                                               HasSubstr("limits.max_in_flight")));
+  a.join();
+  b.join();
+  EXPECT_EQ(origin->fetches(), 1);  // the two slow reads shared one fill
+}
+
+TEST_F(SidecarServiceTest, GetServesStaleFromGrpcOriginOutage) {
+  auto origin = testing::FakeGrpcOrigin::Start();
+  origin->Set("k", "last-known", 5);
+  config_.origin.type = OriginSection::Type::kGrpc;
+  config_.origin.grpc_target = origin->address();
+  config_.cache.ttl = absl::Milliseconds(1);
+  StartDaemon();
+  ASSERT_EQ(client_->Get("k")->value(), "last-known");
+  origin->SetDown(true);
+  absl::SleepFor(absl::Milliseconds(5));  // let the 1 ms ttl pass
+  auto stale = client_->Get("k");
+  ASSERT_OK(stale);
+  EXPECT_TRUE(stale->stale());
+  EXPECT_EQ(stale->value(), "last-known");
+  EXPECT_EQ(stale->version(), 5);
+  fanout::v1::GetRequest none;
+  none.set_key("never-seen");
+  EXPECT_THAT(client_->Get(none), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+}  // namespace
+}  // namespace fanout::server
