@@ -1,0 +1,30 @@
+// fanout-bench: a gRPC load generator for fanoutd and its baselines.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "bench/loadgen.h"
+#include "bench/options.h"
+
+int main(int argc, char** argv) {
+  using namespace fanout::bench;
+  absl::StatusOr<BenchOptions> options =
+      ParseBenchArgs(std::vector<std::string>(argv + 1, argv + argc));
+  if (!options.ok()) {
+    std::fprintf(stderr, "fanout-bench: %s\n", std::string(options.status().message()).c_str());
+    return 2;
+  }
+  if (options->help) {
+    std::fputs(BenchUsage().c_str(), stdout);
+    return 0;
+  }
+  absl::StatusOr<std::unique_ptr<CallSender>> sender = NewGrpcSender(*options);
+  if (!sender.ok()) {
+    std::fprintf(stderr, "fanout-bench: %s\n", std::string(sender.status().message()).c_str());
+    return 2;
+  }
+  const Report report = RunLoad(*options, sender->get());
+  const std::string out = options->json ? FormatJson(report) + "\n" : FormatText(report);
+  std::fputs(out.c_str(), stdout);
+  return report.codes.errors() == 0 ? 0 : 1;
+}
