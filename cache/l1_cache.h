@@ -31,6 +31,7 @@ struct L1Stats {
   uint64_t invalidated = 0;
   uint64_t replaced = 0;
   uint64_t rejected_too_large = 0;  // inserts of one value over the per-entry limit
+  uint64_t not_admitted = 0;        // inserts the eviction policy declined at once
   uint64_t bytes = 0;               // charged bytes now held
   uint64_t entries = 0;
 };
@@ -45,6 +46,9 @@ struct L1Options {
   // An entry charged more than capacity_bytes * max_entry_fraction is not cached.
   double max_entry_fraction = 0.01;
   RemovalListener on_removal;  // optional
+  // Independently locked shards, each with an equal share of the budget.
+  // 0 lets the implementation choose; implementations may round it.
+  int shards = 0;
 };
 
 // Bytes an entry is charged: key, value and a fixed per-entry overhead.

@@ -1,0 +1,40 @@
+// The W-TinyLFU L1 engine: an L1Cache (l1_cache.h) that admits and evicts by
+// recent frequency (wtinylfu_policy.h), resisting scans and one-off keys that
+// would flush an LRU.
+//
+// Threading model: the key space is split by hash into independently locked
+// shards (L1Options::shards, default 16, rounded up to a power of two and
+// lowered for budgets under 64 KiB a shard). Each shard has its own
+// absl::Mutex, index, policy, byte budget (capacity_bytes / shards) and
+// statistics; there is no cache-wide lock. Every operation locks one shard,
+// except ErasePrefix and Stats, which visit the shards one at a time. No
+// thread is started. Removal listeners run on the calling thread after the
+// shard lock is released, and entries are freed outside the lock.
+//
+// Sharding costs some hit ratio against one global policy (each shard
+// decides alone, within its own budget); with 16 shards and a budget of
+// thousands of entries the difference is small, and it keeps the read path
+// to one uncontended mutex in the common case.
+//
+// Bounds: a Lookup or Insert is O(1) amortized; an Insert may evict many
+// small entries to make room for a large one. A periodic aging pass of the
+// frequency sketch costs O(entries in the shard) once every ~10x entries
+// lookups. ErasePrefix holds each shard's lock for a scan of that shard.
+//
+// Expiry is lazy: an entry past stale_until is removed by the Lookup that
+// finds it (or by size eviction), never by a background sweep.
+#ifndef FANOUT_CACHE_WTINYLFU_CACHE_H_
+#define FANOUT_CACHE_WTINYLFU_CACHE_H_
+
+#include <memory>
+
+#include "cache/l1_cache.h"
+
+namespace fanout::cache {
+
+// options.capacity_bytes must be positive. Thread-safe.
+std::unique_ptr<L1Cache> NewWTinyLfuCache(const L1Options& options);
+
+}  // namespace fanout::cache
+
+#endif  // FANOUT_CACHE_WTINYLFU_CACHE_H_
