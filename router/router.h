@@ -1,0 +1,114 @@
+// Route: fans one call out to a route's backends under a policy, over a
+// TaskGroup, and reports every branch.
+//
+// Threading: Route() never blocks; it starts downstream calls and returns.
+// `done` runs once, on a gRPC completion thread, an executor thread, or
+// inline (for errors found before any call starts). Timers (deadlines,
+// hedging) run on the executor. Thread-safe.
+#ifndef FANOUT_ROUTER_ROUTER_H_
+#define FANOUT_ROUTER_ROUTER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "common/cancellation.h"
+#include "common/executor.h"
+#include "fanout/v1/sidecar.pb.h"
+#include "router/backend_stats.h"
+#include "router/downstream.h"
+#include "router/route_config.h"
+
+namespace fanout::router {
+
+// A failed Route's status carries the RouteResponse (every branch) as a
+// payload under this type URL, serialized.
+inline constexpr char kRouteResponseTypeUrl[] = "type.googleapis.com/fanout.v1.RouteResponse";
+
+fanout::v1::Policy ToProto(Policy policy);
+// InvalidArgument naming `policy` for POLICY_UNSPECIFIED and unknown values.
+absl::StatusOr<Policy> FromProto(int policy);
+
+struct RouterOptions {
+  // Makes the Downstream of each distinct backend address; unset = gRPC
+  // (NewGrpcDownstream).
+  DownstreamFactory downstream_factory = nullptr;
+  // Seeds tie-breaking and exploration; 0 = from std::random_device.
+  uint64_t seed = 0;
+};
+
+struct BackendReport {
+  std::string name;
+  std::string address;
+  BackendSnapshot stats;
+};
+
+struct RouteReport {
+  std::string name;
+  Policy policy;
+  int adaptive_committed = -1;  // ADAPTIVE: index of the committed backend, -1 = racing
+  std::vector<BackendReport> backends;
+};
+
+namespace router_internal {
+struct RouteState;
+}  // namespace router_internal
+
+class Router {
+ public:
+  using RouteDone = absl::AnyInvocable<void(absl::StatusOr<fanout::v1::RouteResponse>) &&>;
+
+  // Validates every route (ValidateRouteConfig; route names unique) and
+  // makes one Downstream per distinct address. `executor`: not owned; must
+  // outlive the router and every call in flight.
+  static absl::StatusOr<std::unique_ptr<Router>> Create(std::vector<RouteConfig> routes,
+                                                        Executor* executor,
+                                                        RouterOptions options = {});
+  ~Router();
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  // Runs request.route under request.policy (POLICY_UNSPECIFIED = the
+  // route's), until min(deadline, now + timeout) where timeout is
+  // request.timeout_ms or the route's. Cancelling `parent` cancels every
+  // branch, down to the backends. `done` gets:
+  //   OK                a RouteResponse: every backend of the route as a
+  //                     branch, in configuration order (SKIPPED when not
+  //                     called); for single-answer policies the winner's
+  //                     payload and name
+  //   NotFound          no such route (named)
+  //   InvalidArgument   a bad policy value (names `policy`)
+  //   other             the policy failed: ALL's first failure (code and
+  //                     message of that branch), or every candidate failed
+  //                     (the last failure's code); DeadlineExceeded,
+  //                     Cancelled. The RouteResponse rides along as a
+  //                     payload (kRouteResponseTypeUrl).
+  // ALL_SETTLED fails only when cancelled. Branch outcomes: OK, ERROR,
+  // TIMEOUT (deadline), CANCELLED (lost a race, a sibling failed, or the
+  // caller cancelled), SKIPPED.
+  void Route(const fanout::v1::RouteRequest& request, CancellationToken parent, absl::Time deadline,
+             RouteDone done);
+
+  std::vector<std::string> RouteNames() const;
+  // NotFound for an unknown route.
+  absl::StatusOr<RouteReport> Report(absl::string_view route) const;
+
+ private:
+  explicit Router(Executor* executor) : executor_(executor) {}
+
+  Executor* const executor_;
+  // Immutable after Create().
+  absl::flat_hash_map<std::string, std::shared_ptr<router_internal::RouteState>> routes_;
+  std::vector<std::string> route_names_;
+};
+
+}  // namespace fanout::router
+
+#endif  // FANOUT_ROUTER_ROUTER_H_

@@ -1,0 +1,108 @@
+// A gRPC backend that answers ANY method after a configurable delay, for
+// Route tests and benchmarks: a latency/failure/capacity model, and counters
+// of what it saw, cancellations included.
+//
+// It never blocks a gRPC thread: answers come from executor timers. With
+// `capacity` k it serves k calls at once and queues the rest in FIFO order
+// (a GPU-like worker); service time starts when a call gets a slot.
+//
+// Out of process (the fanout-fake-backend binary), the counters are read by
+// calling kFakeBackendStatsMethod, which answers them as text.
+#ifndef FANOUT_TESTS_TESTING_FAKE_BACKEND_H_
+#define FANOUT_TESTS_TESTING_FAKE_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/executor.h"
+
+namespace fanout::testing {
+
+// Answers the counters, formatted by FormatCounters, and counts as no call.
+inline constexpr char kFakeBackendStatsMethod[] = "/fanout.fake/Stats";
+
+struct FakeBackendOptions {
+  std::string listen = "127.0.0.1:0";
+  // The reply payload, unless `echo` (then the request payload).
+  std::string name = "fake";
+  bool echo = false;
+  absl::Duration delay = absl::ZeroDuration();
+  absl::Duration delay_per_kb = absl::ZeroDuration();    // per 1024 request bytes
+  absl::Duration delay_per_cost = absl::ZeroDuration();  // per unit of cost
+  absl::Duration jitter = absl::ZeroDuration();          // uniform in [-jitter, +jitter]
+  // Probability of answering UNAVAILABLE (after the delay).
+  double fail_prob = 0;
+  // Calls served at once; 0 = unlimited.
+  int capacity = 0;
+  uint64_t seed = 1;
+};
+
+struct FakeBackendCounters {
+  int64_t calls = 0;      // requests received (the stats method excluded)
+  int64_t ok = 0;         // answered
+  int64_t failed = 0;     // answered UNAVAILABLE (fail_prob)
+  int64_t cancelled = 0;  // cancelled by the client or its deadline before the answer
+  int64_t in_flight = 0;  // received, not yet answered or cancelled
+  int64_t queued = 0;     // of those, waiting for capacity
+};
+
+// "calls=3 ok=2 failed=0 cancelled=1 in_flight=0 queued=0"
+std::string FormatCounters(const FakeBackendCounters& counters);
+
+// The cost of a call: the fanout-cost metadata value when present and
+// positive, else max(1, payload bytes / 4).
+int64_t FakeBackendCost(absl::string_view cost_header, size_t payload_bytes);
+
+// Keeps one idle callback-API gRPC server for the rest of the process.
+// Observed with gRPC 1.51: when the last callback server or channel of a
+// process goes away, gRPC tears down a process-wide callback completion
+// queue, and servers or channels created right after can abort with
+// "assertion failed: prior > 0" (grpc_cq_internal_unref). Test binaries that
+// create and destroy servers test after test call this once (idempotent).
+void HoldGrpcCallbackQueue();
+
+// Thread-safe.
+class FakeBackend {
+ public:
+  // Serves on options.listen. `executor` runs the answer timers (not owned;
+  // must outlive this); nullptr = a private one-thread pool.
+  static absl::StatusOr<std::unique_ptr<FakeBackend>> Start(FakeBackendOptions options,
+                                                            Executor* executor = nullptr);
+  // Shuts the server down; calls in flight end CANCELLED.
+  ~FakeBackend();
+  FakeBackend(const FakeBackend&) = delete;
+  FakeBackend& operator=(const FakeBackend&) = delete;
+
+  // "127.0.0.1:<port>" (the bound port when listening on port 0).
+  const std::string& address() const { return address_; }
+  int port() const { return port_; }
+  const std::string& name() const;
+
+  FakeBackendCounters counters() const;
+  // Apply to calls received from now on.
+  void SetDelay(absl::Duration delay);
+  void SetFailProb(double fail_prob);
+
+  // Polls the counters until `done` holds or `timeout` passes; returns
+  // whether it held. For tests waiting on another process or thread.
+  bool WaitFor(absl::FunctionRef<bool(const FakeBackendCounters&)> done,
+               absl::Duration timeout = absl::Seconds(10)) const;
+
+  class Impl;
+
+ private:
+  FakeBackend() = default;
+
+  std::unique_ptr<Executor> own_executor_;
+  std::shared_ptr<Impl> impl_;
+  std::string address_;
+  int port_ = 0;
+};
+
+}  // namespace fanout::testing
+
+#endif  // FANOUT_TESTS_TESTING_FAKE_BACKEND_H_
