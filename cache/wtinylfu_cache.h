@@ -3,8 +3,8 @@
 // would flush an LRU.
 //
 // Threading model: the key space is split by hash into independently locked
-// shards (L1Options::shards, default 16, rounded up to a power of two and
-// lowered for budgets under 64 KiB a shard). Each shard has its own
+// shards (L1Options::shards rounded up to a power of two; by default 16,
+// halved while a shard would get less than 64 KiB). Each shard has its own
 // absl::Mutex, index, policy, byte budget (capacity_bytes / shards) and
 // statistics; there is no cache-wide lock. Every operation locks one shard,
 // except ErasePrefix and Stats, which visit the shards one at a time. No
@@ -13,13 +13,21 @@
 //
 // Sharding costs some hit ratio against one global policy (each shard
 // decides alone, within its own budget); with 16 shards and a budget of
-// thousands of entries the difference is small, and it keeps the read path
-// to one uncontended mutex in the common case.
+// hundreds of entries or more the difference is within a point (the "x16
+// shards" column of bench/RESULTS.md), and it keeps the read path to one
+// mutex that other keys' readers rarely contend for.
 //
 // Bounds: a Lookup or Insert is O(1) amortized; an Insert may evict many
 // small entries to make room for a large one. A periodic aging pass of the
-// frequency sketch costs O(entries in the shard) once every ~10x entries
+// frequency sketch costs O(entries in the shard) once every ~20 x entries
 // lookups. ErasePrefix holds each shard's lock for a scan of that shard.
+//
+// Admission: a key's popularity is the number of Lookups of it (hits and
+// misses), recently; Inserts do not count. A new entry always enters the
+// window; an entry larger than the window goes straight to the admission
+// test, and if it loses, Insert returns false and counts it in
+// L1Stats::not_admitted without calling the removal listener (it was never
+// visible). Every other removal is reported with its cause.
 //
 // Expiry is lazy: an entry past stale_until is removed by the Lookup that
 // finds it (or by size eviction), never by a background sweep.

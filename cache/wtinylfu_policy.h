@@ -151,7 +151,6 @@ class WTinyLfuPolicy {
   double previous_hit_ratio_ = 0;
   double step_;
   bool filled_ = false;  // evicted at least once
-  bool full_ = false;
   int64_t adjustment_ = 0;  // weight still to move into (+) or out of (-) the window
 };
 
