@@ -107,6 +107,17 @@ class Section {
   }
   bool Has(const std::string& key) const { return node_ && node_.IsMap() && node_[key]; }
 
+  // The keys of this mapping, in file order (for sections keyed by name).
+  std::vector<std::string> Keys() const {
+    std::vector<std::string> keys;
+    if (!node_ || !node_.IsMap()) return keys;
+    for (const auto& kv : node_) keys.push_back(kv.first.as<std::string>());
+    return keys;
+  }
+  // Marks `key` read and returns its raw node (for lists).
+  YAML::Node Raw(const std::string& key) { return Take(key); }
+  absl::Status* error() const { return error_; }
+
  private:
   YAML::Node Take(const std::string& key) {
     read_.insert(key);
@@ -131,6 +142,74 @@ class Section {
   absl::Status* error_;
   std::set<std::string> read_;
 };
+
+void ParseDouble(Section& s, const std::string& key, double* out, double min, double max) {
+  s.Double(key, out, min, max);
+}
+
+// routes.NAME: {policy, method, timeout, hedge_after, hedge_after_cold,
+// hedge_after_floor, attempt_timeout, backends, ejection, adaptive}.
+void ParseRoute(Section& routes, const std::string& name, std::vector<router::RouteConfig>* out) {
+  Section s = routes.Child(name);
+  router::RouteConfig r;
+  r.name = name;
+  std::string policy;
+  s.String("policy", &policy);
+  if (!policy.empty()) {
+    absl::StatusOr<router::Policy> p = router::ParsePolicy(policy);
+    if (p.ok()) r.policy = *p;
+    else s.Fail(absl::StrCat(s.Path("policy"), ": ", p.status().message()));
+  }
+  s.String("method", &r.method);
+  s.Duration("timeout", &r.timeout);
+  s.Duration("hedge_after", &r.hedge_after, /*allow_zero=*/true);
+  s.Duration("hedge_after_cold", &r.hedge_after_cold);
+  s.Duration("hedge_after_floor", &r.hedge_after_floor, /*allow_zero=*/true);
+  s.Duration("attempt_timeout", &r.attempt_timeout);
+
+  YAML::Node backends = s.Raw("backends");
+  if (backends && !backends.IsNull()) {
+    if (!backends.IsSequence()) {
+      s.Fail(absl::StrCat(s.Path("backends"), ": must be a list"));
+    } else {
+      for (size_t i = 0; i < backends.size(); ++i) {
+        const std::string path = absl::StrCat(s.Path("backends"), "[", i, "]");
+        router::BackendConfig b;
+        if (backends[i].IsScalar()) {
+          b.address = backends[i].Scalar();
+        } else {
+          Section item(backends[i], path, s.error());
+          item.String("address", &b.address);
+          item.String("name", &b.name);
+          item.CheckUnknown();
+        }
+        r.backends.push_back(std::move(b));
+      }
+    }
+  }
+
+  Section ejection = s.Child("ejection");
+  ejection.Int("consecutive_failures", &r.ejection.consecutive_failures, 0, 1000000);
+  ejection.Duration("base_ejection", &r.ejection.base_ejection);
+  ejection.Duration("max_ejection", &r.ejection.max_ejection);
+  ejection.CheckUnknown();
+
+  Section adaptive = s.Child("adaptive");
+  adaptive.Int("window", &r.adaptive.window, 1, 100000);
+  adaptive.Int("min_races", &r.adaptive.min_races, 1, 100000);
+  ParseDouble(adaptive, "commit_share", &r.adaptive.commit_share, 0.5, 1.0);
+  ParseDouble(adaptive, "explore_share", &r.adaptive.explore_share, 0.0, 1.0);
+  ParseDouble(adaptive, "regression_factor", &r.adaptive.regression_factor, 1.0, 1000.0);
+  ParseDouble(adaptive, "max_error_rate", &r.adaptive.max_error_rate, 0.0, 1.0);
+  adaptive.CheckUnknown();
+  s.CheckUnknown();
+
+  if (s.error()->ok()) {
+    absl::Status valid = router::ValidateRouteConfig(r);
+    if (!valid.ok()) s.Fail(valid.message());
+  }
+  out->push_back(std::move(r));
+}
 
 }  // namespace
 
@@ -210,6 +289,9 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   if (c.origin.type == OriginSection::Type::kFile && c.origin.file_root.empty()) {
     origin.Fail("origin.file.root: required when origin.type is file");
   }
+
+  Section routes = top.Child("routes");
+  for (const std::string& name : routes.Keys()) ParseRoute(routes, name, &c.routes);
 
   top.CheckUnknown();
   if (!error.ok()) {

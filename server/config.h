@@ -11,6 +11,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "common/log.h"
+#include "router/route_config.h"
 
 namespace fanout::server {
 
@@ -54,6 +55,7 @@ struct Config {
   LimitsSection limits;
   CacheSection cache;
   OriginSection origin;
+  std::vector<router::RouteConfig> routes;  // in file order
 };
 
 // Parses YAML text; `source` names it in errors ("config.yaml", "<embedded>").

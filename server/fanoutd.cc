@@ -75,8 +75,11 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
                                                     d->origin_.get(), d->executor_.get(),
                                                     Clock::Real());
 
+  ASSIGN_OR_RETURN(d->router_, router::Router::Create(config.routes, d->executor_.get()));
+
   d->health_ = std::make_unique<HealthService>();
-  d->sidecar_ = std::make_unique<SidecarService>(config, d->read_path_.get(), &d->admission_);
+  d->sidecar_ = std::make_unique<SidecarService>(config, d->read_path_.get(), d->router_.get(),
+                                                 &d->admission_);
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -112,7 +115,9 @@ Fanoutd::~Fanoutd() {
     server_->Shutdown(absl::ToChronoTime(absl::Now()));
     server_->Wait();
   }
-  // The executor goes before the services it calls back into.
+  // The executor goes before the services it calls back into; the router
+  // (whose calls have all ended with the server) before the executor.
+  router_.reset();
   executor_.reset();
 }
 

@@ -12,6 +12,7 @@
 #include "cache/origin.h"
 #include "cache/read_path.h"
 #include "common/executor.h"
+#include "router/router.h"
 #include "server/admission.h"
 #include "server/config.h"
 #include "server/health_service.h"
@@ -38,6 +39,7 @@ class Fanoutd {
 
   grpc::Server* grpc_server() { return server_.get(); }
   cache::ReadPath* read_path() { return read_path_.get(); }
+  router::Router* router() { return router_.get(); }
 
  private:
   explicit Fanoutd(const Config& config) : config_(config), admission_(config.limits.max_in_flight) {}
@@ -47,6 +49,7 @@ class Fanoutd {
   std::unique_ptr<ThreadPoolExecutor> executor_;
   std::unique_ptr<cache::Origin> origin_;
   std::unique_ptr<cache::ReadPath> read_path_;
+  std::unique_ptr<router::Router> router_;
   Admission admission_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<SidecarService> sidecar_;

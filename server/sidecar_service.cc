@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "common/cancellation.h"
 #include "common/status_macros.h"
 #include "server/grpc_status.h"
 #include "server/validation.h"
@@ -58,9 +59,33 @@ class FinishedWriter final : public grpc::ServerWriteReactor<Response> {
 
 }  // namespace
 
+// One Route call: the caller's cancellation (OnCancel) cancels every branch
+// through the token; the router's completion is the only place that
+// finishes the call, so Finish runs exactly once.
+class RouteReactor final : public grpc::ServerUnaryReactor {
+ public:
+  RouteReactor(router::Router* router, const fanout::v1::RouteRequest* request,
+               fanout::v1::RouteResponse* response, absl::Time deadline,
+               Admission::Ticket ticket)
+      : ticket_(std::move(ticket)) {
+    router->Route(*request, source_.token(), deadline,
+                  [this, response](absl::StatusOr<fanout::v1::RouteResponse> result) {
+                    ticket_.Release();
+                    if (result.ok()) *response = *std::move(result);
+                    Finish(ToGrpcStatus(result.status()));
+                  });
+  }
+  void OnCancel() override { source_.Cancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  CancellationSource source_;
+  Admission::Ticket ticket_;
+};
+
 SidecarService::SidecarService(const Config& config, cache::ReadPath* read_path,
-                               Admission* admission)
-    : config_(config), read_path_(read_path), admission_(admission) {}
+                               router::Router* router, Admission* admission)
+    : config_(config), read_path_(read_path), router_(router), admission_(admission) {}
 
 grpc::ServerUnaryReactor* SidecarService::Get(grpc::CallbackServerContext* context,
                                               const fanout::v1::GetRequest* request,
@@ -182,10 +207,29 @@ grpc::ServerUnaryReactor* SidecarService::Invalidate(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* SidecarService::Route(grpc::CallbackServerContext* context,
                                                 const fanout::v1::RouteRequest* request,
                                                 fanout::v1::RouteResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                               "Route is not available in this build yet: no routes engine"));
-  return reactor;
+  Admission::Ticket ticket;
+  absl::Status valid;
+  if (request->route().empty()) valid = absl::InvalidArgumentError("route is empty");
+  if (valid.ok() && request->cost() < 0) {
+    valid = absl::InvalidArgumentError(
+        absl::StrCat("cost is ", request->cost(), "; it must be 0 (estimate) or more"));
+  }
+  if (valid.ok() && request->timeout_ms() < 0) {
+    valid = absl::InvalidArgumentError(
+        absl::StrCat("timeout_ms is ", request->timeout_ms(), "; it must be 0 (default) or more"));
+  }
+  if (valid.ok()) valid = admission_->Enter(&ticket);
+  if (!valid.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(valid));
+    return reactor;
+  }
+  // The caller's deadline, bounded by limits.request_timeout.
+  absl::Time deadline = absl::Now() + config_.limits.request_timeout;
+  if (context->deadline() != std::chrono::system_clock::time_point::max()) {
+    deadline = std::min(deadline, absl::FromChrono(context->deadline()));
+  }
+  return new RouteReactor(router_, request, response, deadline, std::move(ticket));
 }
 
 grpc::ServerWriteReactor<fanout::v1::WatchEvent>* SidecarService::Watch(

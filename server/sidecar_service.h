@@ -8,6 +8,7 @@
 
 #include "cache/read_path.h"
 #include "fanout/v1/sidecar.grpc.pb.h"
+#include "router/router.h"
 #include "server/admission.h"
 #include "server/config.h"
 
@@ -15,8 +16,9 @@ namespace fanout::server {
 
 class SidecarService final : public fanout::v1::Sidecar::CallbackService {
  public:
-  // `read_path` and `admission`: not owned; must outlive the service.
-  SidecarService(const Config& config, cache::ReadPath* read_path, Admission* admission);
+  // `read_path`, `router` and `admission`: not owned; must outlive the service.
+  SidecarService(const Config& config, cache::ReadPath* read_path, router::Router* router,
+                 Admission* admission);
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context,
                                 const fanout::v1::GetRequest* request,
@@ -36,6 +38,7 @@ class SidecarService final : public fanout::v1::Sidecar::CallbackService {
  private:
   const Config config_;
   cache::ReadPath* const read_path_;
+  router::Router* const router_;
   Admission* const admission_;
 };
 

@@ -118,3 +118,68 @@ TEST(LoadConfigFileTest, MissingFileIsNotFound) {
 
 }  // namespace
 }  // namespace fanout::server
+
+namespace fanout::server {
+namespace {
+
+TEST(ParseConfigRoutesTest, ReadsRoutesWithBothBackendForms) {
+  absl::StatusOr<Config> c = ParseConfig(R"(
+routes:
+  llm:
+    policy: least_loaded
+    method: /llm.v1.Model/Generate
+    timeout: 2s
+    backends:
+      - "127.0.0.1:9001"
+      - {address: "127.0.0.1:9002", name: gpu-b}
+  profile:
+    policy: hedged
+    method: /profile.v1.Profiles/Get
+    timeout: 300ms
+    hedge_after: 40ms
+    backends: ["10.0.0.7:9000", "10.0.0.8:9000"]
+    ejection:
+      consecutive_failures: 3
+    adaptive:
+      window: 20
+)", "routes.yaml");
+  ASSERT_OK(c);
+  ASSERT_EQ(c->routes.size(), 2u);
+  const router::RouteConfig& llm = c->routes[0];
+  EXPECT_EQ(llm.name, "llm");
+  EXPECT_EQ(llm.policy, router::Policy::kLeastLoaded);
+  EXPECT_EQ(llm.method, "/llm.v1.Model/Generate");
+  EXPECT_EQ(llm.timeout, absl::Seconds(2));
+  ASSERT_EQ(llm.backends.size(), 2u);
+  EXPECT_EQ(llm.backends[0].address, "127.0.0.1:9001");
+  EXPECT_EQ(llm.backends[1].address, "127.0.0.1:9002");
+  EXPECT_EQ(llm.backends[1].name, "gpu-b");
+  const router::RouteConfig& profile = c->routes[1];
+  EXPECT_EQ(profile.policy, router::Policy::kHedged);
+  EXPECT_EQ(profile.hedge_after, absl::Milliseconds(40));
+  EXPECT_EQ(profile.ejection.consecutive_failures, 3);
+  EXPECT_EQ(profile.adaptive.window, 20);
+}
+
+TEST(ParseConfigRoutesTest, BadRoutesFailNamingTheRouteAndField) {
+  EXPECT_THAT(ParseConfig("routes:\n  r:\n    policy: fastest\n    method: /a.B/C\n"
+                          "    backends: [\"x:1\"]\n", "r.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("routes.r.policy: ")));
+  EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: /a.B/C\n", "r.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("backends")));
+  EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: nope\n    backends: [\"x:1\"]\n", "r.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("method")));
+  EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: /a.B/C\n    backends: [\"x:1\"]\n"
+                          "    retries: 3\n", "r.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown key routes.r.retries")));
+  EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: /a.B/C\n    backends:\n"
+                          "      - {address: \"x:1\", weight: 2}\n", "r.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("unknown key routes.r.backends[0].weight")));
+  EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: /a.B/C\n    backends: \"x:1\"\n", "r.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("routes.r.backends: must be a list")));
+}
+
+}  // namespace
+}  // namespace fanout::server

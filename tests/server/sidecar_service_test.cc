@@ -3,9 +3,11 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/synchronization/notification.h"
 #include "client/client.h"
 #include "gtest/gtest.h"
 #include "server/fanoutd.h"
+#include "tests/testing/fake_backend.h"
 #include "tests/testing/fake_grpc_origin.h"
 #include "tests/testing/status_matchers.h"
 
@@ -19,6 +21,7 @@ namespace fs = std::filesystem;
 class SidecarServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    testing::HoldGrpcCallbackQueue();
     root_ = fs::temp_directory_path() / ("fanout_svc_" + std::to_string(::getpid()));
     fs::remove_all(root_);
     fs::create_directories(root_ / "flags");
@@ -214,6 +217,93 @@ TEST_F(SidecarServiceTest, GetServesStaleFromGrpcOriginOutage) {
   fanout::v1::GetRequest none;
   none.set_key("never-seen");
   EXPECT_THAT(client_->Get(none), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+class SidecarRouteTest : public SidecarServiceTest {
+ protected:
+  // A route "race" over a fast and a slow backend.
+  void StartWithRace(router::Policy policy) {
+    testing::FakeBackendOptions fast_options;
+    fast_options.name = "fast";
+    fast_options.delay = absl::Milliseconds(20);
+    fast_ = *testing::FakeBackend::Start(fast_options);
+    testing::FakeBackendOptions slow_options;
+    slow_options.name = "slow";
+    slow_options.delay = absl::Seconds(5);
+    slow_ = *testing::FakeBackend::Start(slow_options);
+    router::RouteConfig route;
+    route.name = "race";
+    route.policy = policy;
+    route.method = "/any.Service/Call";
+    route.timeout = absl::Seconds(20);
+    route.backends = {{slow_->address(), "slow"}, {fast_->address(), "fast"}};
+    config_.routes = {route};
+    StartDaemon();
+  }
+
+  std::unique_ptr<testing::FakeBackend> fast_;
+  std::unique_ptr<testing::FakeBackend> slow_;
+};
+
+TEST_F(SidecarRouteTest, RouteFirstSuccessAnswersFromFastBackendAndCancelsSlow) {
+  StartWithRace(router::Policy::kFirstSuccess);
+  fanout::v1::RouteRequest request;
+  request.set_route("race");
+  request.set_payload("hello");
+  auto response = client_->Route(request);
+  ASSERT_OK(response);
+  EXPECT_EQ(response->backend(), "fast");
+  EXPECT_EQ(response->policy(), fanout::v1::FIRST_SUCCESS);
+  EXPECT_EQ(response->payload(), "fast");
+  ASSERT_EQ(response->branches_size(), 2);
+  EXPECT_TRUE(slow_->WaitFor([](const testing::FakeBackendCounters& c) {
+    return c.cancelled == 1;
+  })) << testing::FormatCounters(slow_->counters());
+}
+
+TEST_F(SidecarRouteTest, RouteCallerCancelReachesTheBackends) {
+  StartWithRace(router::Policy::kAll);
+  auto channel = grpc::CreateChannel(daemon_->address(), grpc::InsecureChannelCredentials());
+  auto stub = fanout::v1::Sidecar::NewStub(channel);
+  grpc::ClientContext context;  // no deadline: only the cancel can end the call early
+  fanout::v1::RouteRequest request;
+  request.set_route("race");
+  fanout::v1::RouteResponse response;
+  absl::Notification done;
+  grpc::Status status;
+  stub->async()->Route(&context, &request, &response, [&](grpc::Status s) {
+    status = std::move(s);
+    done.Notify();
+  });
+  ASSERT_TRUE(slow_->WaitFor([](const testing::FakeBackendCounters& c) {
+    return c.in_flight == 1;
+  }));
+  context.TryCancel();
+  done.WaitForNotification();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(slow_->WaitFor([](const testing::FakeBackendCounters& c) {
+    return c.cancelled == 1;
+  })) << testing::FormatCounters(slow_->counters());
+}
+
+TEST_F(SidecarRouteTest, RouteBadRequestsAreRefusedNamingTheField) {
+  StartWithRace(router::Policy::kFirstSuccess);
+  fanout::v1::RouteRequest unknown;
+  unknown.set_route("nope");
+  EXPECT_THAT(client_->Route(unknown), StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope")));
+  fanout::v1::RouteRequest empty;
+  EXPECT_THAT(client_->Route(empty),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("route is empty")));
+  fanout::v1::RouteRequest negative;
+  negative.set_route("race");
+  negative.set_cost(-5);
+  EXPECT_THAT(client_->Route(negative),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cost")));
+  fanout::v1::RouteRequest bad_policy;
+  bad_policy.set_route("race");
+  bad_policy.set_policy(static_cast<fanout::v1::Policy>(99));
+  EXPECT_THAT(client_->Route(bad_policy),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("policy")));
 }
 
 }  // namespace
