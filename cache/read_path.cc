@@ -39,11 +39,11 @@ void ReadPath::Get(absl::string_view ns, absl::string_view key, const ReadOption
     Entry e;
     const std::optional<Freshness> freshness = l1_->Lookup(ckey, now, &e);
     if (freshness == Freshness::kFresh) {
-      std::move(waiter.done)(ToResult(e, TierId::kL1, /*stale=*/false, now));
+      std::move(waiter.done)(ToResult(std::move(e), TierId::kL1, /*stale=*/false, now));
       return;
     }
     if (freshness == Freshness::kRefreshAhead) {
-      std::move(waiter.done)(ToResult(e, TierId::kL1, /*stale=*/false, now));
+      std::move(waiter.done)(ToResult(std::move(e), TierId::kL1, /*stale=*/false, now));
       Fill(std::move(ckey), ns, key, std::nullopt);
       return;
     }
@@ -196,9 +196,9 @@ Entry ReadPath::MakeEntry(OriginValue value, absl::Time fetched_at) const {
   return e;
 }
 
-ReadResult ReadPath::ToResult(const Entry& e, TierId tier, bool stale, absl::Time now) const {
+ReadResult ReadPath::ToResult(Entry e, TierId tier, bool stale, absl::Time now) const {
   ReadResult r;
-  r.value = e.value;
+  r.value = std::move(e.value);
   r.version = e.version;
   r.served_by = tier;
   r.stale = stale;

@@ -111,7 +111,9 @@ class ReadPath {
   void Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<Entry> result,
                 TierId source);
   Entry MakeEntry(OriginValue value, absl::Time fetched_at) const;
-  ReadResult ToResult(const Entry& e, TierId tier, bool stale, absl::Time now) const;
+  // Takes `e` by value: an L1 hit moves its copy in rather than copying the
+  // value once more.
+  ReadResult ToResult(Entry e, TierId tier, bool stale, absl::Time now) const;
 
   const ReadPathOptions options_;
   const std::unique_ptr<L1Cache> l1_;
