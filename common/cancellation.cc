@@ -19,7 +19,7 @@ CancellationSource& CancellationSource::operator=(CancellationSource&& other) no
 
 void CancellationCallback::Invoke::operator()() noexcept {
   // Moved out first: the callback may destroy its own CancellationCallback.
-  absl::AnyInvocable<void() &&> run = std::move(*callback);
+  absl::AnyInvocable<void()&&> run = std::move(*callback);
   if (run) std::move(run)();
 }
 

@@ -45,7 +45,8 @@ TaskCompletion::TaskCompletion(std::shared_ptr<task_group_internal::Core> core, 
 
 TaskCompletion::~TaskCompletion() {
   if (core_ != nullptr) {
-    core_->Acknowledge(index_, absl::InternalError("task dropped its completion without calling it"));
+    core_->Acknowledge(index_,
+                       absl::InternalError("task dropped its completion without calling it"));
   }
 }
 
@@ -136,8 +137,9 @@ void Core::Start(absl::AnyInvocable<void(CoreResult) &&> done) {
     done_ = std::move(done);
     if (!decided_ && children_.empty()) {
       const bool empty_ok = policy_ == JoinPolicy::kAll || policy_ == JoinPolicy::kAllSettled;
-      DecideLocked(empty_ok ? absl::OkStatus() : absl::InvalidArgumentError("task group has no tasks"),
-                   -1, TaskOutcome::kCancelled, "", actions);
+      DecideLocked(
+          empty_ok ? absl::OkStatus() : absl::InvalidArgumentError("task group has no tasks"), -1,
+          TaskOutcome::kCancelled, "", actions);
     }
     if (!decided_ && executor_->clock()->Now() >= deadline_) {
       DecideLocked(policy_ == JoinPolicy::kAllSettled
@@ -190,9 +192,8 @@ void Core::Shutdown() {
   dropped = nullptr;
   Cancel();
   absl::MutexLock l(&mu_);
-  auto quiet = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return !started_ || unacknowledged_ == 0;
-  };
+  auto quiet = [this]()
+                   ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !started_ || unacknowledged_ == 0; };
   mu_.Await(absl::Condition(&quiet));
 }
 
@@ -259,9 +260,10 @@ void Core::ArmHedge() {
   const uint64_t generation = ++hedge_generation_;
   if (delay == absl::InfiniteDuration()) return;
   std::weak_ptr<Core> weak = weak_from_this();
-  hedge_timer_ = executor_->ScheduleAfter(std::max(delay, absl::ZeroDuration()), [weak, generation] {
-    if (auto core = weak.lock()) core->OnHedgeTimer(generation);
-  });
+  hedge_timer_ =
+      executor_->ScheduleAfter(std::max(delay, absl::ZeroDuration()), [weak, generation] {
+        if (auto core = weak.lock()) core->OnHedgeTimer(generation);
+      });
 }
 
 void Core::OnHedgeTimer(uint64_t generation) {
@@ -285,8 +287,8 @@ void Core::OnTaskTimeout(int index) {
     if (child.settled) return;
     actions.cancel_sources.push_back(&child.source);
     SettleLocked(index,
-                 absl::DeadlineExceededError(absl::StrCat(
-                     child.name, ": no answer within ", absl::FormatDuration(task_timeout_))),
+                 absl::DeadlineExceededError(absl::StrCat(child.name, ": no answer within ",
+                                                          absl::FormatDuration(task_timeout_))),
                  actions);
     MaybeFinishLocked(actions);
   }
@@ -299,8 +301,9 @@ void Core::OnDeadline() {
     absl::MutexLock l(&mu_);
     deadline_timer_ = kNoTimer;
     if (!decided_) {
-      DecideLocked(policy_ == JoinPolicy::kAllSettled ? absl::OkStatus()
-                                                      : absl::DeadlineExceededError("deadline exceeded"),
+      DecideLocked(policy_ == JoinPolicy::kAllSettled
+                       ? absl::OkStatus()
+                       : absl::DeadlineExceededError("deadline exceeded"),
                    -1, TaskOutcome::kTimeout, "deadline exceeded", actions);
     }
     MaybeFinishLocked(actions);
@@ -332,7 +335,8 @@ void Core::SettleLocked(int index, absl::Status status, Actions& actions) {
       }
       return;
     case JoinPolicy::kAllSettled:
-      if (AllSettledLocked()) DecideLocked(absl::OkStatus(), -1, TaskOutcome::kCancelled, "", actions);
+      if (AllSettledLocked())
+        DecideLocked(absl::OkStatus(), -1, TaskOutcome::kCancelled, "", actions);
       return;
     case JoinPolicy::kFirstSuccess:
     case JoinPolicy::kFallback:

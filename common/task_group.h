@@ -257,8 +257,8 @@ class TaskGroup {
   int Add(std::string name, Task<T> task) {
     auto slot = std::make_shared<std::optional<T>>();
     slots_.push_back(slot);
-    return core_->Add(std::move(name), [task = std::move(task), slot](
-                                           const TaskContext& ctx, TaskCompletion ack) mutable {
+    return core_->Add(std::move(name), [task = std::move(task), slot](const TaskContext& ctx,
+                                                                      TaskCompletion ack) mutable {
       std::move(task)(ctx, [slot, ack = std::move(ack)](absl::StatusOr<T> result) mutable {
         absl::Status status = result.status();
         // Written once, before the acknowledgement that publishes it.
@@ -271,25 +271,25 @@ class TaskGroup {
   // Starts the tasks the policy calls for and returns; `done` runs once when
   // the group has finished.
   void Start(Done done) {
-    core_->Start([slots = slots_, done = std::move(done)](
-                     task_group_internal::CoreResult core) mutable {
-      GroupResult<T> result;
-      result.status = std::move(core.status);
-      result.winner = core.winner;
-      result.tasks.reserve(core.tasks.size());
-      for (size_t i = 0; i < core.tasks.size(); ++i) {
-        TaskReport<T>& report = result.tasks.emplace_back();
-        report.name = std::move(core.tasks[i].name);
-        report.outcome = core.tasks[i].outcome;
-        report.latency = core.tasks[i].latency;
-        if (report.outcome == TaskOutcome::kOk && slots[i]->has_value()) {
-          report.result = *std::move(*slots[i]);
-        } else {
-          report.result = std::move(core.tasks[i].status);
-        }
-      }
-      std::move(done)(std::move(result));
-    });
+    core_->Start(
+        [slots = slots_, done = std::move(done)](task_group_internal::CoreResult core) mutable {
+          GroupResult<T> result;
+          result.status = std::move(core.status);
+          result.winner = core.winner;
+          result.tasks.reserve(core.tasks.size());
+          for (size_t i = 0; i < core.tasks.size(); ++i) {
+            TaskReport<T>& report = result.tasks.emplace_back();
+            report.name = std::move(core.tasks[i].name);
+            report.outcome = core.tasks[i].outcome;
+            report.latency = core.tasks[i].latency;
+            if (report.outcome == TaskOutcome::kOk && slots[i]->has_value()) {
+              report.result = *std::move(*slots[i]);
+            } else {
+              report.result = std::move(core.tasks[i].status);
+            }
+          }
+          std::move(done)(std::move(result));
+        });
   }
 
   // Cancels the group: running tasks are cancelled, the rest never start,

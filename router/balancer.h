@@ -63,7 +63,7 @@ class AdaptiveController {
 
   mutable absl::Mutex mu_;
   std::deque<int> winners_ ABSL_GUARDED_BY(mu_);  // last `window` race winners (-1 = none)
-  int races_seen_ ABSL_GUARDED_BY(mu_) = 0;        // since the last change of mode
+  int races_seen_ ABSL_GUARDED_BY(mu_) = 0;       // since the last change of mode
   int committed_ ABSL_GUARDED_BY(mu_) = -1;
   absl::Duration baseline_ewma_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::deque<bool> committed_results_ ABSL_GUARDED_BY(mu_);  // last `window`; true = failed

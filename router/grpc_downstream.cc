@@ -66,8 +66,8 @@ class GrpcDownstream final : public Downstream {
     state->request = grpc::ByteBuffer(&slice, 1);
     // Registered before the call starts: a TryCancel that comes first makes
     // the call fail with CANCELLED as soon as it starts.
-    state->on_cancel = std::make_unique<CancellationCallback>(
-        call.token, [state] { state->context.TryCancel(); });
+    state->on_cancel =
+        std::make_unique<CancellationCallback>(call.token, [state] { state->context.TryCancel(); });
     stub_.UnaryCall(&state->context, state->method, grpc::StubOptions(), &state->request,
                     &state->response, [state](grpc::Status status) {
                       // Unsubscribe first: waits out a TryCancel running elsewhere.

@@ -185,7 +185,8 @@ Plan MakePlan(RouteState& route, Policy policy, int64_t cost) {
         const BackendStats& stats = *route.backends[i].stats;
         loads.push_back({stats.in_flight_cost(), stats.in_flight(), stats.latency_ewma()});
       }
-      single(admitted[PickLeastLoaded(loads, cost, [&route](size_t k) { return route.Uniform(k); })]);
+      single(
+          admitted[PickLeastLoaded(loads, cost, [&route](size_t k) { return route.Uniform(k); })]);
       break;
     }
     case Policy::kRoundRobin: {
@@ -225,17 +226,18 @@ Task<std::string> BackendTask(State route, int index, std::shared_ptr<const std:
     backend.stats->OnStart(cost);
     const absl::Time start = clock->Now();
     DownstreamCall call{route->config.method, std::move(payload), cost, ctx.deadline, ctx.token};
-    backend.downstream->Call(call, [route, index, cost, start, clock, deadline = ctx.deadline,
-                                    done = std::move(done)](absl::StatusOr<std::string> result) mutable {
-      const absl::Time now = clock->Now();
-      absl::Status status = result.status();
-      // Cut off by the deadline through the token: a timeout for the stats.
-      if (status.code() == absl::StatusCode::kCancelled && now >= deadline) {
-        status = absl::DeadlineExceededError("deadline exceeded");
-      }
-      route->backends[index].stats->OnFinish(cost, status, now - start);
-      std::move(done)(std::move(result));
-    });
+    backend.downstream->Call(
+        call, [route, index, cost, start, clock, deadline = ctx.deadline,
+               done = std::move(done)](absl::StatusOr<std::string> result) mutable {
+          const absl::Time now = clock->Now();
+          absl::Status status = result.status();
+          // Cut off by the deadline through the token: a timeout for the stats.
+          if (status.code() == absl::StatusCode::kCancelled && now >= deadline) {
+            status = absl::DeadlineExceededError("deadline exceeded");
+          }
+          route->backends[index].stats->OnFinish(cost, status, now - start);
+          std::move(done)(std::move(result));
+        });
   };
 }
 
@@ -266,7 +268,8 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(std::vector<RouteConfig> 
     RouteConfig& config = routes[r];
     RETURN_IF_ERROR(ValidateRouteConfig(config));
     if (router->routes_.contains(config.name)) {
-      return absl::InvalidArgumentError(absl::StrCat("routes: duplicate route '", config.name, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("routes: duplicate route '", config.name, "'"));
     }
     auto state = std::make_shared<RouteState>();
     state->executor = executor;
@@ -285,8 +288,8 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(std::vector<RouteConfig> 
           {backend.name.empty() ? backend.address : backend.name, backend.address, downstream,
            std::make_unique<BackendStats>(executor->clock(), config.ejection)});
     }
-    state->adaptive =
-        std::make_unique<AdaptiveController>(config.adaptive, static_cast<int>(config.backends.size()));
+    state->adaptive = std::make_unique<AdaptiveController>(
+        config.adaptive, static_cast<int>(config.backends.size()));
     {
       absl::MutexLock l(&state->rng_mu);
       state->rng.seed(seed + r * 0x9E3779B97F4A7C15ull);
@@ -317,17 +320,17 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
     policy = *requested;
   }
   if (request.timeout_ms() < 0 || request.cost() < 0) {
-    std::move(done)(absl::InvalidArgumentError(
-        request.cost() < 0 ? "cost: negative" : "timeout_ms: negative"));
+    std::move(done)(
+        absl::InvalidArgumentError(request.cost() < 0 ? "cost: negative" : "timeout_ms: negative"));
     return;
   }
   const absl::Time now = executor_->clock()->Now();
   const absl::Duration timeout =
       request.timeout_ms() > 0 ? absl::Milliseconds(request.timeout_ms()) : config.timeout;
   const absl::Time call_deadline = std::min(deadline, now + timeout);
-  const int64_t cost = request.cost() > 0
-                           ? request.cost()
-                           : std::max<int64_t>(1, static_cast<int64_t>(request.payload().size() / 4));
+  const int64_t cost =
+      request.cost() > 0 ? request.cost()
+                         : std::max<int64_t>(1, static_cast<int64_t>(request.payload().size() / 4));
 
   auto call = std::make_shared<RouteCall>();
   call->route = route;
@@ -399,7 +402,8 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
     // Learning: races (several candidates started, one answer wanted).
     int started = 0;
     for (const auto& report : result.tasks) started += report.outcome != TaskOutcome::kSkipped;
-    const bool single_answer = plan.join != JoinPolicy::kAll && plan.join != JoinPolicy::kAllSettled;
+    const bool single_answer =
+        plan.join != JoinPolicy::kAll && plan.join != JoinPolicy::kAllSettled;
     if (single_answer && started >= 2) {
       for (size_t k = 0; k < result.tasks.size(); ++k) {
         if (result.tasks[k].outcome == TaskOutcome::kSkipped) continue;
@@ -426,8 +430,8 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
       // One backend was asked: its own error reads better than "all 1 failed".
       const absl::Status& only = result.tasks[0].result.status();
       if (!only.ok()) {
-        status = absl::Status(only.code(),
-                              absl::StrCat(route.backends[plan.order[0]].name, ": ", only.message()));
+        status = absl::Status(
+            only.code(), absl::StrCat(route.backends[plan.order[0]].name, ": ", only.message()));
       }
     }
     status.SetPayload(kRouteResponseTypeUrl, absl::Cord(response.SerializeAsString()));

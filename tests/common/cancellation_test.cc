@@ -49,7 +49,9 @@ TEST(CancellationCallbackTest, RegisteringOnCancelledTokenRunsInline) {
 TEST(CancellationCallbackTest, DestroyedCallbackDoesNotRun) {
   CancellationSource source;
   int runs = 0;
-  { CancellationCallback callback(source.token(), [&] { ++runs; }); }
+  {
+    CancellationCallback callback(source.token(), [&] { ++runs; });
+  }
   source.Cancel();
   EXPECT_EQ(runs, 0);
 }

@@ -1,5 +1,6 @@
 #include "common/task_group.h"
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -8,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/blocking_counter.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/manual_executor.h"
@@ -42,11 +44,12 @@ class FakeTasks {
         call->timer = kNoTimer;
         call->Finish(std::move(result));
       });
-      call->on_cancel = std::make_unique<CancellationCallback>(ctx.token, [this, call, honors_cancel] {
-        ++cancels_seen_;
-        if (!honors_cancel) return;
-        call->Finish(absl::CancelledError("cancelled"));
-      });
+      call->on_cancel =
+          std::make_unique<CancellationCallback>(ctx.token, [this, call, honors_cancel] {
+            ++cancels_seen_;
+            if (!honors_cancel) return;
+            call->Finish(absl::CancelledError("cancelled"));
+          });
     };
   }
 
@@ -129,7 +132,8 @@ TEST_F(TaskGroupTest, AllFailsAtFirstFailureAndCancelsSiblings) {
   Start(group);
   executor_.AdvanceTime(absl::Milliseconds(1));
   ASSERT_EQ(done_calls_, 1);
-  EXPECT_THAT(result_->status, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("file: file down")));
+  EXPECT_THAT(result_->status,
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("file: file down")));
   EXPECT_EQ(result_->tasks[0].outcome, TaskOutcome::kCancelled);
   EXPECT_EQ(result_->tasks[1].outcome, TaskOutcome::kError);
   EXPECT_EQ(tasks_.cancels_seen(), 1);
@@ -298,11 +302,11 @@ TEST_F(TaskGroupTest, HedgedDoesNotHedgeWhenFirstAnswersInTime) {
 
 TEST_F(TaskGroupTest, HedgedTakesDelayFromCallback) {
   std::vector<int> asked;
-  TaskGroup<std::string> group(Root(), {.policy = JoinPolicy::kHedged,
-                                        .hedge_delay_fn = [&asked](int next) {
-                                          asked.push_back(next);
-                                          return absl::Milliseconds(20 * next);
-                                        }});
+  TaskGroup<std::string> group(
+      Root(), {.policy = JoinPolicy::kHedged, .hedge_delay_fn = [&asked](int next) {
+                 asked.push_back(next);
+                 return absl::Milliseconds(20 * next);
+               }});
   group.Add("a", tasks_.Hang());
   group.Add("b", tasks_.Hang());
   group.Add("c", tasks_.After(absl::Milliseconds(5), std::string("c")));
@@ -351,8 +355,8 @@ TEST_F(TaskGroupTest, DeadlineCancelsRunningTasksAndFailsGroup) {
 }
 
 TEST_F(TaskGroupTest, FinishingEarlyCancelsDeadlineTimer) {
-  TaskGroup<std::string> group(
-      Root(), {.policy = JoinPolicy::kAll, .deadline = Now() + absl::Seconds(10)});
+  TaskGroup<std::string> group(Root(),
+                               {.policy = JoinPolicy::kAll, .deadline = Now() + absl::Seconds(10)});
   group.Add("a", tasks_.After(absl::Milliseconds(10), std::string("a")));
   Start(group);
   EXPECT_EQ(executor_.pending_timers(), 2u);  // the task's and the group's deadline
@@ -370,8 +374,8 @@ TEST_F(TaskGroupTest, ChildDeadlineNeverExceedsParentDeadline) {
                                         .task_timeout = absl::Milliseconds(30)});
   group.Add("a", tasks_.After(absl::Milliseconds(1), std::string("a")));
   Start(group);
-  TaskGroup<std::string> loose(parent, {.policy = JoinPolicy::kAllSettled,
-                                        .deadline = start + absl::Seconds(5)});
+  TaskGroup<std::string> loose(
+      parent, {.policy = JoinPolicy::kAllSettled, .deadline = start + absl::Seconds(5)});
   loose.Add("b", tasks_.After(absl::Milliseconds(1), std::string("b")));
   loose.Start([](GroupResult<std::string>) {});
   ASSERT_EQ(tasks_.deadlines().size(), 2u);
@@ -503,14 +507,77 @@ TEST(TaskGroupThreadPoolTest, JoinForTestingRunsOnRealExecutor) {
                        {.policy = JoinPolicy::kAll});
   for (int i = 0; i < 8; ++i) {
     group.Add(absl::StrCat("t", i), [i](const TaskContext& ctx, TaskDone<int> done) {
-      ctx.executor->ScheduleAfter(absl::Milliseconds(i),
-                                  [i, done = std::move(done)]() mutable { std::move(done)(i * i); });
+      ctx.executor->ScheduleAfter(
+          absl::Milliseconds(i), [i, done = std::move(done)]() mutable { std::move(done)(i * i); });
     });
   }
   GroupResult<int> result = group.JoinForTesting();
   ASSERT_OK(result.status);
   ASSERT_EQ(result.tasks.size(), 8u);
   for (int i = 0; i < 8; ++i) EXPECT_EQ(*result.tasks[i].result, i * i);
+}
+
+TEST(TaskGroupThreadPoolTest, RacingCompletionsAndCancellationsFinishEveryGroupOnce) {
+  auto pool = ThreadPoolExecutor::Create(2, "task-group-race");
+  constexpr int kGroups = 200;
+  std::atomic<int> live_tasks{0};
+  std::atomic<int> done_calls{0};
+  absl::BlockingCounter finished(kGroups);
+  std::vector<std::unique_ptr<CancellationSource>> parents;
+  std::vector<std::unique_ptr<TaskGroup<int>>> groups;
+  for (int g = 0; g < kGroups; ++g) {
+    parents.push_back(std::make_unique<CancellationSource>());
+    const JoinPolicy policy = g % 3 == 0   ? JoinPolicy::kFirstSuccess
+                              : g % 3 == 1 ? JoinPolicy::kAll
+                                           : JoinPolicy::kHedged;
+    groups.push_back(std::make_unique<TaskGroup<int>>(
+        TaskContext{parents.back()->token(), absl::InfiniteFuture(), pool.get()},
+        TaskGroupOptions{.policy = policy, .hedge_delay = absl::Microseconds(50)}));
+    for (int t = 0; t < 3; ++t) {
+      groups.back()->Add("t", [&live_tasks, t](const TaskContext& ctx, TaskDone<int> done) {
+        live_tasks.fetch_add(1);
+        // Completes from a timer or from cancellation, whichever comes first.
+        struct Once {
+          absl::Mutex mu;
+          TaskDone<int> done ABSL_GUARDED_BY(mu);
+          std::unique_ptr<CancellationCallback> on_cancel ABSL_GUARDED_BY(mu);
+        };
+        auto once = std::make_shared<Once>();
+        {
+          absl::MutexLock l(&once->mu);
+          once->done = std::move(done);
+        }
+        auto finish = [&live_tasks, once](absl::StatusOr<int> result) {
+          TaskDone<int> run;
+          std::unique_ptr<CancellationCallback> registration;
+          {
+            absl::MutexLock l(&once->mu);
+            run = std::move(once->done);
+            once->done = nullptr;
+            registration = std::move(once->on_cancel);
+          }
+          if (!run) return;
+          live_tasks.fetch_sub(1);
+          std::move(run)(std::move(result));
+        };
+        ctx.executor->ScheduleAfter(absl::Microseconds(20 * t),
+                                    [finish, t]() mutable { finish(t); });
+        auto registration = std::make_unique<CancellationCallback>(
+            ctx.token, [finish]() mutable { finish(absl::CancelledError("cancelled")); });
+        absl::MutexLock l(&once->mu);
+        if (once->done) once->on_cancel = std::move(registration);
+      });
+    }
+    groups.back()->Start([&](GroupResult<int>) {
+      done_calls.fetch_add(1);
+      finished.DecrementCount();
+    });
+    if (g % 2 == 0) parents.back()->Cancel();
+  }
+  finished.Wait();
+  groups.clear();
+  EXPECT_EQ(done_calls.load(), kGroups);
+  EXPECT_EQ(live_tasks.load(), 0);
 }
 
 }  // namespace

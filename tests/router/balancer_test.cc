@@ -29,7 +29,8 @@ TEST(PickLeastLoadedTest, TieGoesToFewerCallsInFlightWhicheverIsDrawnFirst) {
 }
 
 TEST(PickLeastLoadedTest, FullTieGoesToLowerLatency) {
-  const std::vector<LoadView> loads = {{0, 0, absl::Milliseconds(80)}, {0, 0, absl::Milliseconds(20)}};
+  const std::vector<LoadView> loads = {{0, 0, absl::Milliseconds(80)},
+                                       {0, 0, absl::Milliseconds(20)}};
   EXPECT_EQ(PickLeastLoaded(loads, 5, AlwaysZero), 1);
   EXPECT_EQ(PickLeastLoaded(loads, 5, AlwaysLast), 1);
 }
@@ -49,8 +50,12 @@ class AdaptiveControllerTest : public ::testing::Test {
  protected:
   static constexpr double kNoExplore = 0.99;
   AdaptiveConfig Config() {
-    return {.window = 10, .min_races = 5, .commit_share = 0.8, .explore_share = 0.1,
-            .regression_factor = 2.0, .max_error_rate = 0.2};
+    return {.window = 10,
+            .min_races = 5,
+            .commit_share = 0.8,
+            .explore_share = 0.1,
+            .regression_factor = 2.0,
+            .max_error_rate = 0.2};
   }
   static bool AllAdmissible(int) { return true; }
 };

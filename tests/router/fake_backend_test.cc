@@ -33,7 +33,8 @@ class FakeBackendTest : public ::testing::Test {
   std::unique_ptr<FakeBackend> Serve(FakeBackendOptions options) {
     absl::StatusOr<std::unique_ptr<FakeBackend>> backend = FakeBackend::Start(std::move(options));
     EXPECT_OK(backend);
-    absl::StatusOr<std::shared_ptr<Downstream>> downstream = NewGrpcDownstream((*backend)->address());
+    absl::StatusOr<std::shared_ptr<Downstream>> downstream =
+        NewGrpcDownstream((*backend)->address());
     EXPECT_OK(downstream);
     downstream_ = *std::move(downstream);
     return *std::move(backend);

@@ -57,9 +57,8 @@ class FakeDownstream final : public Downstream {
       if (hold) held_.push_back(pending);
     }
     if (!hold) {
-      TimerId timer = executor_->ScheduleAfter(latency, [pending, result]() mutable {
-        pending->Finish(std::move(result));
-      });
+      TimerId timer = executor_->ScheduleAfter(
+          latency, [pending, result]() mutable { pending->Finish(std::move(result)); });
       absl::MutexLock l(&pending->mu);
       pending->timer = timer;
     }

@@ -40,8 +40,8 @@ TEST(ParsePolicyTest, ParsesEveryConfigName) {
 TEST(ParsePolicyTest, UnknownNameIsInvalidArgumentNamingTheValue) {
   EXPECT_THAT(ParsePolicy("fastest"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("'fastest'")));
-  EXPECT_THAT(ParsePolicy("FIRST_SUCCESS"), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                     HasSubstr("first_success")));
+  EXPECT_THAT(ParsePolicy("FIRST_SUCCESS"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("first_success")));
 }
 
 TEST(ValidateRouteConfigTest, AcceptsValidRouteWithDefaults) {

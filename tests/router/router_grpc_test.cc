@@ -86,7 +86,8 @@ class RouterGrpcTest : public ::testing::Test {
     route.method = "/fake.Backend/Call";
     route.timeout = timeout;
     route.hedge_after = hedge_after;
-    for (const auto& backend : backends_) route.backends.push_back({backend->address(), backend->name()});
+    for (const auto& backend : backends_)
+      route.backends.push_back({backend->address(), backend->name()});
     absl::StatusOr<std::unique_ptr<Router>> router = Router::Create({route}, executor_.get());
     ASSERT_OK(router);
     router_ = *std::move(router);
@@ -249,11 +250,12 @@ TEST_F(RouterGrpcTest, FakeBackendStatsMethodReportsCounters) {
   ASSERT_OK(downstream);
   absl::Notification done;
   absl::StatusOr<std::string> stats;
-  (*downstream)->Call({testing::kFakeBackendStatsMethod, nullptr, 0, absl::Now() + absl::Seconds(10), {}},
-                      [&](absl::StatusOr<std::string> result) {
-                        stats = std::move(result);
-                        done.Notify();
-                      });
+  (*downstream)
+      ->Call({testing::kFakeBackendStatsMethod, nullptr, 0, absl::Now() + absl::Seconds(10), {}},
+             [&](absl::StatusOr<std::string> result) {
+               stats = std::move(result);
+               done.Notify();
+             });
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
   ASSERT_OK(stats);
   EXPECT_THAT(*stats, HasSubstr("calls=1 ok=1"));
@@ -263,7 +265,8 @@ TEST_F(RouterGrpcTest, CostReachesBackendAsMetadata) {
   FakeBackendOptions options;
   options.name = "gpu";
   options.delay_per_cost = absl::Milliseconds(1);
-  absl::StatusOr<std::unique_ptr<FakeBackend>> gpu = FakeBackend::Start(options, backend_executor_.get());
+  absl::StatusOr<std::unique_ptr<FakeBackend>> gpu =
+      FakeBackend::Start(options, backend_executor_.get());
   ASSERT_OK(gpu);
   backends_.push_back(*std::move(gpu));
   Build(Policy::kLeastLoaded);

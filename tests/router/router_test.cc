@@ -34,7 +34,8 @@ RouteConfig MakeRoute(std::string name, Policy policy, std::vector<std::string> 
   return route;
 }
 
-RouteRequest Request(std::string route, fanout::v1::Policy policy = fanout::v1::POLICY_UNSPECIFIED) {
+RouteRequest Request(std::string route,
+                     fanout::v1::Policy policy = fanout::v1::POLICY_UNSPECIFIED) {
   RouteRequest request;
   request.set_route(std::move(route));
   request.set_policy(policy);
@@ -109,14 +110,16 @@ class RouterTest : public ::testing::Test {
 };
 
 TEST_F(RouterTest, CreateRejectsDuplicateRouteNames) {
-  EXPECT_THAT(Router::Create({MakeRoute("r", Policy::kAll, {"a"}), MakeRoute("r", Policy::kAll, {"b"})},
-                             &executor_, {fakes_.Factory(), 1}),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("duplicate route 'r'")));
+  EXPECT_THAT(
+      Router::Create({MakeRoute("r", Policy::kAll, {"a"}), MakeRoute("r", Policy::kAll, {"b"})},
+                     &executor_, {fakes_.Factory(), 1}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("duplicate route 'r'")));
 }
 
 TEST_F(RouterTest, CreateRejectsInvalidRoute) {
-  EXPECT_THAT(Router::Create({MakeRoute("empty", Policy::kAll, {})}, &executor_, {fakes_.Factory(), 1}),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("route 'empty'")));
+  EXPECT_THAT(
+      Router::Create({MakeRoute("empty", Policy::kAll, {})}, &executor_, {fakes_.Factory(), 1}),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("route 'empty'")));
 }
 
 TEST_F(RouterTest, CreateSharesOneDownstreamPerAddress) {
@@ -126,9 +129,9 @@ TEST_F(RouterTest, CreateSharesOneDownstreamPerAddress) {
     ++made;
     return fakes_.Factory()(backend);
   };
-  ASSERT_OK(Router::Create({MakeRoute("r1", Policy::kAll, {"a", "b"}),
-                            MakeRoute("r2", Policy::kAll, {"b", "c"})},
-                           &executor_, std::move(options)));
+  ASSERT_OK(Router::Create(
+      {MakeRoute("r1", Policy::kAll, {"a", "b"}), MakeRoute("r2", Policy::kAll, {"b", "c"})},
+      &executor_, std::move(options)));
   EXPECT_EQ(made, 3);
 }
 
@@ -382,7 +385,8 @@ TEST_F(RouterTest, RoundRobinRotatesAndSkipsOthers) {
     ASSERT_OK(response);
     chosen.push_back(response->backend());
     int skipped = 0;
-    for (const Branch& branch : response->branches()) skipped += branch.outcome() == fanout::v1::SKIPPED;
+    for (const Branch& branch : response->branches())
+      skipped += branch.outcome() == fanout::v1::SKIPPED;
     EXPECT_EQ(skipped, 2);
   }
   EXPECT_EQ(chosen, (std::vector<std::string>{"a", "b", "c", "a", "b", "c"}));
@@ -397,7 +401,8 @@ TEST_F(RouterTest, SingleTargetFailureNamesTheBackend) {
 
 TEST_F(RouterTest, EjectsFailingBackendAndReadmitsAfterSuccessfulProbe) {
   RouteConfig route = MakeRoute("fb", Policy::kFallback, {"flaky", "steady"});
-  route.ejection = {.consecutive_failures = 3, .base_ejection = absl::Seconds(5),
+  route.ejection = {.consecutive_failures = 3,
+                    .base_ejection = absl::Seconds(5),
                     .max_ejection = absl::Seconds(60)};
   Build({route});
   Fake("flaky").SetResult(absl::UnavailableError("down"));
@@ -427,7 +432,8 @@ TEST_F(RouterTest, EjectsFailingBackendAndReadmitsAfterSuccessfulProbe) {
 
 TEST_F(RouterTest, FailedProbeKeepsBackendEjectedLonger) {
   RouteConfig route = MakeRoute("fb", Policy::kFallback, {"flaky", "steady"});
-  route.ejection = {.consecutive_failures = 1, .base_ejection = absl::Seconds(5),
+  route.ejection = {.consecutive_failures = 1,
+                    .base_ejection = absl::Seconds(5),
                     .max_ejection = absl::Seconds(60)};
   Build({route});
   Fake("flaky").SetResult(absl::UnavailableError("down"));
@@ -457,8 +463,12 @@ class AdaptiveRouterTest : public RouterTest {
  protected:
   void SetUp() override {
     RouteConfig route = MakeRoute("models", Policy::kAdaptive, {"opus", "haiku", "sonnet"});
-    route.adaptive = {.window = 20, .min_races = 10, .commit_share = 0.8, .explore_share = 0.05,
-                      .regression_factor = 2.0, .max_error_rate = 0.2};
+    route.adaptive = {.window = 20,
+                      .min_races = 10,
+                      .commit_share = 0.8,
+                      .explore_share = 0.05,
+                      .regression_factor = 2.0,
+                      .max_error_rate = 0.2};
     route.ejection.consecutive_failures = 3;
     Build({route});
     Fake("opus").SetLatency(absl::Milliseconds(50));

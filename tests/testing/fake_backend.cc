@@ -49,7 +49,11 @@ class FakeBackend::Impl final : public grpc::CallbackGenericService,
                                 public std::enable_shared_from_this<Impl> {
  public:
   Impl(FakeBackendOptions options, Executor* executor)
-      : name_(options.name), executor_(executor), options_(std::move(options)), rng_(options_.seed) {}
+      : name_(options.name),
+        echo_(options.echo),
+        executor_(executor),
+        options_(std::move(options)),
+        rng_(options_.seed) {}
 
   ~Impl() override { server_.reset(); }
 
@@ -153,14 +157,16 @@ class FakeBackend::Impl final : public grpc::CallbackGenericService,
     }
     const size_t bytes = reactor->request_.Length();
     const int64_t cost = FakeBackendCost(cost_header, bytes);
-    std::string reply = options_.echo ? Flatten(reactor->request_) : std::string();
+    std::string reply = echo_ ? Flatten(reactor->request_) : std::string();
     absl::MutexLock l(&mu_);
     auto it = calls_.find(reactor->id_);
-    if (it == calls_.end() || it->second.phase == Phase::kFinished) return;  // cancelled while reading
+    if (it == calls_.end() || it->second.phase == Phase::kFinished)
+      return;  // cancelled while reading
     CallState& call = it->second;
     ++counters_.calls;
     ++counters_.in_flight;
-    absl::Duration service = options_.delay + options_.delay_per_kb * (static_cast<double>(bytes) / 1024) +
+    absl::Duration service = options_.delay +
+                             options_.delay_per_kb * (static_cast<double>(bytes) / 1024) +
                              options_.delay_per_cost * cost;
     if (options_.jitter > absl::ZeroDuration()) {
       const double u = std::uniform_real_distribution<double>(-1.0, 1.0)(rng_);
@@ -169,7 +175,7 @@ class FakeBackend::Impl final : public grpc::CallbackGenericService,
     call.service = std::max(service, absl::ZeroDuration());
     call.fail = options_.fail_prob > 0 &&
                 std::uniform_real_distribution<double>(0.0, 1.0)(rng_) < options_.fail_prob;
-    call.reply = options_.echo ? std::move(reply) : options_.name;
+    call.reply = echo_ ? std::move(reply) : name_;
     if (options_.capacity <= 0 || serving_ < options_.capacity) {
       ServeLocked(reactor->id_, call);
     } else {
@@ -260,6 +266,7 @@ class FakeBackend::Impl final : public grpc::CallbackGenericService,
   }
 
   const std::string name_;
+  const bool echo_;
   Executor* const executor_;
 
   mutable absl::Mutex mu_;
