@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 ARGS ?=
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure build run test bench asan tsan clang format clean
+.PHONY: all deps configure build run test bench asan clang format clean
 
 all: build
 
@@ -31,9 +31,6 @@ bench: build
 
 asan:
 	@$(MAKE) test BUILD=build-asan BUILD_TYPE=RelWithDebInfo CMAKE_FLAGS="-DFANOUT_SANITIZE=address"
-
-tsan:
-	@$(MAKE) test BUILD=build-tsan BUILD_TYPE=RelWithDebInfo CMAKE_FLAGS="-DFANOUT_SANITIZE=thread"
 
 # A clang build, for -Wthread-safety.
 clang:
