@@ -124,7 +124,13 @@ jq -r '.benchmarks[]
       if (kind == "zipf") { target = target ", ≥ LFU − 3"; met = met && (ours >= lfu - 0.03) }
       printf "| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", name, size, pct(ours),
              pct(ours16), pct(lru), pct(opt), pct(lfu), target, met ? "yes" : "**no**"
-    }' "$WORK/rows"
+      if (!met) {
+        missed = missed sprintf("\n- %s at %d: W-TinyLFU is %+.1f points from LRU;" \
+                                " perfect LFU %+.1f, OPT %+.1f.", name, size, 100 * (ours - lru),
+                                100 * (lfu - lru), 100 * (opt - lru))
+      }
+    }
+    END { if (missed != "") printf "\nTargets not met:%s\n", missed }' "$WORK/rows"
   echo
   echo "The cache2k traces web07 and web12 are by headissue GmbH (Jens Wilke), from the cache2k"
   echo "benchmark traces, licensed CC BY 4.0."
@@ -144,12 +150,12 @@ jq -r '.benchmarks[]
   awk '
     function ops(x) { return sprintf("%.2fM", x / 1e6) }
     {
-      split($1, p, /[<>]/); bm = p[1]; impl = p[2]; rate[bm, $2, impl] = $3
-      if (!((bm, $2) in seen)) { seen[bm, $2] = 1; order[++n] = bm SUBSEP $2 }
+      split($1, p, /[<>]/); rate[p[1], $2, p[2]] = $3
     }
     END {
+      n = split("BM_ReadHit 1,BM_ReadHit 2,BM_Mixed 1,BM_Mixed 2", order, ",")
       for (i = 1; i <= n; i++) {
-        split(order[i], k, SUBSEP); bm = k[1]; th = k[2]
+        split(order[i], k, " "); bm = k[1]; th = k[2]
         base = rate[bm, th, "Impl::kBaseline"]; ours = rate[bm, th, "Impl::kWTinyLfu"]
         lru = rate[bm, th, "Impl::kLru"]
         if (base == 0) continue
