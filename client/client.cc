@@ -2,11 +2,21 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "google/rpc/status.pb.h"
+
 namespace fanout::client {
 namespace {
 
+// Keeps the google.rpc.Status details as payloads (type URL → bytes).
 absl::Status FromGrpc(const grpc::Status& s) {
-  return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  absl::Status status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  google::rpc::Status details;
+  if (!s.error_details().empty() && details.ParseFromString(s.error_details())) {
+    for (const google::protobuf::Any& any : details.details()) {
+      status.SetPayload(any.type_url(), absl::Cord(any.value()));
+    }
+  }
+  return status;
 }
 
 template <typename Response>

@@ -1,5 +1,7 @@
 // A C++ client for fanoutd. Calls are blocking with a deadline and return
-// absl::StatusOr; the gRPC status code and message come through unchanged.
+// absl::StatusOr; the gRPC status code and message come through unchanged,
+// and structured error details as payloads: a failed Route carries every
+// branch as a fanout.v1.RouteResponse under kRouteResponseTypeUrl.
 #ifndef FANOUT_CLIENT_CLIENT_H_
 #define FANOUT_CLIENT_CLIENT_H_
 
@@ -13,6 +15,8 @@
 #include "grpc/health/v1/health.grpc.pb.h"
 
 namespace fanout::client {
+
+inline constexpr char kRouteResponseTypeUrl[] = "type.googleapis.com/fanout.v1.RouteResponse";
 
 struct ClientOptions {
   absl::Duration timeout = absl::Seconds(5);  // deadline of each call

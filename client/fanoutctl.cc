@@ -166,7 +166,23 @@ int Route(Client& client, const std::vector<char*>& args) {
   }
   request.set_timeout_ms(absl::ToInt64Milliseconds(absl::GetFlag(FLAGS_timeout)));
   auto response = client.Route(request);
-  if (!response.ok()) return Fail(response.status());
+  if (!response.ok()) {
+    // The branches of a failed route, when the server sent them.
+    auto branches =
+        response.status().GetPayload(fanout::client::kRouteResponseTypeUrl);
+    fanout::v1::RouteResponse failed;
+    if (branches.has_value() && failed.ParseFromString(std::string(*branches))) {
+      if (absl::GetFlag(FLAGS_json)) {
+        PrintJson(failed);
+      } else {
+        for (const auto& b : failed.branches()) {
+          std::fprintf(stderr, "branch %s: %s %s\n", b.backend().c_str(),
+                       fanout::v1::Outcome_Name(b.outcome()).c_str(), b.error().c_str());
+        }
+      }
+    }
+    return Fail(response.status());
+  }
   if (absl::GetFlag(FLAGS_json)) {
     PrintJson(*response);
   } else {

@@ -286,6 +286,24 @@ TEST_F(SidecarRouteTest, RouteCallerCancelReachesTheBackends) {
   })) << testing::FormatCounters(slow_->counters());
 }
 
+TEST_F(SidecarRouteTest, RouteFailureCarriesEveryBranchInErrorDetails) {
+  StartWithRace(router::Policy::kAll);
+  fast_->SetFailProb(1.0);
+  fanout::v1::RouteRequest request;
+  request.set_route("race");
+  auto response = client_->Route(request);
+  ASSERT_THAT(response, StatusIs(absl::StatusCode::kUnavailable));
+  auto payload = response.status().GetPayload(client::kRouteResponseTypeUrl);
+  ASSERT_TRUE(payload.has_value());
+  fanout::v1::RouteResponse branches;
+  ASSERT_TRUE(branches.ParseFromString(std::string(*payload)));
+  ASSERT_EQ(branches.branches_size(), 2);
+  EXPECT_EQ(branches.branches(0).backend(), "slow");
+  EXPECT_EQ(branches.branches(0).outcome(), fanout::v1::CANCELLED);
+  EXPECT_EQ(branches.branches(1).backend(), "fast");
+  EXPECT_EQ(branches.branches(1).outcome(), fanout::v1::ERROR);
+}
+
 TEST_F(SidecarRouteTest, RouteBadRequestsAreRefusedNamingTheField) {
   StartWithRace(router::Policy::kFirstSuccess);
   fanout::v1::RouteRequest unknown;
