@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cache/grpc_origin.h"
+#include "cache/wtinylfu_cache.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -70,7 +71,7 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   rp.stale_ttl = config.cache.stale_ttl;
   rp.default_max_stale = config.cache.max_stale;
   rp.origin_timeout = config.origin.timeout;
-  d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewLruL1Cache(l1),
+  d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1),
                                                     std::vector<std::unique_ptr<cache::Tier>>{},
                                                     d->origin_.get(), d->executor_.get(),
                                                     Clock::Real());
