@@ -11,21 +11,13 @@
 #include "cache/l1_cache.h"
 #include "cache/wtinylfu_cache.h"
 #include "gtest/gtest.h"
+#include "tests/testing/cache_entries.h"
 
 namespace fanout::cache {
 namespace {
 
-const absl::Time kNow = absl::FromUnixSeconds(1'700'000'000);
-
-Entry MakeEntry(std::string value, absl::Duration fresh = absl::Seconds(10)) {
-  Entry e;
-  e.value = std::move(value);
-  e.fetched_at = kNow;
-  e.fresh_until = kNow + fresh;
-  e.expires_at = kNow + 2 * fresh;
-  e.stale_until = kNow + 4 * fresh;
-  return e;
-}
+using ::fanout::testing::MakeEntry;
+const absl::Time kNow = ::fanout::testing::kEntryEpoch;
 
 struct Removal {
   std::string key;
