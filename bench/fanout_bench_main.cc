@@ -30,6 +30,17 @@ int main(int argc, char** argv) {
     return 2;
   }
   const Report report = RunLoad(*options, sender->get());
+  if (!options->calls_out.empty()) {
+    const std::string calls = FormatCalls(report);
+    std::FILE* f = std::fopen(options->calls_out.c_str(), "w");
+    bool written = f != nullptr && std::fwrite(calls.data(), 1, calls.size(), f) == calls.size();
+    if (f != nullptr && std::fclose(f) != 0) written = false;
+    if (!written) {
+      std::fprintf(stderr, "fanout-bench: --calls_out: cannot write %s\n",
+                   options->calls_out.c_str());
+      return 2;
+    }
+  }
   const std::string out = options->json ? FormatJson(report) + "\n" : FormatText(report);
   std::fputs(out.c_str(), stdout);
   return report.codes.errors() == 0 ? 0 : 1;

@@ -194,8 +194,17 @@ class GrpcSender final : public CallSender {
   GrpcSender(const BenchOptions& o, std::vector<std::shared_ptr<grpc::Channel>> channels)
       : options_(o),
         channels_(std::move(channels)),
-        keys_(o.key_prefix, o.keys, o.zipf, o.seed),
-        payload_(static_cast<size_t>(o.payload_bytes), 'x') {
+        keys_(o.key_prefix, o.keys, o.zipf, o.seed) {
+    if (o.payload_mix.empty()) {
+      payloads_.emplace_back(static_cast<size_t>(o.payload_bytes), 'x');
+    } else {
+      std::vector<double> weights;
+      for (const PayloadChoice& choice : o.payload_mix) {
+        payloads_.emplace_back(static_cast<size_t>(choice.bytes), 'x');
+        weights.push_back(choice.weight);
+      }
+      payload_draws_ = std::make_unique<WeightedSequence>(weights, o.seed ^ 0x5851f42d4c957f2dULL);
+    }
     for (const auto& c : channels_) {
       sidecars_.push_back(fanout::v1::Sidecar::NewStub(c));
       echoes_.push_back(fanout::v1::Echo::NewStub(c));
@@ -267,25 +276,32 @@ class GrpcSender final : public CallSender {
         });
   }
 
+  // The next call's payload: the fixed one, or the next draw of the mix.
+  const std::string& NextPayload() {
+    return payload_draws_ == nullptr ? payloads_[0] : payloads_[payload_draws_->Next()];
+  }
+
   void SendRoute(int channel, Done done) {
     using C = Call<fanout::v1::RouteRequest, fanout::v1::RouteResponse>;
     C* c = NewCall<C>(std::move(done));
     c->request.set_route(options_.route);
-    c->request.set_payload(payload_);
+    c->request.set_payload(NextPayload());
     c->request.set_cost(options_.cost);
+    const int bytes = static_cast<int>(c->request.payload().size());
     sidecars_[channel]->async()->Route(&c->context, &c->request, &c->response,
-                                       [c](grpc::Status status) {
-                                         Finish(c, CallOutcome{status.error_code(), -1});
+                                       [c, bytes](grpc::Status status) {
+                                         Finish(c, CallOutcome{status.error_code(), -1, bytes});
                                        });
   }
 
   void SendEcho(int channel, Done done) {
     using C = Call<fanout::v1::EchoRequest, fanout::v1::EchoResponse>;
     C* c = NewCall<C>(std::move(done));
-    c->request.set_payload(payload_);
+    c->request.set_payload(NextPayload());
+    const int bytes = static_cast<int>(c->request.payload().size());
     echoes_[channel]->async()->Echo(&c->context, &c->request, &c->response,
-                                    [c](grpc::Status status) {
-                                      Finish(c, CallOutcome{status.error_code(), -1});
+                                    [c, bytes](grpc::Status status) {
+                                      Finish(c, CallOutcome{status.error_code(), -1, bytes});
                                     });
   }
 
@@ -294,7 +310,8 @@ class GrpcSender final : public CallSender {
   std::vector<std::unique_ptr<fanout::v1::Sidecar::Stub>> sidecars_;
   std::vector<std::unique_ptr<fanout::v1::Echo::Stub>> echoes_;
   KeySequence keys_;
-  const std::string payload_;
+  std::vector<std::string> payloads_;  // the fixed payload, or one per mix entry
+  std::unique_ptr<WeightedSequence> payload_draws_;  // with a mix only
 };
 
 std::string JsonString(absl::string_view s) {
@@ -373,6 +390,10 @@ void Recorder::Record(const CallOutcome& outcome, int64_t latency_ns, int64_t an
     }
   }
   last_answer_ns_ = std::max(last_answer_ns_, answered_ns);
+  if (keep_calls_) {
+    calls_.push_back(CallRecord{answered_ns - latency_ns, latency_ns,
+                                static_cast<int>(outcome.code), outcome.payload_bytes});
+  }
 }
 
 void Recorder::Collect(int64_t window_start_ns, Report* report) {
@@ -382,9 +403,12 @@ void Recorder::Collect(int64_t window_start_ns, Report* report) {
   for (size_t i = 0; i < served_by_.size(); ++i) report->served_by[i] += served_by_[i];
   report->elapsed_seconds =
       codes_.total() == 0 ? 0 : static_cast<double>(last_answer_ns_ - window_start_ns) / 1e9;
+  for (CallRecord& c : calls_) c.start_ns -= window_start_ns;
+  report->calls.insert(report->calls.end(), calls_.begin(), calls_.end());
   codes_ = StatusCounts();
   latency_ = LatencyHistogram();
   served_by_ = {};
+  calls_.clear();
 }
 
 absl::StatusOr<std::unique_ptr<CallSender>> NewGrpcSender(const BenchOptions& options,
@@ -413,7 +437,7 @@ absl::StatusOr<std::unique_ptr<CallSender>> NewGrpcSender(const BenchOptions& op
 Report RunLoad(const BenchOptions& options, CallSender* sender) {
   Report report;
   report.options = options;
-  Recorder recorder;
+  Recorder recorder(/*keep_calls=*/!options.calls_out.empty());
   const int64_t start = NowNanos();
   const Window window = WindowFor(options, start);
   if (options.mode == LoadMode::kClosed) {
@@ -495,6 +519,19 @@ std::string FormatJson(const Report& r) {
                           Micros(static_cast<uint64_t>(r.max_send_lag_ns)), r.late_sends);
   }
   absl::StrAppend(&out, "}");
+  return out;
+}
+
+std::string FormatCalls(const Report& r) {
+  std::vector<CallRecord> calls = r.calls;
+  std::stable_sort(calls.begin(), calls.end(), [](const CallRecord& a, const CallRecord& b) {
+    return a.start_ns < b.start_ns;
+  });
+  std::string out = "# start_ns latency_ns code payload_bytes\n";
+  out.reserve(out.size() + calls.size() * 32);
+  for (const CallRecord& c : calls) {
+    absl::StrAppend(&out, c.start_ns, " ", c.latency_ns, " ", c.code, " ", c.payload_bytes, "\n");
+  }
   return out;
 }
 

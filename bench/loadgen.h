@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/any_invocable.h"
@@ -54,6 +55,16 @@ struct CallOutcome {
   // Get and BatchGet: the fanout.v1.Tier that answered (for a batch, the
   // lowest tier of any item); -1 when there is none.
   int tier = -1;
+  // Route and Echo: the request payload's size; -1 when not told.
+  int payload_bytes = -1;
+};
+
+// One measured call, as --calls_out writes it.
+struct CallRecord {
+  int64_t start_ns = 0;  // intended start, from the opening of the measured window
+  int64_t latency_ns = 0;
+  int code = 0;  // gRPC status code
+  int payload_bytes = -1;
 };
 
 // What one run measured. Only calls whose intended start fell inside the
@@ -68,6 +79,9 @@ struct Report {
   // Open loop: the generator's own lateness, which is included in latency.
   int64_t max_send_lag_ns = 0;
   uint64_t late_sends = 0;  // sent more than 1ms after their arrival time
+  // With options.calls_out: every measured call, errors included, in the
+  // order their answers were recorded.
+  std::vector<CallRecord> calls;
 
   // Successful calls per second.
   double Throughput() const;
@@ -77,6 +91,9 @@ struct Report {
 std::string FormatText(const Report& report);
 // One JSON object on one line (latencies in microseconds).
 std::string FormatJson(const Report& report);
+// report.calls, one per line after a "# start_ns latency_ns code
+// payload_bytes" header, sorted by start.
+std::string FormatCalls(const Report& report);
 
 // Starts calls of one kind. Thread-safe.
 class CallSender {
@@ -111,6 +128,9 @@ Report RunLoad(const BenchOptions& options, CallSender* sender);
 // Collects outcomes from many threads. Thread-safe.
 class Recorder {
  public:
+  // `keep_calls`: also keep every call for Report::calls.
+  explicit Recorder(bool keep_calls = false) : keep_calls_(keep_calls) {}
+
   // `latency_ns`: from the intended start to the answer; `answered_ns`:
   // when the answer arrived (steady clock).
   void Record(const CallOutcome& outcome, int64_t latency_ns, int64_t answered_ns);
@@ -119,8 +139,11 @@ class Recorder {
   void Collect(int64_t window_start_ns, Report* report);
 
  private:
+  const bool keep_calls_;
   absl::Mutex mu_;
   StatusCounts codes_ ABSL_GUARDED_BY(mu_);
+  // start_ns here is on the steady clock; Collect makes it window-relative.
+  std::vector<CallRecord> calls_ ABSL_GUARDED_BY(mu_);
   LatencyHistogram latency_ ABSL_GUARDED_BY(mu_);
   std::array<uint64_t, 5> served_by_ ABSL_GUARDED_BY(mu_){};
   int64_t last_answer_ns_ ABSL_GUARDED_BY(mu_) = 0;

@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 
@@ -64,6 +65,29 @@ absl::Status ParseBool(absl::string_view flag, absl::string_view value, bool* ou
   } else {
     return BadValue(flag, value, "true or false");
   }
+  return absl::OkStatus();
+}
+
+// "BYTES:WEIGHT,BYTES:WEIGHT,..."; ":WEIGHT" may be left out (weight 1).
+absl::Status ParsePayloadMix(absl::string_view flag, absl::string_view value,
+                             std::vector<PayloadChoice>* out) {
+  std::vector<PayloadChoice> mix;
+  for (absl::string_view item : absl::StrSplit(value, ',')) {
+    const std::pair<absl::string_view, absl::string_view> parts =
+        absl::StrSplit(item, absl::MaxSplits(':', 1));
+    PayloadChoice choice;
+    int64_t bytes = 0;
+    if (!ParseInt(flag, parts.first, 0, std::numeric_limits<int>::max(), &bytes).ok()) {
+      return BadValue(flag, value, "a list of BYTES:WEIGHT such as 100:0.5,40000:0.5");
+    }
+    choice.bytes = static_cast<int>(bytes);
+    if (!parts.second.empty() &&
+        (!ParseDouble(flag, parts.second, &choice.weight).ok() || choice.weight <= 0)) {
+      return BadValue(flag, value, "a list of BYTES:WEIGHT with weights > 0");
+    }
+    mix.push_back(choice);
+  }
+  *out = std::move(mix);
   return absl::OkStatus();
 }
 
@@ -143,6 +167,13 @@ const std::map<std::string, Flag, std::less<>>& Flags() {
       {"payload_bytes", {false, [](auto f, auto v, BenchOptions* o) {
                            return ParseInt32(f, v, 0, &o->payload_bytes);
                          }}},
+      {"payload_mix", {false, [](auto f, auto v, BenchOptions* o) {
+                         return ParsePayloadMix(f, v, &o->payload_mix);
+                       }}},
+      {"calls_out", {false, [](auto, auto v, BenchOptions* o) {
+                       o->calls_out = std::string(v);
+                       return absl::OkStatus();
+                     }}},
       {"cost", {false, [](auto f, auto v, BenchOptions* o) {
                   return ParseInt(f, v, 0, std::numeric_limits<int64_t>::max(), &o->cost);
                 }}},
@@ -182,6 +213,14 @@ absl::Status Validate(const BenchOptions& o, const std::map<std::string, bool, s
   if (o.rpc != Rpc::kRoute && (seen.contains("route") || seen.contains("cost"))) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--", seen.contains("route") ? "route" : "cost", ": applies to --rpc=route only"));
+  }
+  if (seen.contains("payload_mix")) {
+    if (o.rpc != Rpc::kRoute && o.rpc != Rpc::kEcho) {
+      return absl::InvalidArgumentError("--payload_mix: applies to --rpc=route and echo only");
+    }
+    if (seen.contains("payload_bytes")) {
+      return absl::InvalidArgumentError("--payload_mix: replaces --payload_bytes; give one");
+    }
   }
   if (o.rpc != Rpc::kBatchGet && seen.contains("batch_size")) {
     return absl::InvalidArgumentError("--batch_size: applies to --rpc=batchget only");
@@ -261,6 +300,8 @@ What to call
   --batch_size=N                 BatchGet keys per call (10)
   --route=NAME                   Route: the route to call (required with --rpc=route)
   --payload_bytes=N              Route and Echo request payload size (0)
+  --payload_mix=B:W,B:W,...      Route and Echo: each call's payload size drawn from sizes B
+                                 (bytes) by weight W, e.g. 128:0.5,14000:0.25,38000:0.25
   --cost=N                       Route: cost estimate (0)
 
 How hard
@@ -278,7 +319,10 @@ How long
 
 Output
   --json                         one JSON object instead of text
-  --seed=N                       seed of the key and arrival sequences (1)
+  --seed=N                       seed of the key, payload and arrival sequences (1)
+  --calls_out=FILE               write every measured call to FILE, one line each:
+                                 start_ns latency_ns code payload_bytes (start from the
+                                 window's opening; errors included)
 
 Latency is measured from the intended send time (open loop: the arrival time,
 even when the generator sends late), to the answer. Every status is checked;

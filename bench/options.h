@@ -21,6 +21,12 @@ enum class LoadMode {
 absl::string_view RpcName(Rpc rpc);
 absl::string_view LoadModeName(LoadMode mode);
 
+// One payload size of a --payload_mix and its relative weight.
+struct PayloadChoice {
+  int bytes = 0;
+  double weight = 1;
+};
+
 struct BenchOptions {
   std::string target;  // host:port or unix:///path
   Rpc rpc = Rpc::kGet;
@@ -44,10 +50,15 @@ struct BenchOptions {
   // Route and Echo.
   std::string route;
   int payload_bytes = 0;
+  // When not empty: each call's payload size is drawn from these by weight
+  // (the same sequence for the same seed), instead of payload_bytes.
+  std::vector<PayloadChoice> payload_mix;
   int64_t cost = 0;
 
   uint64_t seed = 1;
   bool json = false;
+  // When not empty: every measured call is written to this file (FormatCalls).
+  std::string calls_out;
   bool help = false;
 };
 

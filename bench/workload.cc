@@ -45,6 +45,18 @@ const std::string& KeySequence::Next() {
   return names_[draws_[n & (draws_.size() - 1)]];
 }
 
+WeightedSequence::WeightedSequence(const std::vector<double>& weights, uint64_t seed, int length)
+    : draws_(std::bit_ceil(static_cast<unsigned>(std::max(length, 1)))) {
+  std::discrete_distribution<int> dist(weights.begin(), weights.end());
+  std::mt19937_64 rng(seed);
+  for (int& d : draws_) d = dist(rng);
+}
+
+int WeightedSequence::Next() {
+  const uint64_t n = next_.fetch_add(1, std::memory_order_relaxed);
+  return draws_[n & (draws_.size() - 1)];
+}
+
 PoissonSchedule::PoissonSchedule(double rate, uint64_t seed) : rng_(seed), gap_seconds_(rate) {}
 
 int64_t PoissonSchedule::NextGapNanos() {

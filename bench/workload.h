@@ -43,6 +43,23 @@ class KeySequence {
   std::atomic<uint64_t> next_{0};
 };
 
+// A precomputed cycle of indexes drawn in proportion to `weights`, handed
+// out lock-free like KeySequence: call k gets the k-th draw, so two runs
+// with the same seed see the same sequence in the same order of sends.
+// Thread-safe.
+class WeightedSequence {
+ public:
+  // `weights` not empty, each >= 0, some > 0. `length` draws are
+  // precomputed (rounded up to a power of two); the sequence then repeats.
+  WeightedSequence(const std::vector<double>& weights, uint64_t seed, int length = 1 << 16);
+  // An index into `weights`.
+  int Next();
+
+ private:
+  std::vector<int> draws_;
+  std::atomic<uint64_t> next_{0};
+};
+
 // Arrival times of a Poisson process: exponentially distributed gaps with
 // mean 1/rate. Not thread-safe.
 class PoissonSchedule {

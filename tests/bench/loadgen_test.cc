@@ -156,6 +156,31 @@ TEST(RecorderTest, CollectKeepsErrorsOutOfLatencyAndThroughput) {
   EXPECT_EQ(report.served_by[1], 2u);
 }
 
+TEST(RecorderTest, CollectKeepsEveryCallOnlyWhenAsked) {
+  Recorder keeping(/*keep_calls=*/true);
+  keeping.Record(CallOutcome{grpc::StatusCode::OK, -1, 100}, 1000, 1'500'000'000);
+  keeping.Record(CallOutcome{grpc::StatusCode::UNAVAILABLE, -1, 7}, 5, 1'200'000'000);
+  Report report;
+  keeping.Collect(/*window_start_ns=*/1'000'000'000, &report);
+  ASSERT_EQ(report.calls.size(), 2u);
+  EXPECT_EQ(report.calls[0].start_ns, 500'000'000 - 1000);
+  EXPECT_EQ(report.calls[0].latency_ns, 1000);
+  EXPECT_EQ(report.calls[0].code, 0);
+  EXPECT_EQ(report.calls[0].payload_bytes, 100);
+  EXPECT_EQ(report.calls[1].code, grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(report.calls[1].latency_ns, 5);
+  EXPECT_EQ(FormatCalls(report),
+            "# start_ns latency_ns code payload_bytes\n"
+            "199999995 5 14 7\n"
+            "499999000 1000 0 100\n");
+
+  Recorder plain;
+  plain.Record(CallOutcome{grpc::StatusCode::OK, -1, 100}, 1000, 1'500'000'000);
+  Report none;
+  plain.Collect(1'000'000'000, &none);
+  EXPECT_TRUE(none.calls.empty());
+}
+
 TEST(RunLoadTest, RunLoadClosedCountsEveryCallByCode) {
   PatternSender sender({grpc::StatusCode::OK, grpc::StatusCode::OK,
                         grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::DEADLINE_EXCEEDED});
@@ -331,6 +356,29 @@ TEST_F(GrpcSenderTest, RunLoadCountsServerErrorsByCode) {
   EXPECT_EQ(r.codes.of(grpc::StatusCode::RESOURCE_EXHAUSTED), 50u);
   EXPECT_EQ(r.latency.count(), 150u);
   EXPECT_THAT(FormatJson(r), HasSubstr("\"errors_by_code\":{\"RESOURCE_EXHAUSTED\":50}"));
+}
+
+TEST_F(GrpcSenderTest, RunLoadEchoDrawsPayloadsFromTheMix) {
+  FlakyEcho echo(1000000, grpc::StatusCode::OK);
+  Start(&echo);
+  BenchOptions o = CountBound(400);
+  o.target = target_;
+  o.rpc = Rpc::kEcho;
+  o.payload_mix = {{10, 3}, {2000, 1}};
+  o.calls_out = "unused";  // keeps every call in the report
+  absl::StatusOr<std::unique_ptr<CallSender>> sender = NewGrpcSender(o);
+  ASSERT_TRUE(sender.ok()) << sender.status();
+  const Report r = RunLoad(o, sender->get());
+  ASSERT_EQ(r.calls.size(), 400u);
+  int small = 0, large = 0;
+  for (const CallRecord& c : r.calls) {
+    EXPECT_EQ(c.code, 0);
+    EXPECT_GE(c.start_ns, 0);
+    small += c.payload_bytes == 10;
+    large += c.payload_bytes == 2000;
+  }
+  EXPECT_EQ(small + large, 400);
+  EXPECT_NEAR(large, 100, 40);
 }
 
 TEST_F(GrpcSenderTest, RunLoadGetRecordsTheAnsweringTier) {

@@ -68,6 +68,22 @@ TEST(ParseBenchArgsTest, ParseBenchArgsRouteAndEcho) {
   EXPECT_EQ(echo->rpc, Rpc::kEcho);
 }
 
+TEST(ParseBenchArgsTest, ParseBenchArgsPayloadMixAndCallsOut) {
+  absl::StatusOr<BenchOptions> o =
+      ParseBenchArgs({"--target=h:1", "--rpc=route", "--route=llm",
+                      "--payload_mix=128:0.5,14000:0.25,38000", "--calls_out=/tmp/c.txt"});
+  ASSERT_TRUE(o.ok()) << o.status();
+  ASSERT_EQ(o->payload_mix.size(), 3u);
+  EXPECT_EQ(o->payload_mix[0].bytes, 128);
+  EXPECT_DOUBLE_EQ(o->payload_mix[0].weight, 0.5);
+  EXPECT_EQ(o->payload_mix[1].bytes, 14000);
+  EXPECT_DOUBLE_EQ(o->payload_mix[1].weight, 0.25);
+  EXPECT_EQ(o->payload_mix[2].bytes, 38000);
+  EXPECT_DOUBLE_EQ(o->payload_mix[2].weight, 1.0);
+  EXPECT_EQ(o->calls_out, "/tmp/c.txt");
+  EXPECT_TRUE(ParseBenchArgs({"--target=h:1", "--rpc=echo", "--payload_mix=1,2"}).ok());
+}
+
 TEST(ParseBenchArgsTest, ParseBenchArgsBoolFlagTakesExplicitValue) {
   absl::StatusOr<BenchOptions> o = ParseBenchArgs({"--json", "--target=h:1", "--json=false"});
   ASSERT_TRUE(o.ok()) << o.status();
@@ -109,6 +125,13 @@ TEST(ParseBenchArgsTest, ParseBenchArgsErrorsNameTheBadFlag) {
       {{"--target=h:1", "--rpc=batchget", "--keys=2", "--batch_size=3"}, "--batch_size"},
       {{"--target=h:1", "--duration=0"}, "--duration"},
       {{"--target=h:1", "stray"}, "stray"},
+      {{"--target=h:1", "--rpc=echo", "--payload_mix="}, "--payload_mix"},
+      {{"--target=h:1", "--rpc=echo", "--payload_mix=10:0"}, "--payload_mix"},
+      {{"--target=h:1", "--rpc=echo", "--payload_mix=10:x"}, "--payload_mix"},
+      {{"--target=h:1", "--rpc=echo", "--payload_mix=-3:1"}, "--payload_mix"},
+      {{"--target=h:1", "--rpc=echo", "--payload_mix=10,,20"}, "--payload_mix"},
+      {{"--target=h:1", "--payload_mix=10:1"}, "--payload_mix"},
+      {{"--target=h:1", "--rpc=echo", "--payload_mix=10", "--payload_bytes=3"}, "--payload_mix"},
   };
   for (const Case& c : cases) {
     const absl::Status s = ErrorOf(c.args);

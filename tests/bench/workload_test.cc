@@ -87,5 +87,28 @@ TEST(KeySequenceTest, NextRepeatsAfterItsLength) {
   for (int i = 0; i < 64; ++i) EXPECT_EQ(keys.Next(), first[i]);
 }
 
+TEST(WeightedSequenceTest, NextDrawsInProportionToWeights) {
+  WeightedSequence seq({5, 0, 3, 2}, /*seed=*/7, /*length=*/1 << 14);
+  std::vector<int> counts(4, 0);
+  for (int i = 0; i < (1 << 14); ++i) ++counts[seq.Next()];
+  EXPECT_EQ(counts[1], 0);
+  EXPECT_NEAR(counts[0] / 16384.0, 0.5, 0.02);
+  EXPECT_NEAR(counts[2] / 16384.0, 0.3, 0.02);
+  EXPECT_NEAR(counts[3] / 16384.0, 0.2, 0.02);
+}
+
+TEST(WeightedSequenceTest, NextIsTheSameForTheSameSeed) {
+  WeightedSequence a({1, 1, 1}, 3, 256);
+  WeightedSequence b({1, 1, 1}, 3, 256);
+  WeightedSequence c({1, 1, 1}, 4, 256);
+  int differ = 0;
+  for (int i = 0; i < 256; ++i) {
+    const int x = a.Next();
+    EXPECT_EQ(x, b.Next());
+    differ += x != c.Next();
+  }
+  EXPECT_GT(differ, 0);
+}
+
 }  // namespace
 }  // namespace fanout::bench
