@@ -69,6 +69,48 @@ TEST(FakeBackendCostTest, HeaderWinsOverPayloadSize) {
   EXPECT_EQ(FakeBackendCost("0", 400), 100);
 }
 
+TEST(FakeBackendServiceTimeTest, AddsTermsAndScalesByBothJitters) {
+  const FakeBackendOptions o{.delay = absl::Milliseconds(10),
+                             .delay_per_kb = absl::Milliseconds(2),
+                             .delay_per_cost = absl::Milliseconds(1)};
+  EXPECT_EQ(FakeBackendServiceTime(o, 2048, 5, 0.7), absl::Milliseconds(19));
+  FakeBackendOptions relative = o;
+  relative.jitter_ratio = 0.2;
+  EXPECT_EQ(FakeBackendServiceTime(relative, 2048, 5, 1.0), absl::Milliseconds(19) * 1.2);
+  EXPECT_EQ(FakeBackendServiceTime(relative, 2048, 5, -0.5), absl::Milliseconds(19) * 0.9);
+  FakeBackendOptions absolute = o;
+  absolute.jitter = absl::Milliseconds(4);
+  EXPECT_EQ(FakeBackendServiceTime(absolute, 2048, 5, -0.5), absl::Milliseconds(17));
+  absolute.jitter = absl::Milliseconds(40);
+  EXPECT_EQ(FakeBackendServiceTime(absolute, 2048, 5, -1), absl::ZeroDuration());
+}
+
+TEST(FakeBackendCountersTest, ParseCountersReadsFormatCounters) {
+  const FakeBackendCounters c{
+      .calls = 9, .ok = 5, .failed = 1, .cancelled = 2, .in_flight = 1, .queued = 0};
+  absl::StatusOr<FakeBackendCounters> parsed = ParseCounters(FormatCounters(c) + "\n");
+  ASSERT_OK(parsed);
+  EXPECT_EQ(parsed->calls, 9);
+  EXPECT_EQ(parsed->ok, 5);
+  EXPECT_EQ(parsed->failed, 1);
+  EXPECT_EQ(parsed->cancelled, 2);
+  EXPECT_EQ(parsed->in_flight, 1);
+  EXPECT_THAT(ParseCounters("calls=1 ok=x"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(ParseCounters("calls=1 ok=1"), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(FakeBackendTest, ReadFakeBackendCountersAnswersOverGrpc) {
+  std::unique_ptr<FakeBackend> backend = Serve({.fail_prob = 1.0});
+  CallAll(2);
+  absl::StatusOr<FakeBackendCounters> read = ReadFakeBackendCounters(backend->address());
+  ASSERT_OK(read);
+  EXPECT_EQ(read->calls, 2);  // the stats call itself is not counted
+  EXPECT_EQ(read->failed, 2);
+  EXPECT_EQ(read->in_flight, 0);
+  EXPECT_THAT(ReadFakeBackendCounters("127.0.0.1:1", absl::Milliseconds(300)),
+              StatusIs(absl::StatusCode::kUnavailable));
+}
+
 TEST_F(FakeBackendTest, AnswersAnyMethodWithItsNameOrEcho) {
   std::unique_ptr<FakeBackend> named = Serve({.name = "cache-2"});
   std::vector<Answer> answers = CallAll(1, "ping");

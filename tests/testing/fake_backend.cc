@@ -1,6 +1,7 @@
 #include "tests/testing/fake_backend.h"
 
 #include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -12,9 +13,12 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 
 namespace fanout::testing {
@@ -43,6 +47,61 @@ int64_t FakeBackendCost(absl::string_view cost_header, size_t payload_bytes) {
   int64_t cost = 0;
   if (absl::SimpleAtoi(cost_header, &cost) && cost > 0) return cost;
   return std::max<int64_t>(1, static_cast<int64_t>(payload_bytes / 4));
+}
+
+absl::Duration FakeBackendServiceTime(const FakeBackendOptions& options, size_t payload_bytes,
+                                      int64_t cost, double u) {
+  const absl::Duration base = options.delay +
+                              options.delay_per_kb * (static_cast<double>(payload_bytes) / 1024) +
+                              options.delay_per_cost * cost;
+  const absl::Duration service = base * (1 + options.jitter_ratio * u) + options.jitter * u;
+  return std::max(service, absl::ZeroDuration());
+}
+
+absl::StatusOr<FakeBackendCounters> ParseCounters(absl::string_view text) {
+  FakeBackendCounters c;
+  const std::pair<const char*, int64_t*> fields[] = {
+      {"calls", &c.calls},         {"ok", &c.ok},
+      {"failed", &c.failed},       {"cancelled", &c.cancelled},
+      {"in_flight", &c.in_flight}, {"queued", &c.queued}};
+  absl::flat_hash_map<std::string, std::string> values;
+  for (absl::string_view item : absl::StrSplit(text, ' ', absl::SkipWhitespace())) {
+    const std::pair<std::string, std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    values[kv.first] = kv.second;
+  }
+  for (const auto& [name, out] : fields) {
+    auto it = values.find(name);
+    if (it == values.end() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(it->second), out)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("fake backend counters: no number for '", name, "' in \"", text, "\""));
+    }
+  }
+  return c;
+}
+
+absl::StatusOr<FakeBackendCounters> ReadFakeBackendCounters(const std::string& address,
+                                                            absl::Duration timeout) {
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  grpc::Slice empty;
+  grpc::ByteBuffer request(&empty, 1);
+  grpc::ByteBuffer response;
+  absl::Notification done;
+  grpc::Status status;
+  stub.UnaryCall(&context, kFakeBackendStatsMethod, grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   status = std::move(s);
+                   done.Notify();
+                 });
+  done.WaitForNotification();
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        absl::StrCat("fake backend ", address, ": ", status.error_message()));
+  }
+  return ParseCounters(Flatten(response));
 }
 
 class FakeBackend::Impl final : public grpc::CallbackGenericService,
@@ -165,14 +224,11 @@ class FakeBackend::Impl final : public grpc::CallbackGenericService,
     CallState& call = it->second;
     ++counters_.calls;
     ++counters_.in_flight;
-    absl::Duration service = options_.delay +
-                             options_.delay_per_kb * (static_cast<double>(bytes) / 1024) +
-                             options_.delay_per_cost * cost;
-    if (options_.jitter > absl::ZeroDuration()) {
-      const double u = std::uniform_real_distribution<double>(-1.0, 1.0)(rng_);
-      service += options_.jitter * u;
+    double u = 0;
+    if (options_.jitter > absl::ZeroDuration() || options_.jitter_ratio > 0) {
+      u = std::uniform_real_distribution<double>(-1.0, 1.0)(rng_);
     }
-    call.service = std::max(service, absl::ZeroDuration());
+    call.service = FakeBackendServiceTime(options_, bytes, cost, u);
     call.fail = options_.fail_prob > 0 &&
                 std::uniform_real_distribution<double>(0.0, 1.0)(rng_) < options_.fail_prob;
     call.reply = echo_ ? std::move(reply) : name_;

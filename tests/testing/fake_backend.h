@@ -34,6 +34,9 @@ struct FakeBackendOptions {
   absl::Duration delay_per_kb = absl::ZeroDuration();    // per 1024 request bytes
   absl::Duration delay_per_cost = absl::ZeroDuration();  // per unit of cost
   absl::Duration jitter = absl::ZeroDuration();          // uniform in [-jitter, +jitter]
+  // Relative jitter: the service time is scaled by a uniform factor in
+  // [1 - jitter_ratio, 1 + jitter_ratio] (one draw serves both jitters).
+  double jitter_ratio = 0;
   // Probability of answering UNAVAILABLE (after the delay).
   double fail_prob = 0;
   // Calls served at once; 0 = unlimited.
@@ -56,6 +59,22 @@ std::string FormatCounters(const FakeBackendCounters& counters);
 // The cost of a call: the fanout-cost metadata value when present and
 // positive, else max(1, payload bytes / 4).
 int64_t FakeBackendCost(absl::string_view cost_header, size_t payload_bytes);
+
+// The service time of a call of `payload_bytes` and `cost`, given the jitter
+// draw `u` in [-1, 1]: (delay + delay_per_kb * KiB + delay_per_cost * cost)
+// * (1 + jitter_ratio * u) + jitter * u, at least zero.
+absl::Duration FakeBackendServiceTime(const FakeBackendOptions& options, size_t payload_bytes,
+                                      int64_t cost, double u);
+
+// Parses FormatCounters' text. InvalidArgument naming what is missing.
+absl::StatusOr<FakeBackendCounters> ParseCounters(absl::string_view text);
+
+// Reads the counters of the fake backend at `address` (any process) through
+// kFakeBackendStatsMethod. Blocks the caller up to `timeout`; never call it
+// on a gRPC or executor thread. Unavailable/DeadlineExceeded when the
+// backend does not answer.
+absl::StatusOr<FakeBackendCounters> ReadFakeBackendCounters(
+    const std::string& address, absl::Duration timeout = absl::Seconds(5));
 
 // Keeps one idle callback-API gRPC server for the rest of the process.
 // Observed with gRPC 1.51: when the last callback server or channel of a

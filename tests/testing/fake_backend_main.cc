@@ -2,10 +2,13 @@
 //
 //   fanout-fake-backend --listen=127.0.0.1:0 --name=cache-2 --delay=200ms
 //       [--delay_per_kb=D] [--delay_per_cost=D] [--jitter=D] [--fail_prob=P]
-//       [--capacity=K] [--echo] [--seed=N]
+//       [--jitter_ratio=R] [--capacity=K] [--echo] [--seed=N]
+//   fanout-fake-backend --stats=HOST:PORT
 //
 // Prints "listening on HOST:PORT" once serving. Counters: call
-// /fanout.fake/Stats, or read the line printed on SIGINT/SIGTERM.
+// /fanout.fake/Stats (what --stats does: it prints the counters of the
+// backend at HOST:PORT and exits), or read the line printed on
+// SIGINT/SIGTERM.
 #include <pthread.h>
 #include <signal.h>
 
@@ -56,6 +59,11 @@ bool ParseFlag(absl::string_view arg, fanout::testing::FakeBackendOptions& o, st
       error = absl::StrCat("--fail_prob: want a number in [0, 1], got '", value, "'");
       return false;
     }
+  } else if (name == "jitter_ratio") {
+    if (!absl::SimpleAtod(value, &o.jitter_ratio) || o.jitter_ratio < 0 || o.jitter_ratio > 1) {
+      error = absl::StrCat("--jitter_ratio: want a number in [0, 1], got '", value, "'");
+      return false;
+    }
   } else if (name == "capacity") {
     if (!absl::SimpleAtoi(value, &o.capacity) || o.capacity < 0) {
       error = absl::StrCat("--capacity: want a count >= 0, got '", value, "'");
@@ -76,6 +84,17 @@ bool ParseFlag(absl::string_view arg, fanout::testing::FakeBackendOptions& o, st
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 2 && absl::StartsWith(argv[1], "--stats=")) {
+    const std::string address = std::string(absl::string_view(argv[1]).substr(8));
+    absl::StatusOr<fanout::testing::FakeBackendCounters> counters =
+        fanout::testing::ReadFakeBackendCounters(address);
+    if (!counters.ok()) {
+      std::cerr << "fanout-fake-backend: " << counters.status() << "\n";
+      return 1;
+    }
+    std::cout << fanout::testing::FormatCounters(*counters) << std::endl;
+    return 0;
+  }
   fanout::testing::FakeBackendOptions options;
   for (int i = 1; i < argc; ++i) {
     std::string error;
