@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <limits>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -125,59 +126,94 @@ class ClosedLoop : public std::enable_shared_from_this<ClosedLoop> {
   int active_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-// Calls at Poisson arrival times, all sent from the caller's thread.
+// Calls at Poisson arrival times. Each of `senders` threads sends its own
+// Poisson stream of rate/senders; together they are one Poisson stream of
+// `rate` (a superposition of independent Poisson processes is one), and the
+// cost of starting calls is spread over several cores.
 class OpenLoop : public std::enable_shared_from_this<OpenLoop> {
  public:
   OpenLoop(const BenchOptions& o, Window window, CallSender* sender, Recorder* recorder)
       : options_(o), window_(window), sender_(sender), recorder_(recorder) {}
 
   void Run(int64_t start_ns, Report* report) {
+    std::vector<std::thread> threads;
+    for (int i = 1; i < options_.senders; ++i) {
+      threads.emplace_back([this, i, start_ns] { SendLoop(i, start_ns); });
+    }
+    SendLoop(0, start_ns);
+    for (std::thread& t : threads) t.join();
+    absl::MutexLock l(&mu_);
+    mu_.Await(absl::Condition(this, &OpenLoop::Drained));
+    report->max_send_lag_ns = max_send_lag_ns_;
+    report->late_sends = late_sends_;
+  }
+
+ private:
+  void SendLoop(int index, int64_t start_ns) {
     // Wake up on time: the default 50us timer slack would skew arrivals.
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
-    PoissonSchedule schedule(options_.rate, options_.seed ^ 0x9e3779b97f4a7c15ULL);
+    PoissonSchedule schedule(options_.rate / options_.senders,
+                             options_.seed ^ (0x9e3779b97f4a7c15ULL * (index + 1)));
     int64_t arrival = start_ns;
-    int64_t measured_sent = 0;
-    uint64_t next_channel = 0;
+    int64_t max_lag = 0;
+    uint64_t late = 0;
+    uint64_t next_channel = static_cast<uint64_t>(index);
     for (;;) {
       arrival += schedule.NextGapNanos();
       if (arrival >= window_.end_ns) break;
       const bool measured = arrival >= window_.measure_from_ns;
-      if (measured && window_.count > 0 && measured_sent++ >= window_.count) break;
+      if (measured && window_.count > 0 &&
+          measured_sent_.fetch_add(1, std::memory_order_relaxed) >= window_.count) {
+        break;
+      }
       if (NowNanos() < arrival) SleepUntilNanos(arrival);
-      {
+      // At the bound, wait for room. The arrival time stays, so the wait is
+      // counted as latency. Every step down to below the bound is followed
+      // by an unlock of mu_ (here or in an answer), which wakes the waiters.
+      while (in_flight_.fetch_add(1, std::memory_order_acq_rel) >= options_.max_in_flight) {
+        in_flight_.fetch_sub(1, std::memory_order_acq_rel);
         absl::MutexLock l(&mu_);
         mu_.Await(absl::Condition(this, &OpenLoop::HasRoom));
-        ++in_flight_;
       }
       const int64_t lag = NowNanos() - arrival;
       if (measured) {
-        report->max_send_lag_ns = std::max(report->max_send_lag_ns, lag);
-        if (lag > kLateSendNanos) ++report->late_sends;
+        max_lag = std::max(max_lag, lag);
+        if (lag > kLateSendNanos) ++late;
       }
-      const int channel = static_cast<int>(next_channel++ % options_.channels);
+      const int channel = static_cast<int>(next_channel % options_.channels);
+      next_channel += options_.senders;
       sender_->Send(channel, [self = shared_from_this(), arrival, measured](CallOutcome outcome) {
         const int64_t now = NowNanos();
         if (measured) self->recorder_->Record(outcome, now - arrival, now);
-        absl::MutexLock l(&self->mu_);
-        --self->in_flight_;
+        const int before = self->in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+        if (before == self->options_.max_in_flight || before == 1) {
+          // Someone may wait for room, or for the last answer: unlocking
+          // makes the mutex evaluate their conditions again.
+          absl::MutexLock l(&self->mu_);
+        }
       });
     }
     absl::MutexLock l(&mu_);
-    mu_.Await(absl::Condition(
-        +[](int* in_flight) { return *in_flight == 0; }, &in_flight_));
+    max_send_lag_ns_ = std::max(max_send_lag_ns_, max_lag);
+    late_sends_ += late;
   }
 
- private:
-  bool HasRoom() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return in_flight_ < options_.max_in_flight;
+  bool HasRoom() const {
+    return in_flight_.load(std::memory_order_acquire) < options_.max_in_flight;
   }
+  bool Drained() const { return in_flight_.load(std::memory_order_acquire) == 0; }
 
   const BenchOptions options_;
   const Window window_;
   CallSender* const sender_;
   Recorder* const recorder_;
+  std::atomic<int64_t> measured_sent_{0};
+  // Calls sent and not answered. Changed without the lock; waiters on mu_
+  // are woken by a lock-unlock after the changes they wait for.
+  std::atomic<int> in_flight_{0};
   absl::Mutex mu_;
-  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t max_send_lag_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t late_sends_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // One call in flight: its context, request, response and continuation.

@@ -128,6 +128,9 @@ const std::map<std::string, Flag, std::less<>>& Flags() {
       {"max_in_flight", {false, [](auto f, auto v, BenchOptions* o) {
                            return ParseInt32(f, v, 1, &o->max_in_flight);
                          }}},
+      {"senders", {false, [](auto f, auto v, BenchOptions* o) {
+                     return ParseInt32(f, v, 1, &o->senders);
+                   }}},
       {"duration", {false, [](auto f, auto v, BenchOptions* o) {
                       return ParseDurationFlag(f, v, &o->duration);
                     }}},
@@ -202,10 +205,12 @@ absl::Status Validate(const BenchOptions& o, const std::map<std::string, bool, s
           "--concurrency: applies to --mode=closed; use --rate and --max_in_flight with "
           "--mode=open");
     }
-  } else if (seen.contains("rate") || seen.contains("max_in_flight")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", seen.contains("rate") ? "rate" : "max_in_flight",
-                     ": applies to --mode=open only"));
+  } else if (seen.contains("rate") || seen.contains("max_in_flight") ||
+             seen.contains("senders")) {
+    const char* flag = seen.contains("rate")            ? "rate"
+                       : seen.contains("max_in_flight") ? "max_in_flight"
+                                                        : "senders";
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": applies to --mode=open only"));
   }
   if (o.rpc == Rpc::kRoute && o.route.empty()) {
     return absl::InvalidArgumentError("--route: required with --rpc=route");
@@ -309,6 +314,7 @@ How hard
   --concurrency=N                closed: calls in flight (16)
   --rate=R                       open: calls per second (required with --mode=open)
   --max_in_flight=N              open: past this, sends wait; their latency still counts (10000)
+  --senders=N                    open: threads sending, each a Poisson stream of RATE/N (1)
   --channels=N                   separate connections (1)
   --timeout=D                    deadline of each call (5s)
 

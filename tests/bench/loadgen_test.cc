@@ -248,11 +248,35 @@ TEST(RunLoadTest, RunLoadOpenMeasuresFromArrivalTimeWhenBehind) {
   BenchOptions o = CountBound(20);
   o.mode = LoadMode::kOpen;
   o.rate = 100000;
+  o.senders = 1;
   const Report r = RunLoad(o, &sender);
   EXPECT_EQ(r.codes.ok(), 20u);
   EXPECT_GE(r.latency.max(), 15'000'000u);  // each call's own service time is ~1ms
   EXPECT_GE(r.max_send_lag_ns, 15'000'000);
   EXPECT_GE(r.late_sends, 15u);
+}
+
+TEST(RunLoadTest, RunLoadOpenWaitsAtMaxInFlight) {
+  HoldingSender sender;
+  BenchOptions o = CountBound(60);
+  o.mode = LoadMode::kOpen;
+  o.rate = 1e6;  // every arrival is due at once
+  o.senders = 3;
+  o.max_in_flight = 4;
+  Report r;
+  std::thread run([&] { r = RunLoad(o, &sender); });
+  ASSERT_TRUE(sender.AwaitPending(4));
+  int answered = 0;
+  while (answered < 60) {
+    if (sender.AnswerOne()) {
+      ++answered;
+    } else {
+      ASSERT_TRUE(sender.AwaitPending(1));
+    }
+  }
+  run.join();
+  EXPECT_EQ(sender.max_pending(), 4u);
+  EXPECT_EQ(r.codes.ok(), 60u);
 }
 
 TEST(RunLoadTest, RunLoadOpenSendsAtTheOfferedRate) {

@@ -48,11 +48,13 @@ TEST(ParseBenchArgsTest, ParseBenchArgsAcceptsEqualsAndSpaceForms) {
 
 TEST(ParseBenchArgsTest, ParseBenchArgsOpenLoopTakesRate) {
   absl::StatusOr<BenchOptions> o =
-      ParseBenchArgs({"--target=h:1", "--mode=open", "--rate=2500.5", "--max_in_flight=7"});
+      ParseBenchArgs({"--target=h:1", "--mode=open", "--rate=2500.5", "--max_in_flight=7",
+                      "--senders=3"});
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->mode, LoadMode::kOpen);
   EXPECT_DOUBLE_EQ(o->rate, 2500.5);
   EXPECT_EQ(o->max_in_flight, 7);
+  EXPECT_EQ(o->senders, 3);
 }
 
 TEST(ParseBenchArgsTest, ParseBenchArgsRouteAndEcho) {
@@ -117,6 +119,8 @@ TEST(ParseBenchArgsTest, ParseBenchArgsErrorsNameTheBadFlag) {
       {{"--target=h:1", "--keys"}, "--keys"},
       {{"--target=h:1", "--rate=100"}, "--rate"},
       {{"--target=h:1", "--max_in_flight=100"}, "--max_in_flight"},
+      {{"--target=h:1", "--senders=2"}, "--senders"},
+      {{"--target=h:1", "--mode=open", "--rate=10", "--senders=0"}, "--senders"},
       {{"--target=h:1", "--mode=open"}, "--rate"},
       {{"--target=h:1", "--mode=open", "--rate=10", "--concurrency=3"}, "--concurrency"},
       {{"--target=h:1", "--rpc=route"}, "--route"},
