@@ -214,7 +214,9 @@ print(round(statistics.median(json.loads(l.split(" ", 3)[3])["throughput"]
   grpc_version=$(dpkg-query -W -f='${Version}' libgrpc++-dev 2>/dev/null || echo unknown)
   redis_version=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
   revision=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
-  if [ -n "$(git -C "$src" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  # The results file is rewritten by the suites themselves: not a change.
+  if [ -n "$(git -C "$src" status --porcelain --untracked-files=no -- . \
+    ':(exclude)bench/RESULTS.md' 2>/dev/null)" ]; then
     revision="$revision+changes"
   fi
   machine="$(nproc) cores, ${cpu:-unknown CPU}, $(uname -r); gRPC $grpc_version, Redis $redis_version; $(date -u '+%Y-%m-%d %H:%M UTC'); revision $revision"
