@@ -1,10 +1,11 @@
 // fanout-bench's engine: senders of one kind of RPC over several channels,
 // the closed- and open-loop drivers, and what a run measured.
 //
-// Threading: the drivers run on the caller's thread (the open loop's sends
-// all start from it); calls complete on gRPC's callback threads, which
-// record outcomes and, in the closed loop, start the next call. No thread per
-// call, and nothing blocks a gRPC thread.
+// Threading: the drivers run on the caller's thread; the open loop's sends
+// start from it and from options.senders - 1 threads of its own. Calls
+// complete on gRPC's callback threads, which record outcomes and, in the
+// closed loop, start the next call. No thread per call, and nothing blocks a
+// gRPC thread.
 #ifndef FANOUT_BENCH_LOADGEN_H_
 #define FANOUT_BENCH_LOADGEN_H_
 
@@ -121,8 +122,9 @@ absl::StatusOr<std::unique_ptr<CallSender>> NewGrpcSender(
 // blocks until every measured call has answered. Closed loop: `concurrency`
 // call chains, each starting its next call when its last one answers, spread
 // over the channels. Open loop: calls start at Poisson arrival times of mean
-// `rate`; latency runs from the arrival time, so a late send (generator
-// behind, or max_in_flight reached) is counted, never hidden.
+// `rate` (`senders` threads, each a Poisson stream of rate/senders); latency
+// runs from the arrival time, so a late send (generator behind, or
+// max_in_flight reached) is counted, never hidden.
 Report RunLoad(const BenchOptions& options, CallSender* sender);
 
 // Collects outcomes from many threads. Thread-safe.
