@@ -19,8 +19,7 @@
 #include "grpcpp/grpcpp.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0", "gRPC address (host:port; port 0 = any free port)");
-ABSL_FLAG(int, reply_bytes, -1,
-          "size of every reply's payload; -1 = echo the request's payload");
+ABSL_FLAG(int, reply_bytes, -1, "size of every reply's payload; -1 = echo the request's payload");
 
 namespace {
 

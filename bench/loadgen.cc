@@ -104,8 +104,7 @@ class ClosedLoop : public std::enable_shared_from_this<ClosedLoop> {
         const int64_t now = NowNanos();
         if (measured) self->recorder_->Record(outcome, now - start, now);
         int expected = kSending;
-        if (s->state.compare_exchange_strong(expected, kAnsweredFirst,
-                                             std::memory_order_acq_rel)) {
+        if (s->state.compare_exchange_strong(expected, kAnsweredFirst, std::memory_order_acq_rel)) {
           return;  // Send has not returned yet; its caller goes on.
         }
         self->Chain(s);
@@ -228,9 +227,7 @@ struct Call {
 class GrpcSender final : public CallSender {
  public:
   GrpcSender(const BenchOptions& o, std::vector<std::shared_ptr<grpc::Channel>> channels)
-      : options_(o),
-        channels_(std::move(channels)),
-        keys_(o.key_prefix, o.keys, o.zipf, o.seed) {
+      : options_(o), channels_(std::move(channels)), keys_(o.key_prefix, o.keys, o.zipf, o.seed) {
     if (o.payload_mix.empty()) {
       payloads_.emplace_back(static_cast<size_t>(o.payload_bytes), 'x');
     } else {
@@ -249,10 +246,14 @@ class GrpcSender final : public CallSender {
 
   void Send(int channel, Done done) override {
     switch (options_.rpc) {
-      case Rpc::kGet: return SendGet(channel, std::move(done));
-      case Rpc::kBatchGet: return SendBatchGet(channel, std::move(done));
-      case Rpc::kRoute: return SendRoute(channel, std::move(done));
-      case Rpc::kEcho: return SendEcho(channel, std::move(done));
+      case Rpc::kGet:
+        return SendGet(channel, std::move(done));
+      case Rpc::kBatchGet:
+        return SendBatchGet(channel, std::move(done));
+      case Rpc::kRoute:
+        return SendRoute(channel, std::move(done));
+      case Rpc::kEcho:
+        return SendEcho(channel, std::move(done));
     }
   }
 
@@ -346,7 +347,7 @@ class GrpcSender final : public CallSender {
   std::vector<std::unique_ptr<fanout::v1::Sidecar::Stub>> sidecars_;
   std::vector<std::unique_ptr<fanout::v1::Echo::Stub>> echoes_;
   KeySequence keys_;
-  std::vector<std::string> payloads_;  // the fixed payload, or one per mix entry
+  std::vector<std::string> payloads_;                // the fixed payload, or one per mix entry
   std::unique_ptr<WeightedSequence> payload_draws_;  // with a mix only
 };
 
@@ -373,12 +374,23 @@ constexpr const char* kTierNames[] = {"unspecified", "l1", "l2", "l3", "origin"}
 }  // namespace
 
 std::string StatusCodeName(int code) {
-  static constexpr const char* kNames[] = {
-      "OK",                 "CANCELLED",         "UNKNOWN",   "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED",  "NOT_FOUND",         "ALREADY_EXISTS",
-      "PERMISSION_DENIED",  "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-      "ABORTED",            "OUT_OF_RANGE",      "UNIMPLEMENTED", "INTERNAL",
-      "UNAVAILABLE",        "DATA_LOSS",         "UNAUTHENTICATED"};
+  static constexpr const char* kNames[] = {"OK",
+                                           "CANCELLED",
+                                           "UNKNOWN",
+                                           "INVALID_ARGUMENT",
+                                           "DEADLINE_EXCEEDED",
+                                           "NOT_FOUND",
+                                           "ALREADY_EXISTS",
+                                           "PERMISSION_DENIED",
+                                           "RESOURCE_EXHAUSTED",
+                                           "FAILED_PRECONDITION",
+                                           "ABORTED",
+                                           "OUT_OF_RANGE",
+                                           "UNIMPLEMENTED",
+                                           "INTERNAL",
+                                           "UNAVAILABLE",
+                                           "DATA_LOSS",
+                                           "UNAUTHENTICATED"};
   if (code < 0 || code >= StatusCounts::kCodes) return absl::StrCat("CODE_", code);
   return kNames[code];
 }

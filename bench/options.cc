@@ -6,16 +6,15 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/str_cat.h"
 
 namespace fanout::bench {
 namespace {
 
 absl::Status BadValue(absl::string_view flag, absl::string_view value, absl::string_view want) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("--", flag, ": \"", value, "\" is not ", want));
+  return absl::InvalidArgumentError(absl::StrCat("--", flag, ": \"", value, "\" is not ", want));
 }
 
 absl::Status ParseInt(absl::string_view flag, absl::string_view value, int64_t min, int64_t max,
@@ -91,8 +90,8 @@ absl::Status ParsePayloadMix(absl::string_view flag, absl::string_view value,
   return absl::OkStatus();
 }
 
-using Setter = std::function<absl::Status(absl::string_view flag, absl::string_view value,
-                                          BenchOptions* o)>;
+using Setter =
+    std::function<absl::Status(absl::string_view flag, absl::string_view value, BenchOptions* o)>;
 
 struct Flag {
   bool is_bool;
@@ -101,91 +100,114 @@ struct Flag {
 
 const std::map<std::string, Flag, std::less<>>& Flags() {
   static const auto* flags = new std::map<std::string, Flag, std::less<>>{
-      {"target", {false, [](auto, auto v, BenchOptions* o) {
-                    o->target = std::string(v);
-                    return absl::OkStatus();
-                  }}},
-      {"rpc", {false, [](auto f, auto v, BenchOptions* o) {
-                 if (v == "get") o->rpc = Rpc::kGet;
-                 else if (v == "batchget") o->rpc = Rpc::kBatchGet;
-                 else if (v == "route") o->rpc = Rpc::kRoute;
-                 else if (v == "echo") o->rpc = Rpc::kEcho;
-                 else return BadValue(f, v, "one of get, batchget, route, echo");
-                 return absl::OkStatus();
-               }}},
-      {"mode", {false, [](auto f, auto v, BenchOptions* o) {
-                  if (v == "closed") o->mode = LoadMode::kClosed;
-                  else if (v == "open") o->mode = LoadMode::kOpen;
-                  else return BadValue(f, v, "closed or open");
-                  return absl::OkStatus();
-                }}},
-      {"concurrency", {false, [](auto f, auto v, BenchOptions* o) {
-                         return ParseInt32(f, v, 1, &o->concurrency);
-                       }}},
-      {"rate", {false, [](auto f, auto v, BenchOptions* o) {
-                  return ParseDouble(f, v, &o->rate);
-                }}},
-      {"max_in_flight", {false, [](auto f, auto v, BenchOptions* o) {
-                           return ParseInt32(f, v, 1, &o->max_in_flight);
-                         }}},
-      {"senders", {false, [](auto f, auto v, BenchOptions* o) {
-                     return ParseInt32(f, v, 1, &o->senders);
-                   }}},
-      {"duration", {false, [](auto f, auto v, BenchOptions* o) {
-                      return ParseDurationFlag(f, v, &o->duration);
-                    }}},
-      {"count", {false, [](auto f, auto v, BenchOptions* o) {
-                   return ParseInt(f, v, 0, std::numeric_limits<int64_t>::max(), &o->count);
-                 }}},
-      {"warmup", {false, [](auto f, auto v, BenchOptions* o) {
-                    return ParseDurationFlag(f, v, &o->warmup);
-                  }}},
-      {"channels", {false, [](auto f, auto v, BenchOptions* o) {
-                      return ParseInt32(f, v, 1, &o->channels);
-                    }}},
-      {"timeout", {false, [](auto f, auto v, BenchOptions* o) {
-                     return ParseDurationFlag(f, v, &o->timeout);
-                   }}},
-      {"keys", {false, [](auto f, auto v, BenchOptions* o) {
-                  return ParseInt32(f, v, 1, &o->keys);
-                }}},
-      {"key_prefix", {false, [](auto, auto v, BenchOptions* o) {
-                        o->key_prefix = std::string(v);
-                        return absl::OkStatus();
-                      }}},
-      {"namespace", {false, [](auto, auto v, BenchOptions* o) {
-                       o->ns = std::string(v);
-                       return absl::OkStatus();
-                     }}},
-      {"zipf", {false, [](auto f, auto v, BenchOptions* o) {
-                  return ParseDouble(f, v, &o->zipf);
-                }}},
-      {"batch_size", {false, [](auto f, auto v, BenchOptions* o) {
-                        return ParseInt32(f, v, 1, &o->batch_size);
-                      }}},
-      {"route", {false, [](auto, auto v, BenchOptions* o) {
-                   o->route = std::string(v);
-                   return absl::OkStatus();
-                 }}},
-      {"payload_bytes", {false, [](auto f, auto v, BenchOptions* o) {
-                           return ParseInt32(f, v, 0, &o->payload_bytes);
-                         }}},
-      {"payload_mix", {false, [](auto f, auto v, BenchOptions* o) {
-                         return ParsePayloadMix(f, v, &o->payload_mix);
-                       }}},
-      {"calls_out", {false, [](auto, auto v, BenchOptions* o) {
-                       o->calls_out = std::string(v);
-                       return absl::OkStatus();
-                     }}},
-      {"cost", {false, [](auto f, auto v, BenchOptions* o) {
-                  return ParseInt(f, v, 0, std::numeric_limits<int64_t>::max(), &o->cost);
-                }}},
-      {"seed", {false, [](auto f, auto v, BenchOptions* o) {
-                  int64_t seed = 0;
-                  absl::Status s = ParseInt(f, v, 0, std::numeric_limits<int64_t>::max(), &seed);
-                  o->seed = static_cast<uint64_t>(seed);
-                  return s;
-                }}},
+      {"target",
+       {false,
+        [](auto, auto v, BenchOptions* o) {
+          o->target = std::string(v);
+          return absl::OkStatus();
+        }}},
+      {"rpc",
+       {false,
+        [](auto f, auto v, BenchOptions* o) {
+          if (v == "get")
+            o->rpc = Rpc::kGet;
+          else if (v == "batchget")
+            o->rpc = Rpc::kBatchGet;
+          else if (v == "route")
+            o->rpc = Rpc::kRoute;
+          else if (v == "echo")
+            o->rpc = Rpc::kEcho;
+          else
+            return BadValue(f, v, "one of get, batchget, route, echo");
+          return absl::OkStatus();
+        }}},
+      {"mode",
+       {false,
+        [](auto f, auto v, BenchOptions* o) {
+          if (v == "closed")
+            o->mode = LoadMode::kClosed;
+          else if (v == "open")
+            o->mode = LoadMode::kOpen;
+          else
+            return BadValue(f, v, "closed or open");
+          return absl::OkStatus();
+        }}},
+      {"concurrency",
+       {false,
+        [](auto f, auto v, BenchOptions* o) { return ParseInt32(f, v, 1, &o->concurrency); }}},
+      {"rate",
+       {false, [](auto f, auto v, BenchOptions* o) { return ParseDouble(f, v, &o->rate); }}},
+      {"max_in_flight",
+       {false,
+        [](auto f, auto v, BenchOptions* o) { return ParseInt32(f, v, 1, &o->max_in_flight); }}},
+      {"senders",
+       {false, [](auto f, auto v, BenchOptions* o) { return ParseInt32(f, v, 1, &o->senders); }}},
+      {"duration",
+       {false,
+        [](auto f, auto v, BenchOptions* o) { return ParseDurationFlag(f, v, &o->duration); }}},
+      {"count",
+       {false,
+        [](auto f, auto v, BenchOptions* o) {
+          return ParseInt(f, v, 0, std::numeric_limits<int64_t>::max(), &o->count);
+        }}},
+      {"warmup",
+       {false,
+        [](auto f, auto v, BenchOptions* o) { return ParseDurationFlag(f, v, &o->warmup); }}},
+      {"channels",
+       {false, [](auto f, auto v, BenchOptions* o) { return ParseInt32(f, v, 1, &o->channels); }}},
+      {"timeout",
+       {false,
+        [](auto f, auto v, BenchOptions* o) { return ParseDurationFlag(f, v, &o->timeout); }}},
+      {"keys",
+       {false, [](auto f, auto v, BenchOptions* o) { return ParseInt32(f, v, 1, &o->keys); }}},
+      {"key_prefix",
+       {false,
+        [](auto, auto v, BenchOptions* o) {
+          o->key_prefix = std::string(v);
+          return absl::OkStatus();
+        }}},
+      {"namespace",
+       {false,
+        [](auto, auto v, BenchOptions* o) {
+          o->ns = std::string(v);
+          return absl::OkStatus();
+        }}},
+      {"zipf",
+       {false, [](auto f, auto v, BenchOptions* o) { return ParseDouble(f, v, &o->zipf); }}},
+      {"batch_size",
+       {false,
+        [](auto f, auto v, BenchOptions* o) { return ParseInt32(f, v, 1, &o->batch_size); }}},
+      {"route",
+       {false,
+        [](auto, auto v, BenchOptions* o) {
+          o->route = std::string(v);
+          return absl::OkStatus();
+        }}},
+      {"payload_bytes",
+       {false,
+        [](auto f, auto v, BenchOptions* o) { return ParseInt32(f, v, 0, &o->payload_bytes); }}},
+      {"payload_mix",
+       {false,
+        [](auto f, auto v, BenchOptions* o) { return ParsePayloadMix(f, v, &o->payload_mix); }}},
+      {"calls_out",
+       {false,
+        [](auto, auto v, BenchOptions* o) {
+          o->calls_out = std::string(v);
+          return absl::OkStatus();
+        }}},
+      {"cost",
+       {false,
+        [](auto f, auto v, BenchOptions* o) {
+          return ParseInt(f, v, 0, std::numeric_limits<int64_t>::max(), &o->cost);
+        }}},
+      {"seed",
+       {false,
+        [](auto f, auto v, BenchOptions* o) {
+          int64_t seed = 0;
+          absl::Status s = ParseInt(f, v, 0, std::numeric_limits<int64_t>::max(), &seed);
+          o->seed = static_cast<uint64_t>(seed);
+          return s;
+        }}},
       {"json", {true, [](auto f, auto v, BenchOptions* o) { return ParseBool(f, v, &o->json); }}},
       {"help", {true, [](auto f, auto v, BenchOptions* o) { return ParseBool(f, v, &o->help); }}},
   };
@@ -205,8 +227,7 @@ absl::Status Validate(const BenchOptions& o, const std::map<std::string, bool, s
           "--concurrency: applies to --mode=closed; use --rate and --max_in_flight with "
           "--mode=open");
     }
-  } else if (seen.contains("rate") || seen.contains("max_in_flight") ||
-             seen.contains("senders")) {
+  } else if (seen.contains("rate") || seen.contains("max_in_flight") || seen.contains("senders")) {
     const char* flag = seen.contains("rate")            ? "rate"
                        : seen.contains("max_in_flight") ? "max_in_flight"
                                                         : "senders";
@@ -216,8 +237,8 @@ absl::Status Validate(const BenchOptions& o, const std::map<std::string, bool, s
     return absl::InvalidArgumentError("--route: required with --rpc=route");
   }
   if (o.rpc != Rpc::kRoute && (seen.contains("route") || seen.contains("cost"))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--", seen.contains("route") ? "route" : "cost", ": applies to --rpc=route only"));
+    return absl::InvalidArgumentError(absl::StrCat("--", seen.contains("route") ? "route" : "cost",
+                                                   ": applies to --rpc=route only"));
   }
   if (seen.contains("payload_mix")) {
     if (o.rpc != Rpc::kRoute && o.rpc != Rpc::kEcho) {
@@ -231,8 +252,8 @@ absl::Status Validate(const BenchOptions& o, const std::map<std::string, bool, s
     return absl::InvalidArgumentError("--batch_size: applies to --rpc=batchget only");
   }
   if (o.rpc == Rpc::kBatchGet && o.batch_size > o.keys) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--batch_size: ", o.batch_size, " is more than --keys (", o.keys, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_size: ", o.batch_size, " is more than --keys (", o.keys, ")"));
   }
   return absl::OkStatus();
 }
@@ -241,10 +262,14 @@ absl::Status Validate(const BenchOptions& o, const std::map<std::string, bool, s
 
 absl::string_view RpcName(Rpc rpc) {
   switch (rpc) {
-    case Rpc::kGet: return "get";
-    case Rpc::kBatchGet: return "batchget";
-    case Rpc::kRoute: return "route";
-    case Rpc::kEcho: return "echo";
+    case Rpc::kGet:
+      return "get";
+    case Rpc::kBatchGet:
+      return "batchget";
+    case Rpc::kRoute:
+      return "route";
+    case Rpc::kEcho:
+      return "echo";
   }
   return "?";
 }

@@ -31,10 +31,10 @@ struct BenchOptions {
   std::string target;  // host:port or unix:///path
   Rpc rpc = Rpc::kGet;
   LoadMode mode = LoadMode::kClosed;
-  int concurrency = 16;        // closed loop: calls in flight
-  double rate = 0;             // open loop: calls per second
-  int max_in_flight = 10000;   // open loop: sends wait (and their latency grows) past this
-  int senders = 1;             // open loop: threads sending, each rate/senders
+  int concurrency = 16;       // closed loop: calls in flight
+  double rate = 0;            // open loop: calls per second
+  int max_in_flight = 10000;  // open loop: sends wait (and their latency grows) past this
+  int senders = 1;            // open loop: threads sending, each rate/senders
   absl::Duration duration = absl::Seconds(10);  // measured time; zero = bounded by count only
   int64_t count = 0;                            // measured calls; 0 = bounded by duration only
   absl::Duration warmup = absl::Seconds(1);     // calls started earlier are not measured

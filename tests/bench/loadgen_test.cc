@@ -182,8 +182,8 @@ TEST(RecorderTest, CollectKeepsEveryCallOnlyWhenAsked) {
 }
 
 TEST(RunLoadTest, RunLoadClosedCountsEveryCallByCode) {
-  PatternSender sender({grpc::StatusCode::OK, grpc::StatusCode::OK,
-                        grpc::StatusCode::UNAVAILABLE, grpc::StatusCode::DEADLINE_EXCEEDED});
+  PatternSender sender({grpc::StatusCode::OK, grpc::StatusCode::OK, grpc::StatusCode::UNAVAILABLE,
+                        grpc::StatusCode::DEADLINE_EXCEEDED});
   BenchOptions o = CountBound(400);
   o.concurrency = 8;
   const Report r = RunLoad(o, &sender);

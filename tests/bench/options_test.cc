@@ -8,9 +8,7 @@ namespace {
 
 using ::testing::HasSubstr;
 
-absl::Status ErrorOf(const std::vector<std::string>& args) {
-  return ParseBenchArgs(args).status();
-}
+absl::Status ErrorOf(const std::vector<std::string>& args) { return ParseBenchArgs(args).status(); }
 
 TEST(ParseBenchArgsTest, ParseBenchArgsTargetOnlyGivesDefaults) {
   absl::StatusOr<BenchOptions> o = ParseBenchArgs({"--target=127.0.0.1:7070"});
@@ -26,9 +24,10 @@ TEST(ParseBenchArgsTest, ParseBenchArgsTargetOnlyGivesDefaults) {
 
 TEST(ParseBenchArgsTest, ParseBenchArgsAcceptsEqualsAndSpaceForms) {
   absl::StatusOr<BenchOptions> o = ParseBenchArgs(
-      {"--target", "h:1", "--rpc=batchget", "--concurrency", "64", "--duration=500ms",
-       "--warmup", "0", "--channels=4", "--keys", "50", "--zipf=0.99", "--batch_size", "5",
-       "--count=1000", "--seed", "9", "--namespace=ns", "--key_prefix=key-", "--json"});
+      {"--target",          "h:1",   "--rpc=batchget", "--concurrency", "64", "--duration=500ms",
+       "--warmup",          "0",     "--channels=4",   "--keys",        "50", "--zipf=0.99",
+       "--batch_size",      "5",     "--count=1000",   "--seed",        "9",  "--namespace=ns",
+       "--key_prefix=key-", "--json"});
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->target, "h:1");
   EXPECT_EQ(o->rpc, Rpc::kBatchGet);
@@ -47,9 +46,8 @@ TEST(ParseBenchArgsTest, ParseBenchArgsAcceptsEqualsAndSpaceForms) {
 }
 
 TEST(ParseBenchArgsTest, ParseBenchArgsOpenLoopTakesRate) {
-  absl::StatusOr<BenchOptions> o =
-      ParseBenchArgs({"--target=h:1", "--mode=open", "--rate=2500.5", "--max_in_flight=7",
-                      "--senders=3"});
+  absl::StatusOr<BenchOptions> o = ParseBenchArgs(
+      {"--target=h:1", "--mode=open", "--rate=2500.5", "--max_in_flight=7", "--senders=3"});
   ASSERT_TRUE(o.ok()) << o.status();
   EXPECT_EQ(o->mode, LoadMode::kOpen);
   EXPECT_DOUBLE_EQ(o->rate, 2500.5);
