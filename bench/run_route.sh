@@ -205,6 +205,12 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/${1:-$fanoutd_pid}/stat"; }
 machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6 "," t}' /proc/stat; }
 
 start=$(date +%s)
+# The tree the binaries were presumably built from: taken now, not at the end,
+# as others may edit the tree while this runs.
+revision=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git -C "$src" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  revision="$revision+changes"
+fi
 
 # --- 1. Patterns, one request at a time.
 pattern() {  # ROUTE N BACKEND...
@@ -332,10 +338,6 @@ log "measured in ${elapsed}s"
 # --- The report, written into the route section of RESULTS.md.
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)
 grpc_version=$(dpkg-query -W -f='${Version}' libgrpc++-dev 2>/dev/null || echo unknown)
-revision=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$src" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-  revision="$revision+changes"
-fi
 machine="$(nproc) cores, ${cpu:-unknown CPU}, $(uname -r); gRPC $grpc_version; $(date -u '+%Y-%m-%d %H:%M UTC'); revision $revision"
 mode=$([ "$quick" = 1 ] && echo "QUICK=1" || echo "full")
 
