@@ -18,13 +18,11 @@ std::string Describe(absl::string_view ns, absl::string_view key) {
 }  // namespace
 
 ReadPath::ReadPath(const ReadPathOptions& options, std::unique_ptr<L1Cache> l1,
-                   std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Executor* executor,
-                   Clock* clock)
+                   std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Clock* clock)
     : options_(options),
       l1_(std::move(l1)),
       lower_(std::move(lower)),
       origin_(origin),
-      executor_(executor),
       clock_(clock) {}
 
 void ReadPath::Get(absl::string_view ns, absl::string_view key, const ReadOptions& options,

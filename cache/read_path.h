@@ -58,18 +58,17 @@ struct ReadPathStats {
 
 // Thread-safe. Get and Invalidate return at once and call `done` exactly
 // once, possibly inline (an L1 hit answers on the caller's thread), else on
-// an executor or origin thread. No lock is held while calling a tier, the
-// origin or a callback.
+// the thread that completed the tier or origin call. No lock is held while
+// calling a tier, the origin or a callback.
 class ReadPath {
  public:
   using GetDone = absl::AnyInvocable<void(absl::StatusOr<ReadResult>) &&>;
   using InvalidateDone = absl::AnyInvocable<void(absl::StatusOr<uint64_t>) &&>;
 
-  // `lower` tiers are tried in order after L1 (L2, then L3). `origin`,
-  // `executor` and `clock` are not owned and must outlive this.
+  // `lower` tiers are tried in order after L1 (L2, then L3). `origin` and
+  // `clock` are not owned and must outlive this.
   ReadPath(const ReadPathOptions& options, std::unique_ptr<L1Cache> l1,
-           std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Executor* executor,
-           Clock* clock);
+           std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Clock* clock);
   ReadPath(const ReadPath&) = delete;
   ReadPath& operator=(const ReadPath&) = delete;
 
@@ -119,7 +118,6 @@ class ReadPath {
   const std::unique_ptr<L1Cache> l1_;
   const std::vector<std::unique_ptr<Tier>> lower_;
   Origin* const origin_;
-  Executor* const executor_;
   Clock* const clock_;
 
   mutable absl::Mutex mu_;

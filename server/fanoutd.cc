@@ -73,8 +73,7 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   rp.origin_timeout = config.origin.timeout;
   d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1),
                                                     std::vector<std::unique_ptr<cache::Tier>>{},
-                                                    d->origin_.get(), d->executor_.get(),
-                                                    Clock::Real());
+                                                    d->origin_.get(), Clock::Real());
 
   ASSIGN_OR_RETURN(d->router_, router::Router::Create(config.routes, d->executor_.get()));
 

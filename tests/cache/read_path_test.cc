@@ -56,7 +56,7 @@ class ReadPathTest : public ::testing::Test {
     options_.stale_ttl = absl::Seconds(100);
     options_.default_max_stale = absl::Seconds(30);
     path_ = std::make_unique<ReadPath>(options_, NewLruL1Cache({}), std::move(lower), &origin_,
-                                       &executor_, executor_.clock());
+                                       executor_.clock());
   }
 
   // Starts a Get; the result lands in the returned slot when it completes.
