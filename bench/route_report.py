@@ -360,13 +360,15 @@ for scenario in ("contention", "heavy"):
 out.append("")
 
 # --- 4. Adaptive.
+EXPLORE = 0.03  # AdaptiveConfig::explore_share's default (router/route_config.h)
 out.append("### 4. Adaptive vs racing every backend")
 out.append("")
 out.append("Backends fast 20±4ms, mid 60±10ms, slow 100±10ms. Route `adaptive` (default knobs: "
-           "window 50, min_races 20, commit_share 0.8, explore_share 0.05) after a learning run, "
+           "window 50, min_races 20, commit_share 0.8, explore_share %.2f) after a learning run, "
            "then measured runs interleaved with route `race` (first_success over the same three). "
            "4 in flight. Backend calls per request = calls counted at the three fake backends "
-           "during the run / Route requests of the run.")
+           "during the run / Route requests of the run. With 3 backends the expected figure "
+           "is 1 + 2 × explore_share = %.2f." % (EXPLORE, 1 + 2 * EXPLORE))
 out.append("")
 out.append("| route | requests | backend calls (fast/mid/slow) | calls per request | cancelled at backends | p50 | p90 | p99 |")
 out.append("|---|---:|---|---:|---:|---:|---:|---:|")
@@ -394,12 +396,11 @@ summary.append(("ADAPTIVE p50 vs racing every backend",
 if ad["adaptive"]["cpr"] > 1.1:
     n, races = ad["adaptive"]["n"], ad["adaptive"]["races"]
     notes.append("ADAPTIVE makes %.3f backend calls per request, above 1.1. With explore_share "
-                 "0.05, 5%% of committed calls still race all three backends, so the expected "
-                 "figure is 0.95 × 1 + 0.05 × 3 = 1.10 exactly: the default knob leaves no "
-                 "margin and sampling decides. This run raced %d of %d requests (%.1f%%; 5%% "
+                 "%.2f, that share of committed calls still races all three backends (expected "
+                 "%.2f calls per request). This run raced %d of %d requests (%.1f%%; "
                  "± %.1f%% is one standard deviation at this count)." % (
-                     ad["adaptive"]["cpr"], races, n, 100 * races / n,
-                     100 * (0.05 * 0.95 / n) ** 0.5))
+                     ad["adaptive"]["cpr"], EXPLORE, 1 + 2 * EXPLORE, races, n, 100 * races / n,
+                     100 * (EXPLORE * (1 - EXPLORE) / n) ** 0.5))
 
 # --- Assemble.
 head = []
