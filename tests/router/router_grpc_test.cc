@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "router/router.h"
 #include "tests/testing/fake_backend.h"
+#include "tests/testing/route_responses.h"
 #include "tests/testing/status_matchers.h"
 
 namespace fanout::router {
@@ -23,6 +24,8 @@ namespace {
 using ::fanout::testing::FakeBackend;
 using ::fanout::testing::FakeBackendCounters;
 using ::fanout::testing::FakeBackendOptions;
+using ::fanout::testing::BranchOf;
+using ::fanout::testing::CarriedRouteResponse;
 using ::fanout::testing::StatusIs;
 using ::fanout::v1::Branch;
 using ::fanout::v1::RouteRequest;
@@ -33,23 +36,6 @@ struct Outcome {
   absl::StatusOr<RouteResponse> result = absl::UnknownError("not finished");
   absl::Duration elapsed;
 };
-
-const Branch& BranchOf(const RouteResponse& response, absl::string_view backend) {
-  for (const Branch& branch : response.branches()) {
-    if (branch.backend() == backend) return branch;
-  }
-  ADD_FAILURE() << "no branch " << backend;
-  static const Branch* const kNone = new Branch();
-  return *kNone;
-}
-
-RouteResponse Carried(const absl::Status& status) {
-  RouteResponse response;
-  const auto payload = status.GetPayload(kRouteResponseTypeUrl);
-  EXPECT_TRUE(payload.has_value()) << status;
-  if (payload.has_value()) response.ParseFromString(std::string(*payload));
-  return response;
-}
 
 class RouterGrpcTest : public ::testing::Test {
  protected:
@@ -170,7 +156,7 @@ TEST_F(RouterGrpcTest, AllFailsFastWhenBranchFailsFastWhileSiblingIsSlow) {
   Outcome all = RouteAndWait(RouteRequest());
   EXPECT_THAT(all.result, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("file")));
   EXPECT_LT(all.elapsed, absl::Seconds(1));
-  EXPECT_EQ(BranchOf(Carried(all.result.status()), "block").outcome(), fanout::v1::CANCELLED);
+  EXPECT_EQ(BranchOf(CarriedRouteResponse(all.result.status()), "block").outcome(), fanout::v1::CANCELLED);
   EXPECT_TRUE(SawCancel(block));
 }
 

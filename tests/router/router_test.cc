@@ -12,12 +12,15 @@
 #include "gtest/gtest.h"
 #include "tests/router/fake_downstream.h"
 #include "tests/testing/manual_executor.h"
+#include "tests/testing/route_responses.h"
 #include "tests/testing/status_matchers.h"
 
 namespace fanout::router {
 namespace {
 
 using ::fanout::testing::ManualExecutor;
+using ::fanout::testing::BranchOf;
+using ::fanout::testing::CarriedRouteResponse;
 using ::fanout::testing::StatusIs;
 using ::fanout::v1::Branch;
 using ::fanout::v1::RouteRequest;
@@ -40,26 +43,6 @@ RouteRequest Request(std::string route,
   request.set_route(std::move(route));
   request.set_policy(policy);
   return request;
-}
-
-const Branch& BranchOf(const RouteResponse& response, absl::string_view backend) {
-  for (const Branch& branch : response.branches()) {
-    if (branch.backend() == backend) return branch;
-  }
-  ADD_FAILURE() << "no branch " << backend;
-  static const Branch* const kNone = new Branch();
-  return *kNone;
-}
-
-// The RouteResponse a failed Route carries.
-RouteResponse ResponseOf(const absl::Status& status) {
-  RouteResponse response;
-  const auto payload = status.GetPayload(kRouteResponseTypeUrl);
-  EXPECT_TRUE(payload.has_value()) << status;
-  if (payload.has_value()) {
-    EXPECT_TRUE(response.ParseFromString(std::string(*payload)));
-  }
-  return response;
 }
 
 class RouterTest : public ::testing::Test {
@@ -176,7 +159,7 @@ TEST_F(RouterTest, AllFailsAtFirstFailureAndCancelsSlowSibling) {
   Fake("file").SetResult(absl::UnavailableError("file service temporarily unavailable"));
   absl::StatusOr<RouteResponse> response = Run(Request("agg"));
   EXPECT_THAT(response, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("file: file service")));
-  const RouteResponse carried = ResponseOf(response.status());
+  const RouteResponse carried = CarriedRouteResponse(response.status());
   EXPECT_EQ(carried.latency_us(), 1'000);
   EXPECT_EQ(BranchOf(carried, "block").outcome(), fanout::v1::CANCELLED);
   EXPECT_EQ(BranchOf(carried, "file").outcome(), fanout::v1::ERROR);
@@ -289,7 +272,7 @@ TEST_F(RouterTest, DeadlineTurnsSlowBranchesIntoTimeouts) {
   request.set_timeout_ms(100);
   absl::StatusOr<RouteResponse> response = Run(request);
   EXPECT_THAT(response, StatusIs(absl::StatusCode::kDeadlineExceeded));
-  const RouteResponse carried = ResponseOf(response.status());
+  const RouteResponse carried = CarriedRouteResponse(response.status());
   EXPECT_EQ(BranchOf(carried, "slow-1").outcome(), fanout::v1::TIMEOUT);
   EXPECT_EQ(BranchOf(carried, "slow-2").outcome(), fanout::v1::TIMEOUT);
   EXPECT_EQ(carried.latency_us(), 100'000);
@@ -319,7 +302,7 @@ TEST_F(RouterTest, ParentCancellationCancelsEveryBranch) {
   caller.Cancel();
   ASSERT_TRUE(pending->result.has_value());
   EXPECT_THAT(*pending->result, StatusIs(absl::StatusCode::kCancelled));
-  const RouteResponse carried = ResponseOf(pending->result->status());
+  const RouteResponse carried = CarriedRouteResponse(pending->result->status());
   for (const char* name : {"a", "b", "c"}) {
     EXPECT_EQ(BranchOf(carried, name).outcome(), fanout::v1::CANCELLED) << name;
     EXPECT_EQ(Fake(name).cancels(), 1) << name;

@@ -9,6 +9,7 @@
 #include "server/fanoutd.h"
 #include "tests/testing/fake_backend.h"
 #include "tests/testing/fake_grpc_origin.h"
+#include "tests/testing/route_responses.h"
 #include "tests/testing/status_matchers.h"
 
 namespace fanout::server {
@@ -293,10 +294,7 @@ TEST_F(SidecarRouteTest, RouteFailureCarriesEveryBranchInErrorDetails) {
   request.set_route("race");
   auto response = client_->Route(request);
   ASSERT_THAT(response, StatusIs(absl::StatusCode::kUnavailable));
-  auto payload = response.status().GetPayload(client::kRouteResponseTypeUrl);
-  ASSERT_TRUE(payload.has_value());
-  fanout::v1::RouteResponse branches;
-  ASSERT_TRUE(branches.ParseFromString(std::string(*payload)));
+  const fanout::v1::RouteResponse branches = testing::CarriedRouteResponse(response.status());
   ASSERT_EQ(branches.branches_size(), 2);
   EXPECT_EQ(branches.branches(0).backend(), "slow");
   EXPECT_EQ(branches.branches(0).outcome(), fanout::v1::CANCELLED);
