@@ -23,19 +23,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-value=$(head -c "$value_bytes" /dev/zero | tr '\0' 'v')
-mkdir -p "$tmp/origin"
-for ((i = 0; i < keys; i++)); do printf '%s' "$value" > "$tmp/origin/k$i"; done
-cat > "$tmp/fanoutd.yaml" <<EOF
-server:
-  listen: 127.0.0.1:0
-cache:
-  ttl: 24h
-origin:
-  type: file
-  file:
-    root: $tmp/origin
-EOF
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
+log() { echo "profile: $*" >&2; }
+cached_origin "$tmp" "$keys" "$value_bytes"
 
 # profile NAME RPC SERVER_ARGS...: prints instructions per measured call.
 profile() {

@@ -44,17 +44,8 @@ trap 'exit 130' INT TERM
 
 log() { echo "bench: $*" >&2; }
 
-# Waits up to 10s for "listening on ADDR" in $1 and prints ADDR.
-address_from() {
-  for _ in $(seq 100); do
-    local addr
-    addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$1" | head -n1)
-    if [ -n "$addr" ]; then echo "$addr"; return 0; fi
-    sleep 0.1
-  done
-  log "no address in $1:"; cat "$1" >&2
-  return 1
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -75,21 +66,8 @@ get_suite() {
   done
 
   # --- The subject: fanoutd on a file origin, every key an L1 hit after warm-up.
-  value=$(head -c "$value_bytes" /dev/zero | tr '\0' 'v')
-  mkdir -p "$tmp/origin"
-  for ((i = 0; i < keys; i++)); do printf '%s' "$value" > "$tmp/origin/k$i"; done
-  cat > "$tmp/fanoutd.yaml" <<EOF
-server:
-  listen: 127.0.0.1:0
-log:
-  level: info
-cache:
-  ttl: 24h
-origin:
-  type: file
-  file:
-    root: $tmp/origin
-EOF
+  cached_origin "$tmp" "$keys" "$value_bytes"
+  value=$(head -c "$value_bytes" /dev/zero | tr '\0' 'v')  # the same values, for Redis
   "$fanoutd" --config "$tmp/fanoutd.yaml" 2> "$tmp/fanoutd.log" &
   pids+=($!)
   "$echo_server" --listen 127.0.0.1:0 --reply_bytes "$value_bytes" 2> "$tmp/echo.log" &

@@ -76,17 +76,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Waits up to 10s for "listening on ADDR" in $1 and prints ADDR.
-address_from() {
-  for _ in $(seq 100); do
-    local addr
-    addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$1" | head -n1)
-    if [ -n "$addr" ]; then echo "$addr"; return 0; fi
-    sleep 0.1
-  done
-  log "no address in $1:"; cat "$1" >&2
-  return 1
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # --- Fake backends, each its own process on a port it picks.
 declare -A addr pid_of
