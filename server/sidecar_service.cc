@@ -87,15 +87,22 @@ SidecarService::SidecarService(const Config& config, cache::ReadPath* read_path,
                                router::Router* router, Admission* admission)
     : config_(config), read_path_(read_path), router_(router), admission_(admission) {}
 
+absl::Status SidecarService::AdmitRead(absl::Status status, absl::string_view ns,
+                                       int64_t max_stale_ms, Admission::Ticket* ticket) const {
+  if (status.ok()) status = ValidateNamespace(ns, config_.limits);
+  if (status.ok()) status = ValidateMaxStale(max_stale_ms);
+  if (status.ok()) status = admission_->Enter(ticket);
+  return status;
+}
+
 grpc::ServerUnaryReactor* SidecarService::Get(grpc::CallbackServerContext* context,
                                               const fanout::v1::GetRequest* request,
                                               GetResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Admission::Ticket ticket;
-  absl::Status valid = ValidateKey("key", request->key(), config_.limits);
-  if (valid.ok()) valid = ValidateNamespace(request->namespace_(), config_.limits);
-  if (valid.ok()) valid = ValidateMaxStale(request->max_stale_ms());
-  if (valid.ok()) valid = admission_->Enter(&ticket);
+  const absl::Status valid =
+      AdmitRead(ValidateKey("key", request->key(), config_.limits), request->namespace_(),
+                request->max_stale_ms(), &ticket);
   if (!valid.ok()) {
     reactor->Finish(ToGrpcStatus(valid));
     return reactor;
@@ -116,10 +123,9 @@ grpc::ServerUnaryReactor* SidecarService::BatchGet(grpc::CallbackServerContext* 
                                                    fanout::v1::BatchGetResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Admission::Ticket ticket;
-  absl::Status valid = ValidateBatchSize("keys", request->keys_size(), config_.limits);
-  if (valid.ok()) valid = ValidateNamespace(request->namespace_(), config_.limits);
-  if (valid.ok()) valid = ValidateMaxStale(request->max_stale_ms());
-  if (valid.ok()) valid = admission_->Enter(&ticket);
+  const absl::Status valid =
+      AdmitRead(ValidateBatchSize("keys", request->keys_size(), config_.limits),
+                request->namespace_(), request->max_stale_ms(), &ticket);
   if (!valid.ok()) {
     reactor->Finish(ToGrpcStatus(valid));
     return reactor;

@@ -36,6 +36,11 @@ class SidecarService final : public fanout::v1::Sidecar::CallbackService {
       grpc::CallbackServerContext* context, const fanout::v1::WatchRequest* request) override;
 
  private:
+  // Continues `status` (the checks particular to the call) with the checks
+  // every read shares, then takes an admission slot into *ticket.
+  absl::Status AdmitRead(absl::Status status, absl::string_view ns, int64_t max_stale_ms,
+                         Admission::Ticket* ticket) const;
+
   const Config config_;
   cache::ReadPath* const read_path_;
   router::Router* const router_;
