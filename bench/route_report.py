@@ -17,6 +17,9 @@ import os
 import statistics
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from results_md import rewrite_section  # noqa: E402
+
 results_txt, calls_dir, results_md, machine, mode, elapsed = sys.argv[1:7]
 
 runs, counters, cpu, bcpu, threads, busy = {}, {}, {}, {}, {}, {}
@@ -422,13 +425,5 @@ if notes:
     head.append("")
 
 generated = "\n".join(head + out).rstrip("\n")
-notes_marker = "<!-- route notes: kept by bench/run_route.sh -->"
-text = open(results_md).read()
-begin, end = "<!-- BEGIN route -->", "<!-- END route -->"
-b, e = text.index(begin), text.index(end)
-section = text[b + len(begin):e]
-kept = section[section.index(notes_marker) + len(notes_marker):].strip("\n") \
-    if notes_marker in section else ""
-new = begin + "\n" + generated + "\n\n" + notes_marker + "\n" + (kept + "\n" if kept else "")
-open(results_md, "w").write(text[:b] + new + text[e:])
+rewrite_section(results_md, "route", generated)
 print(generated)

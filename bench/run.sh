@@ -291,15 +291,9 @@ if lag:
 out.append("Checks: " + "; ".join(checks) + ".")
 
 generated = "\n".join(out)
-notes_marker = "<!-- get notes: kept by bench/run.sh -->"
-text = open(path).read()
-begin, end = "<!-- BEGIN get -->", "<!-- END get -->"
-b, e = text.index(begin), text.index(end)
-section = text[b + len(begin):e]
-notes = section[section.index(notes_marker) + len(notes_marker):].strip("\n") \
-    if notes_marker in section else ""
-new = begin + "\n" + generated + "\n\n" + notes_marker + "\n" + (notes + "\n" if notes else "")
-open(path, "w").write(text[:b] + new + text[e:])
+sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+from results_md import rewrite_section
+rewrite_section(path, "get", generated)
 print(generated)
 PY
 }

@@ -168,15 +168,5 @@ jq -r '.benchmarks[]
     }' "$WORK/speed"
 } >"$WORK/section"
 
-awk -v section="$WORK/section" '
-  /^<!-- BEGIN l1 -->$/ {
-    print
-    while ((getline line < section) > 0) print line
-    skip = 1
-    next
-  }
-  /^<!-- END l1 -->$/ { skip = 0 }
-  !skip { print }
-' "$RESULTS" >"$WORK/RESULTS.md"
-cp "$WORK/RESULTS.md" "$RESULTS"
+python3 "$ROOT/bench/results_md.py" "$RESULTS" l1 <"$WORK/section"
 echo "run_l1.sh: updated the l1 section of $RESULTS" >&2
