@@ -145,7 +145,7 @@ void BM_ReadHit(benchmark::State& state) {
   for (auto _ : state) {
     const auto freshness = cache.Lookup(w.keys[seq[i++ & (kSequenceLength - 1)]], kNow, &out);
     misses += freshness.has_value() ? 0 : 1;
-    benchmark::DoNotOptimize(out.value.data());
+    benchmark::DoNotOptimize(out.value.view().data());
   }
   state.SetItemsProcessed(state.iterations());
   state.counters["misses"] = benchmark::Counter(static_cast<double>(misses));

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "cache/value.h"
 
 namespace fanout::cache {
 
@@ -21,7 +22,7 @@ enum class TierId { kL1, kL2, kL3, kOrigin };
 //   expires_at <= now < stale_until  stale: served only when the origin cannot answer
 //   stale_until <= now               gone
 struct Entry {
-  std::string value;
+  SharedValue value;
   int64_t version = 0;
   absl::Time fetched_at = absl::InfinitePast();  // when the origin produced the value
   absl::Time fresh_until = absl::InfinitePast();

@@ -41,7 +41,7 @@ struct ReadOptions {
 };
 
 struct ReadResult {
-  std::string value;
+  SharedValue value;
   int64_t version = 0;
   TierId served_by = TierId::kL1;
   bool stale = false;

@@ -27,7 +27,7 @@ fanout::v1::Tier ToProto(cache::TierId tier) {
 
 template <typename Out>
 void FillResult(cache::ReadResult& r, Out* out) {
-  out->set_value(std::move(r.value));
+  out->set_value(r.value.ToString());
   out->set_served_by(ToProto(r.served_by));
   out->set_stale(r.stale);
   out->set_age_ms(absl::ToInt64Milliseconds(r.age));

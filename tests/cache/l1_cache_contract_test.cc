@@ -31,7 +31,7 @@ class RemovalLog {
   RemovalListener Listener() {
     return [this](absl::string_view key, const Entry& e, RemovalCause cause) {
       absl::MutexLock l(&mu_);
-      removals_.push_back(Removal{std::string(key), e.value, cause});
+      removals_.push_back(Removal{std::string(key), e.value.ToString(), cause});
     };
   }
   std::vector<Removal> removals() const {
