@@ -20,7 +20,7 @@
 #include "bench/sim/trace.h"
 #include "benchmark/benchmark.h"
 #include "cache/l1_cache.h"
-#include "cache/wtinylfu_cache.h"
+#include "cache/l1/wtinylfu_cache.h"
 
 namespace fanout::cache {
 namespace {

@@ -10,7 +10,6 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
-#include "common/executor.h"
 
 namespace fanout::cache {
 
@@ -40,21 +39,6 @@ class Origin {
   virtual void Fetch(absl::string_view ns, absl::string_view key, absl::Time deadline,
                      FetchDone done) = 0;
 };
-
-struct FileOriginOptions {
-  // Directory whose regular files are the values; key = path relative to it.
-  std::string root;
-  // Namespaces map to subdirectories of root ("" = root itself).
-  bool namespace_subdirs = true;
-  uint64_t max_value_bytes = 1 << 20;
-};
-
-// Reads files on `executor` (small local reads; never on a gRPC thread).
-// Keys with "..", a leading "/", or empty path segments are InvalidArgument.
-// A file larger than max_value_bytes is FailedPrecondition.
-// `executor`: not owned; must outlive the origin.
-absl::StatusOr<std::unique_ptr<Origin>> NewFileOrigin(const FileOriginOptions& options,
-                                                      Executor* executor);
 
 }  // namespace fanout::cache
 

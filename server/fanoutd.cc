@@ -6,8 +6,9 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "cache/grpc_origin.h"
-#include "cache/wtinylfu_cache.h"
+#include "cache/l1/wtinylfu_cache.h"
+#include "cache/origins/file_origin.h"
+#include "cache/origins/grpc_origin.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 

@@ -9,7 +9,7 @@
 #include <string>
 
 #include "absl/types/span.h"
-#include "cache/wtinylfu_policy.h"
+#include "cache/l1/wtinylfu_policy.h"
 
 namespace fanout::sim {
 

@@ -31,8 +31,8 @@
 //
 // Expiry is lazy: an entry past stale_until is removed by the Lookup that
 // finds it (or by size eviction), never by a background sweep.
-#ifndef FANOUT_CACHE_WTINYLFU_CACHE_H_
-#define FANOUT_CACHE_WTINYLFU_CACHE_H_
+#ifndef FANOUT_CACHE_L1_WTINYLFU_CACHE_H_
+#define FANOUT_CACHE_L1_WTINYLFU_CACHE_H_
 
 #include <memory>
 
@@ -45,4 +45,4 @@ std::unique_ptr<L1Cache> NewWTinyLfuCache(const L1Options& options);
 
 }  // namespace fanout::cache
 
-#endif  // FANOUT_CACHE_WTINYLFU_CACHE_H_
+#endif  // FANOUT_CACHE_L1_WTINYLFU_CACHE_H_

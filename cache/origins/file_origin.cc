@@ -7,7 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "cache/origin.h"
+#include "cache/origins/file_origin.h"
 
 namespace fanout::cache {
 namespace {

@@ -1,6 +1,6 @@
 // An origin reached over gRPC: any service implementing fanout.v1.Origin.
-#ifndef FANOUT_CACHE_GRPC_ORIGIN_H_
-#define FANOUT_CACHE_GRPC_ORIGIN_H_
+#ifndef FANOUT_CACHE_ORIGINS_GRPC_ORIGIN_H_
+#define FANOUT_CACHE_ORIGINS_GRPC_ORIGIN_H_
 
 #include <memory>
 #include <string>
@@ -23,4 +23,4 @@ absl::StatusOr<std::unique_ptr<Origin>> NewGrpcOrigin(const GrpcOriginOptions& o
 
 }  // namespace fanout::cache
 
-#endif  // FANOUT_CACHE_GRPC_ORIGIN_H_
+#endif  // FANOUT_CACHE_ORIGINS_GRPC_ORIGIN_H_

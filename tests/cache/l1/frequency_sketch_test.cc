@@ -1,4 +1,4 @@
-#include "cache/frequency_sketch.h"
+#include "cache/l1/frequency_sketch.h"
 
 #include <cstdint>
 #include <vector>

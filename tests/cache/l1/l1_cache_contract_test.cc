@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "cache/l1_cache.h"
-#include "cache/wtinylfu_cache.h"
+#include "cache/l1/wtinylfu_cache.h"
 #include "gtest/gtest.h"
 #include "tests/testing/cache_entries.h"
 

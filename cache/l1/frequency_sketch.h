@@ -1,7 +1,7 @@
 // A count-min sketch of 4-bit counters: the popularity estimate that the
 // W-TinyLFU policy (wtinylfu_policy.h) admits entries by.
-#ifndef FANOUT_CACHE_FREQUENCY_SKETCH_H_
-#define FANOUT_CACHE_FREQUENCY_SKETCH_H_
+#ifndef FANOUT_CACHE_L1_FREQUENCY_SKETCH_H_
+#define FANOUT_CACHE_L1_FREQUENCY_SKETCH_H_
 
 #include <cstdint>
 #include <vector>
@@ -54,4 +54,4 @@ class FrequencySketch {
 
 }  // namespace fanout::cache
 
-#endif  // FANOUT_CACHE_FREQUENCY_SKETCH_H_
+#endif  // FANOUT_CACHE_L1_FREQUENCY_SKETCH_H_

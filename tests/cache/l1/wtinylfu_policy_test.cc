@@ -1,4 +1,4 @@
-#include "cache/wtinylfu_policy.h"
+#include "cache/l1/wtinylfu_policy.h"
 
 #include <cstdint>
 #include <memory>

@@ -1,6 +1,6 @@
 // Behaviour specific to the W-TinyLFU engine; the common L1Cache contract is
 // in l1_cache_contract_test.cc.
-#include "cache/wtinylfu_cache.h"
+#include "cache/l1/wtinylfu_cache.h"
 
 #include <atomic>
 #include <random>

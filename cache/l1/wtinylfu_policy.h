@@ -34,13 +34,13 @@
 // recently refused hashes per entry.
 //
 // Not thread-safe: callers serialize every call.
-#ifndef FANOUT_CACHE_WTINYLFU_POLICY_H_
-#define FANOUT_CACHE_WTINYLFU_POLICY_H_
+#ifndef FANOUT_CACHE_L1_WTINYLFU_POLICY_H_
+#define FANOUT_CACHE_L1_WTINYLFU_POLICY_H_
 
 #include <cstdint>
 #include <vector>
 
-#include "cache/frequency_sketch.h"
+#include "cache/l1/frequency_sketch.h"
 
 namespace fanout::cache {
 
@@ -156,4 +156,4 @@ class WTinyLfuPolicy {
 
 }  // namespace fanout::cache
 
-#endif  // FANOUT_CACHE_WTINYLFU_POLICY_H_
+#endif  // FANOUT_CACHE_L1_WTINYLFU_POLICY_H_

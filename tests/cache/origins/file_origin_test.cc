@@ -3,7 +3,7 @@
 #include <fstream>
 
 #include "absl/synchronization/notification.h"
-#include "cache/origin.h"
+#include "cache/origins/file_origin.h"
 #include "gtest/gtest.h"
 #include "tests/testing/manual_executor.h"
 #include "tests/testing/status_matchers.h"

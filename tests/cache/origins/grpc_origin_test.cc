@@ -1,4 +1,4 @@
-#include "cache/grpc_origin.h"
+#include "cache/origins/grpc_origin.h"
 
 #include "absl/synchronization/notification.h"
 #include "gtest/gtest.h"

@@ -1,4 +1,4 @@
-#include "cache/wtinylfu_cache.h"
+#include "cache/l1/wtinylfu_cache.h"
 
 #include <algorithm>
 #include <bit>
@@ -12,7 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/hash/hash.h"
 #include "absl/synchronization/mutex.h"
-#include "cache/wtinylfu_policy.h"
+#include "cache/l1/wtinylfu_policy.h"
 
 namespace fanout::cache {
 namespace {
