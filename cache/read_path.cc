@@ -29,10 +29,10 @@ void ReadPath::Get(absl::string_view ns, absl::string_view key, const ReadOption
                    GetDone done) {
   const absl::Time now = clock_->Now();
   std::string ckey = CompositeKey(ns, key);
-  Waiter waiter{std::move(done),
-                options.max_stale > absl::ZeroDuration() ? options.max_stale
-                                                         : options_.default_max_stale,
-                std::nullopt};
+  Waiter waiter{
+      std::move(done),
+      options.max_stale > absl::ZeroDuration() ? options.max_stale : options_.default_max_stale,
+      std::nullopt};
   if (!options.bypass_cache) {
     Entry e;
     const std::optional<Freshness> freshness = l1_->Lookup(ckey, now, &e);
@@ -87,15 +87,16 @@ void ReadPath::LookupLower(size_t index, std::shared_ptr<Flight> flight) {
   Tier* tier = lower_[index].get();
   const absl::Time deadline = clock_->Now() + options_.origin_timeout;
   Flight* f = flight.get();
-  tier->Lookup(f->ckey, deadline,
-               [this, index, tier, flight = std::move(flight)](absl::StatusOr<Entry> found) mutable {
-                 if (found.ok() && FreshnessAt(*found, clock_->Now()) != Freshness::kStale) {
-                   Complete(flight, std::move(found), tier->id());
-                   return;
-                 }
-                 // A miss, a failure or a stale copy: the next tier decides.
-                 LookupLower(index + 1, std::move(flight));
-               });
+  tier->Lookup(
+      f->ckey, deadline,
+      [this, index, tier, flight = std::move(flight)](absl::StatusOr<Entry> found) mutable {
+        if (found.ok() && FreshnessAt(*found, clock_->Now()) != Freshness::kStale) {
+          Complete(flight, std::move(found), tier->id());
+          return;
+        }
+        // A miss, a failure or a stale copy: the next tier decides.
+        LookupLower(index + 1, std::move(flight));
+      });
 }
 
 void ReadPath::FetchOrigin(std::shared_ptr<Flight> flight) {
@@ -221,11 +222,7 @@ void ReadPath::Invalidate(absl::string_view ns, const std::vector<std::string>& 
   for (const std::string& ckey : ckeys) erased += l1_->Erase(ckey) ? 1 : 0;
   if (!cprefix.empty()) erased += l1_->ErasePrefix(cprefix);
 
-  std::vector<Tier*> targets;
-  for (const auto& tier : lower_) {
-    if (tier->id() != TierId::kL3 || purge_survival) targets.push_back(tier.get());
-  }
-  if (targets.empty()) {
+  if (lower_.empty()) {
     std::move(done)(erased);
     return;
   }
@@ -237,11 +234,15 @@ void ReadPath::Invalidate(absl::string_view ns, const std::vector<std::string>& 
     InvalidateDone done;
   };
   auto join = std::make_shared<Join>();
-  join->pending = targets.size();
+  join->pending = lower_.size();
   join->erased = erased;
   join->done = std::move(done);
-  for (Tier* tier : targets) {
-    tier->Erase(std::vector<std::string>(ckeys.begin(), ckeys.end()), cprefix,
+  const absl::Time deadline = clock_->Now() + options_.origin_timeout;
+  for (const auto& tier : lower_) {
+    // The survival tier keeps invalidated values for outages unless purged.
+    const EraseMode mode =
+        tier->id() == TierId::kL3 && !purge_survival ? EraseMode::kSupersede : EraseMode::kRemove;
+    tier->Erase(std::vector<std::string>(ckeys.begin(), ckeys.end()), cprefix, mode, deadline,
                 [join](absl::StatusOr<uint64_t> n) {
                   if (!n.ok()) {
                     absl::MutexLock l(&join->mu);

@@ -77,7 +77,8 @@ class ReadPath {
   void Get(absl::string_view ns, absl::string_view key, const ReadOptions& options, GetDone done);
 
   // Erases `keys` and every key starting with `prefix` (if non-empty) in `ns`
-  // from L1 and the lower tiers (the survival tier only if purge_survival).
+  // from L1 and the lower tiers; the survival tier keeps them as stale-only
+  // copies (EraseMode::kSupersede) unless purge_survival.
   // A fill under way for an erased key delivers its value to its waiters but
   // does not cache it. Reports how many L1 entries were erased.
   void Invalidate(absl::string_view ns, const std::vector<std::string>& keys,

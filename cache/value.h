@@ -31,7 +31,10 @@ class SharedValue {
 
   friend bool operator==(const SharedValue& a, absl::string_view b) { return a.view() == b; }
   friend bool operator==(const SharedValue& a, const char* b) { return a.view() == b; }
-  friend bool operator==(const SharedValue& a, const SharedValue& b) { return a.view() == b.view(); }
+  friend bool operator==(const SharedValue& a, const std::string& b) { return a.view() == b; }
+  friend bool operator==(const SharedValue& a, const SharedValue& b) {
+    return a.view() == b.view();
+  }
   friend std::ostream& operator<<(std::ostream& os, const SharedValue& v) { return os << v.view(); }
 
  private:

@@ -5,6 +5,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fake_origin.h"
+#include "tests/testing/fake_tier.h"
 #include "tests/testing/manual_executor.h"
 #include "tests/testing/status_matchers.h"
 
@@ -12,39 +13,8 @@ namespace fanout::cache {
 namespace {
 
 using ::fanout::testing::FakeOrigin;
+using ::fanout::testing::FakeTier;
 using ::fanout::testing::StatusIs;
-
-// An in-memory lower tier that answers inline.
-class MapTier final : public Tier {
- public:
-  explicit MapTier(TierId id) : id_(id) {}
-  TierId id() const override { return id_; }
-  void Lookup(absl::string_view key, absl::Time, LookupDone done) override {
-    ++lookups;
-    auto it = map.find(key);
-    if (it == map.end()) {
-      std::move(done)(absl::NotFoundError("miss"));
-    } else {
-      std::move(done)(it->second);
-    }
-  }
-  void Store(absl::string_view key, const Entry& entry, StoreDone done) override {
-    map[key] = entry;
-    std::move(done)(absl::OkStatus());
-  }
-  void Erase(std::vector<std::string> keys, std::string prefix, EraseDone done) override {
-    uint64_t n = 0;
-    for (const auto& k : keys) n += map.erase(k);
-    ++erases;
-    std::move(done)(n);
-  }
-  absl::flat_hash_map<std::string, Entry> map;
-  int lookups = 0;
-  int erases = 0;
-
- private:
-  TierId id_;
-};
 
 class ReadPathTest : public ::testing::Test {
  protected:
@@ -210,8 +180,8 @@ TEST_F(ReadPathTest, InvalidateErasesKeysAndPrefixInNamespaceOnly) {
 }
 
 TEST_F(ReadPathTest, GetMissServedByLowerTierBackfillsL1) {
-  auto l2 = std::make_unique<MapTier>(TierId::kL2);
-  MapTier* l2_raw = l2.get();
+  auto l2 = std::make_unique<FakeTier>(TierId::kL2, executor_.clock());
+  FakeTier* l2_raw = l2.get();
   std::vector<std::unique_ptr<Tier>> lower;
   lower.push_back(std::move(l2));
   Build(std::move(lower));
@@ -221,7 +191,7 @@ TEST_F(ReadPathTest, GetMissServedByLowerTierBackfillsL1) {
   e.fresh_until = e.fetched_at + absl::Seconds(5);
   e.expires_at = e.fetched_at + absl::Seconds(10);
   e.stale_until = e.fetched_at + absl::Seconds(100);
-  l2_raw->map[CompositeKey("ns", "k")] = e;
+  l2_raw->Put(CompositeKey("ns", "k"), e);
 
   auto r = StartGet("k");
   ASSERT_TRUE(r->has_value());
@@ -232,19 +202,32 @@ TEST_F(ReadPathTest, GetMissServedByLowerTierBackfillsL1) {
   // An origin fill writes through to the lower tier.
   StartGet("other");
   origin_.AnswerValue("o");
-  EXPECT_TRUE(l2_raw->map.contains(CompositeKey("ns", "other")));
+  EXPECT_TRUE(l2_raw->Contains(CompositeKey("ns", "other")));
 }
 
-TEST_F(ReadPathTest, InvalidateSkipsSurvivalTierUnlessPurged) {
-  auto l3 = std::make_unique<MapTier>(TierId::kL3);
-  MapTier* l3_raw = l3.get();
+TEST_F(ReadPathTest, InvalidateSupersedesSurvivalTierUnlessPurged) {
+  auto l3 = std::make_unique<FakeTier>(TierId::kL3, executor_.clock());
+  FakeTier* l3_raw = l3.get();
   std::vector<std::unique_ptr<Tier>> lower;
   lower.push_back(std::move(l3));
   Build(std::move(lower));
+  const absl::Time now = executor_.clock()->Now();
+  Entry e;
+  e.value = "kept";
+  e.fetched_at = now;
+  e.fresh_until = now + absl::Seconds(5);
+  e.expires_at = now + absl::Seconds(10);
+  e.stale_until = now + absl::Seconds(100);
+  l3_raw->Put(CompositeKey("ns", "k"), e);
+
   path_->Invalidate("ns", {"k"}, "", false, [](absl::StatusOr<uint64_t>) {});
-  EXPECT_EQ(l3_raw->erases, 0);
+  std::optional<Entry> kept = l3_raw->Get(CompositeKey("ns", "k"));
+  ASSERT_TRUE(kept.has_value());
+  EXPECT_EQ(kept->value, "kept");
+  EXPECT_EQ(FreshnessAt(*kept, now), Freshness::kStale);
+
   path_->Invalidate("ns", {"k"}, "", true, [](absl::StatusOr<uint64_t>) {});
-  EXPECT_EQ(l3_raw->erases, 1);
+  EXPECT_FALSE(l3_raw->Contains(CompositeKey("ns", "k")));
 }
 
 }  // namespace
