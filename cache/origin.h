@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "common/cancellation.h"
 
 namespace fanout::cache {
 
@@ -20,12 +21,22 @@ struct OriginValue {
   absl::Duration ttl = absl::ZeroDuration();
 };
 
+// What one fetch runs under.
+struct FetchContext {
+  // No answer after this: DeadlineExceeded.
+  absl::Time deadline = absl::InfiniteFuture();
+  // Cancelled when nobody needs the answer any more (shutdown): the origin
+  // stops the work where it can and answers Cancelled.
+  CancellationToken cancel;
+};
+
 // Fetch returns at once and calls `done` exactly once, on any thread,
 // possibly inline. Status meanings:
 //   NotFound          the origin has no such key
 //   Unavailable       the origin could not answer (down, refused, overloaded)
 //   DeadlineExceeded  no answer before `deadline`
 //   InvalidArgument   the key cannot exist at this origin (e.g. a bad path)
+//   Cancelled         context.cancel was cancelled
 // Thread-safe.
 class Origin {
  public:
@@ -36,7 +47,7 @@ class Origin {
   Origin(const Origin&) = delete;
   Origin& operator=(const Origin&) = delete;
 
-  virtual void Fetch(absl::string_view ns, absl::string_view key, absl::Time deadline,
+  virtual void Fetch(absl::string_view ns, absl::string_view key, const FetchContext& context,
                      FetchDone done) = 0;
 };
 

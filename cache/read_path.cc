@@ -106,25 +106,26 @@ void ReadPath::FetchOrigin(std::shared_ptr<Flight> flight) {
   }
   const absl::Time start = clock_->Now();
   Flight* f = flight.get();
-  origin_->Fetch(f->ns, f->key, start + options_.origin_timeout,
-                 [this, start, flight = std::move(flight)](absl::StatusOr<OriginValue> value) {
-                   const absl::Time now = clock_->Now();
-                   if (!value.ok()) {
-                     absl::Status status = value.status();
-                     if (status.code() == absl::StatusCode::kNotFound) {
-                       status = absl::NotFoundError(
-                           absl::StrCat(Describe(flight->ns, flight->key), " not found"));
-                     }
-                     Complete(flight, status, TierId::kOrigin);
-                     return;
-                   }
-                   Entry entry = MakeEntry(*std::move(value), now);
-                   entry.fill_time = now - start;
-                   for (const auto& tier : lower_) {
-                     tier->Store(flight->ckey, entry, [](absl::Status) {});
-                   }
-                   Complete(flight, std::move(entry), TierId::kOrigin);
-                 });
+  origin_->Fetch(
+      f->ns, f->key, FetchContext{.deadline = start + options_.origin_timeout, .cancel = {}},
+      [this, start, flight = std::move(flight)](absl::StatusOr<OriginValue> value) {
+        const absl::Time now = clock_->Now();
+        if (!value.ok()) {
+          absl::Status status = value.status();
+          if (status.code() == absl::StatusCode::kNotFound) {
+            status =
+                absl::NotFoundError(absl::StrCat(Describe(flight->ns, flight->key), " not found"));
+          }
+          Complete(flight, status, TierId::kOrigin);
+          return;
+        }
+        Entry entry = MakeEntry(*std::move(value), now);
+        entry.fill_time = now - start;
+        for (const auto& tier : lower_) {
+          tier->Store(flight->ckey, entry, [](absl::Status) {});
+        }
+        Complete(flight, std::move(entry), TierId::kOrigin);
+      });
 }
 
 void ReadPath::Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<Entry> result,

@@ -1,3 +1,5 @@
+#include "cache/origins/file_origin.h"
+
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -7,7 +9,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "cache/origins/file_origin.h"
 
 namespace fanout::cache {
 namespace {
@@ -34,7 +35,7 @@ class FileOrigin final : public Origin {
   FileOrigin(FileOriginOptions options, Executor* executor)
       : options_(std::move(options)), executor_(executor) {}
 
-  void Fetch(absl::string_view ns, absl::string_view key, absl::Time deadline,
+  void Fetch(absl::string_view ns, absl::string_view key, const FetchContext& context,
              FetchDone done) override {
     absl::Status valid = ValidatePath("key", key, /*allow_empty=*/false);
     if (valid.ok() && options_.namespace_subdirs) {
@@ -47,9 +48,14 @@ class FileOrigin final : public Origin {
     std::string path = options_.namespace_subdirs && !ns.empty()
                            ? absl::StrCat(options_.root, "/", ns, "/", key)
                            : absl::StrCat(options_.root, "/", key);
-    executor_->Schedule([this, path = std::move(path), done = std::move(done)]() mutable {
-      std::move(done)(Read(path));
-    });
+    executor_->Schedule(
+        [this, path = std::move(path), cancel = context.cancel, done = std::move(done)]() mutable {
+          if (cancel.cancelled()) {
+            std::move(done)(absl::CancelledError("file origin: fetch cancelled"));
+            return;
+          }
+          std::move(done)(Read(path));
+        });
   }
 
  private:

@@ -18,22 +18,28 @@ class GrpcOrigin final : public Origin {
   GrpcOrigin(const GrpcOriginOptions& options, std::shared_ptr<grpc::Channel> channel)
       : options_(options), stub_(fanout::v1::Origin::NewStub(std::move(channel))) {}
 
-  void Fetch(absl::string_view ns, absl::string_view key, absl::Time deadline,
+  void Fetch(absl::string_view ns, absl::string_view key, const FetchContext& fetch,
              FetchDone done) override {
     struct Call {
       grpc::ClientContext context;
       fanout::v1::FetchRequest request;
       fanout::v1::FetchResponse response;
       FetchDone done;
+      // Unsubscribed before the call is freed.
+      std::unique_ptr<CancellationCallback> on_cancel;
     };
     auto* call = new Call;
     call->request.set_key(std::string(key));
     call->request.set_namespace_(std::string(ns));
-    call->context.set_deadline(absl::ToChronoTime(deadline));
+    call->context.set_deadline(absl::ToChronoTime(fetch.deadline));
     call->done = std::move(done);
+    // TryCancel before the call starts is kept by gRPC and applied at start.
+    call->on_cancel = std::make_unique<CancellationCallback>(
+        fetch.cancel, [ctx = &call->context] { ctx->TryCancel(); });
     stub_->async()->Fetch(&call->context, &call->request, &call->response,
                           [this, call](grpc::Status status) {
                             std::unique_ptr<Call> owned(call);
+                            owned->on_cancel.reset();
                             std::move(owned->done)(Translate(status, owned->response));
                           });
   }

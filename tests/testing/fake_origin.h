@@ -13,11 +13,11 @@ namespace fanout::testing {
 
 class FakeOrigin final : public cache::Origin {
  public:
-  void Fetch(absl::string_view ns, absl::string_view key, absl::Time deadline,
+  void Fetch(absl::string_view ns, absl::string_view key, const cache::FetchContext& context,
              FetchDone done) override {
     absl::MutexLock l(&mu_);
     ++fetches_;
-    pending_.push_back(Pending{std::string(ns), std::string(key), std::move(done)});
+    pending_.push_back(Pending{std::string(ns), std::string(key), context, std::move(done)});
   }
 
   int fetches() const {
@@ -31,6 +31,10 @@ class FakeOrigin final : public cache::Origin {
   std::string pending_key(size_t i) const {
     absl::MutexLock l(&mu_);
     return pending_[i].key;
+  }
+  cache::FetchContext pending_context(size_t i) const {
+    absl::MutexLock l(&mu_);
+    return pending_[i].context;
   }
 
   // Answers the oldest pending fetch.
@@ -56,6 +60,7 @@ class FakeOrigin final : public cache::Origin {
   struct Pending {
     std::string ns;
     std::string key;
+    cache::FetchContext context;
     FetchDone done;
   };
   mutable absl::Mutex mu_;

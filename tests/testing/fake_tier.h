@@ -3,6 +3,7 @@
 #ifndef FANOUT_TESTS_TESTING_FAKE_TIER_H_
 #define FANOUT_TESTS_TESTING_FAKE_TIER_H_
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>

@@ -33,7 +33,7 @@ class FileOriginTest : public ::testing::Test {
 
   absl::StatusOr<OriginValue> Fetch(absl::string_view ns, absl::string_view key) {
     std::optional<absl::StatusOr<OriginValue>> result;
-    origin_->Fetch(ns, key, absl::InfiniteFuture(),
+    origin_->Fetch(ns, key, {},
                    [&](absl::StatusOr<OriginValue> v) { result = std::move(v); });
     executor_.RunUntilIdle();
     EXPECT_TRUE(result.has_value());

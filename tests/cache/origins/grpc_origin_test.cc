@@ -24,10 +24,11 @@ class GrpcOriginTest : public ::testing::Test {
                                     absl::Duration timeout = absl::Seconds(10)) {
     absl::Notification done;
     absl::StatusOr<OriginValue> result;
-    origin_->Fetch("", key, absl::Now() + timeout, [&](absl::StatusOr<OriginValue> v) {
-      result = std::move(v);
-      done.Notify();
-    });
+    origin_->Fetch("", key, {.deadline = absl::Now() + timeout, .cancel = {}},
+                   [&](absl::StatusOr<OriginValue> v) {
+                     result = std::move(v);
+                     done.Notify();
+                   });
     done.WaitForNotification();
     return result;
   }
@@ -57,6 +58,39 @@ TEST_F(GrpcOriginTest, FetchDeadlineExceededWhenSlow) {
   server_->Set("k", "v");
   server_->SetDelay(absl::Seconds(1));
   EXPECT_THAT(Fetch("k", absl::Milliseconds(100)), StatusIs(absl::StatusCode::kDeadlineExceeded));
+}
+
+TEST_F(GrpcOriginTest, FetchEndsCancelledWhenItsTokenIsCancelled) {
+  server_->Set("k", "v");
+  server_->SetDelay(absl::Seconds(30));
+  CancellationSource cancel;
+  absl::Notification done;
+  absl::StatusOr<OriginValue> result;
+  origin_->Fetch("", "k", {.deadline = absl::Now() + absl::Seconds(60), .cancel = cancel.token()},
+                 [&](absl::StatusOr<OriginValue> v) {
+                   result = std::move(v);
+                   done.Notify();
+                 });
+  cancel.Cancel();
+  // Bounded by the 60 s deadline; cancellation ends it long before.
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  EXPECT_THAT(result, StatusIs(absl::StatusCode::kCancelled));
+}
+
+TEST_F(GrpcOriginTest, FetchWithAnAlreadyCancelledTokenNeverWaitsForTheOrigin) {
+  server_->Set("k", "v");
+  server_->SetDelay(absl::Seconds(30));
+  CancellationSource cancel;
+  cancel.Cancel();
+  absl::Notification done;
+  absl::StatusOr<OriginValue> result;
+  origin_->Fetch("", "k", {.deadline = absl::Now() + absl::Seconds(60), .cancel = cancel.token()},
+                 [&](absl::StatusOr<OriginValue> v) {
+                   result = std::move(v);
+                   done.Notify();
+                 });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(20)));
+  EXPECT_THAT(result, StatusIs(absl::StatusCode::kCancelled));
 }
 
 TEST_F(GrpcOriginTest, FetchRefusesOversizedValue) {
