@@ -80,6 +80,11 @@ absl::Status ValidateRouteConfig(const RouteConfig& route) {
                    "adaptive: need window, min_races >= 1, 0.5 < commit_share <= 1, "
                    "0 <= explore_share < 1, regression_factor >= 1, 0 <= max_error_rate <= 1");
   }
+  if (a.min_races > a.window) {
+    return Invalid(
+        route, absl::StrCat("adaptive.min_races: ", a.min_races, " is more than adaptive.window (",
+                            a.window, "); want min_races <= window"));
+  }
   return absl::OkStatus();
 }
 

@@ -58,11 +58,11 @@ struct EjectionConfig {
 
 // ADAPTIVE: races every admitted backend and counts who wins. Once one
 // backend has won at least commit_share of the last `window` races (and at
-// least min_races races were seen), calls go to it alone, except an
-// explore_share of them, which race again. It goes back to racing when the
-// committed backend's latency EWMA exceeds regression_factor times its
-// value at commit time, when its error rate over the last `window` committed
-// calls exceeds max_error_rate, or when it is ejected.
+// least min_races races were seen; min_races <= window), calls go to it
+// alone, except an explore_share of them, which race again. It goes back to
+// racing when the committed backend's latency EWMA exceeds regression_factor
+// times its value at commit time, when its error rate over the last `window`
+// committed calls exceeds max_error_rate, or when it is ejected.
 struct AdaptiveConfig {
   int window = 50;
   int min_races = 20;
@@ -99,7 +99,8 @@ struct RouteConfig {
 
 // InvalidArgument naming the route and field: empty name, no backends, a
 // method not of the form "/service/method", a non-positive timeout, an empty
-// address, duplicate backend names, out-of-range knobs.
+// address, duplicate backend names, out-of-range knobs, adaptive.min_races
+// above adaptive.window.
 absl::Status ValidateRouteConfig(const RouteConfig& route);
 
 }  // namespace fanout::router

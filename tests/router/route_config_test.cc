@@ -86,5 +86,17 @@ TEST(ValidateRouteConfigTest, RejectsOutOfRangeAdaptiveKnobs) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("adaptive")));
 }
 
+TEST(ValidateRouteConfigTest, RejectsMinRacesAboveWindowNamingTheKey) {
+  RouteConfig route = ValidRoute();
+  route.adaptive.window = 20;
+  route.adaptive.min_races = 30;
+  EXPECT_THAT(ValidateRouteConfig(route),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("route 'models': adaptive.min_races: 30 is more than "
+                                 "adaptive.window (20)")));
+  route.adaptive.min_races = 20;
+  EXPECT_OK(ValidateRouteConfig(route));
+}
+
 }  // namespace
 }  // namespace fanout::router
