@@ -72,6 +72,10 @@ absl::Status ValidateRouteConfig(const RouteConfig& route) {
       e.max_ejection < e.base_ejection) {
     return Invalid(route, "ejection: need consecutive_failures >= 0 and 0 < base <= max");
   }
+  if (e.max_ejection_percent < 0 || e.max_ejection_percent > 100) {
+    return Invalid(route, absl::StrCat("ejection.max_ejection_percent: ", e.max_ejection_percent,
+                                       " is not within 0..100"));
+  }
   const AdaptiveConfig& a = route.adaptive;
   if (a.window < 1 || a.min_races < 1 || a.commit_share <= 0.5 || a.commit_share > 1 ||
       a.explore_share < 0 || a.explore_share >= 1 || a.regression_factor < 1 ||

@@ -98,5 +98,18 @@ TEST(ValidateRouteConfigTest, RejectsMinRacesAboveWindowNamingTheKey) {
   EXPECT_OK(ValidateRouteConfig(route));
 }
 
+TEST(ValidateRouteConfigTest, RejectsMaxEjectionPercentOutOfRange) {
+  for (int percent : {-1, 101}) {
+    RouteConfig route = ValidRoute();
+    route.ejection.max_ejection_percent = percent;
+    EXPECT_THAT(ValidateRouteConfig(route), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                     HasSubstr("ejection.max_ejection_percent")))
+        << percent;
+  }
+  RouteConfig route = ValidRoute();
+  route.ejection.max_ejection_percent = 0;
+  EXPECT_OK(ValidateRouteConfig(route));
+}
+
 }  // namespace
 }  // namespace fanout::router
