@@ -3,7 +3,7 @@
 //   fanoutctl [flags] get KEY
 //   fanoutctl [flags] batch-get KEY...
 //   fanoutctl [flags] invalidate [KEY...] [--prefix P]
-//   fanoutctl [flags] route ROUTE [--payload TEXT | --payload_file FILE]
+//   fanoutctl [flags] route ROUTE [--payload TEXT | --payload_file FILE] [--branch_payloads]
 //   fanoutctl [flags] health [SERVICE]
 //
 // Exit codes: 0 OK; 1 other error; 2 usage; 3 not found; 4 unavailable,
@@ -34,6 +34,8 @@ ABSL_FLAG(bool, purge_survival, false, "invalidate: also drop the keys from the 
 ABSL_FLAG(std::string, payload, "", "route: request payload");
 ABSL_FLAG(std::string, payload_file, "", "route: read the payload from this file");
 ABSL_FLAG(int64_t, cost, 0, "route: work estimate for cost-aware balancing");
+ABSL_FLAG(bool, branch_payloads, false,
+          "route: also return the winner's payload in its branch (shown with --json)");
 ABSL_FLAG(std::string, policy, "",
           "route: policy override (all, all_settled, first_success, fallback, hedged, "
           "least_loaded, round_robin, adaptive)");
@@ -156,6 +158,7 @@ int Route(Client& client, const std::vector<char*>& args) {
     request.set_payload(absl::GetFlag(FLAGS_payload));
   }
   request.set_cost(absl::GetFlag(FLAGS_cost));
+  request.set_branch_payloads(absl::GetFlag(FLAGS_branch_payloads));
   const std::string policy = absl::AsciiStrToUpper(absl::GetFlag(FLAGS_policy));
   if (!policy.empty()) {
     fanout::v1::Policy p;
@@ -175,9 +178,16 @@ int Route(Client& client, const std::vector<char*>& args) {
       if (absl::GetFlag(FLAGS_json)) {
         PrintJson(failed);
       } else {
+        // Branches of a failed route carry no payloads; errors are cut short.
         for (const auto& b : failed.branches()) {
-          std::fprintf(stderr, "branch %s: %s %s\n", b.backend().c_str(),
-                       fanout::v1::Outcome_Name(b.outcome()).c_str(), b.error().c_str());
+          const std::string code =
+              b.code() == 0
+                  ? ""
+                  : absl::StrCat(absl::StatusCodeToString(static_cast<absl::StatusCode>(b.code())),
+                                 " ");
+          std::fprintf(stderr, "branch %s: %s %s%lldus %s\n", b.backend().c_str(),
+                       fanout::v1::Outcome_Name(b.outcome()).c_str(), code.c_str(),
+                       static_cast<long long>(b.latency_us()), b.error().c_str());
         }
       }
     }
@@ -216,6 +226,7 @@ int main(int argc, char** argv) {
       "  batch-get KEY...\n"
       "  invalidate [KEY...] [--prefix P] [--purge_survival]\n"
       "  route ROUTE [--payload TEXT | --payload_file FILE] [--cost N] [--policy P]\n"
+      "        [--branch_payloads]\n"
       "  health [SERVICE]\n"
       "exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 unavailable/timeout/overloaded "
       "(retry), 5 not serving");

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <utility>
 
 namespace fanout::router {
 
@@ -20,57 +22,145 @@ bool IsBackendFailure(absl::StatusCode code) {
   }
 }
 
-BackendStats::BackendStats(Clock* clock, EjectionConfig ejection)
-    : clock_(clock), ejection_(ejection) {
+int64_t SaturatingAdd(int64_t a, int64_t b) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  return a > kMax - b ? kMax : a + b;
+}
+
+EjectionBudget::EjectionBudget(int backends, int max_percent)
+    : limit_(max_percent <= 0 ? 0 : std::max(1, backends * std::min(max_percent, 100) / 100)) {}
+
+bool EjectionBudget::TryTake() {
+  int ejected = ejected_.load(std::memory_order_relaxed);
+  do {
+    if (ejected >= limit_) return false;
+  } while (!ejected_.compare_exchange_weak(ejected, ejected + 1, std::memory_order_relaxed));
+  return true;
+}
+
+void EjectionBudget::Give() { ejected_.fetch_sub(1, std::memory_order_relaxed); }
+
+BackendCall::BackendCall(BackendCall&& other) noexcept
+    : stats_(std::exchange(other.stats_, nullptr)),
+      cost_(other.cost_),
+      probe_(std::exchange(other.probe_, 0)) {}
+
+BackendCall& BackendCall::operator=(BackendCall&& other) noexcept {
+  if (this != &other) {
+    BackendCall doomed(std::move(*this));
+    stats_ = std::exchange(other.stats_, nullptr);
+    cost_ = other.cost_;
+    probe_ = std::exchange(other.probe_, 0);
+  }
+  return *this;
+}
+
+BackendCall::~BackendCall() {
+  if (stats_ != nullptr) {
+    stats_->OnFinish(cost_, probe_, absl::CancelledError("call dropped without an answer"),
+                     absl::ZeroDuration(), Attribution::kLocal);
+  }
+}
+
+void BackendCall::Finish(const absl::Status& status, absl::Duration latency,
+                         Attribution attribution) && {
+  BackendStats* stats = std::exchange(stats_, nullptr);
+  if (stats != nullptr) stats->OnFinish(cost_, probe_, status, latency, attribution);
+}
+
+BackendPass::BackendPass(BackendPass&& other) noexcept
+    : stats_(std::exchange(other.stats_, nullptr)), probe_(std::exchange(other.probe_, 0)) {}
+
+BackendPass& BackendPass::operator=(BackendPass&& other) noexcept {
+  if (this != &other) {
+    BackendPass doomed(std::move(*this));
+    stats_ = std::exchange(other.stats_, nullptr);
+    probe_ = std::exchange(other.probe_, 0);
+  }
+  return *this;
+}
+
+BackendPass::~BackendPass() {
+  if (stats_ != nullptr && probe_ != 0) stats_->ReleaseProbe(probe_);
+}
+
+BackendCall BackendPass::Start(int64_t cost) && {
+  BackendStats* stats = std::exchange(stats_, nullptr);
+  const uint64_t probe = std::exchange(probe_, 0);
+  if (stats == nullptr) return BackendCall();
+  cost = std::max<int64_t>(cost, 0);
+  stats->OnStart(cost);
+  return BackendCall(stats, cost, probe);
+}
+
+BackendStats::BackendStats(Clock* clock, EjectionConfig ejection, EjectionBudget* budget)
+    : clock_(clock), ejection_(ejection), budget_(budget) {
   absl::MutexLock l(&mu_);
   samples_us_.reserve(kLatencySamples);
 }
+
+BackendPass BackendStats::Admit() {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock l(&mu_);
+  if (!ejected_) return BackendPass(this, 0);
+  if (now < ejected_until_ || probe_ != 0) return BackendPass();
+  probe_ = ++last_probe_;
+  return BackendPass(this, probe_);
+}
+
+BackendPass BackendStats::Unchecked() { return BackendPass(this, 0); }
 
 bool BackendStats::Admissible() const {
   const absl::Time now = clock_->Now();
   absl::MutexLock l(&mu_);
   if (!ejected_) return true;
-  return now >= ejected_until_ && !probe_in_flight_;
+  return now >= ejected_until_ && probe_ == 0;
+}
+
+void BackendStats::ReleaseProbe(uint64_t probe) {
+  absl::MutexLock l(&mu_);
+  if (probe_ == probe) probe_ = 0;
 }
 
 void BackendStats::OnStart(int64_t cost) {
-  const absl::Time now = clock_->Now();
   absl::MutexLock l(&mu_);
   ++in_flight_;
-  in_flight_cost_ += cost;
-  if (ejected_ && now >= ejected_until_) probe_in_flight_ = true;
+  in_flight_cost_ = SaturatingAdd(in_flight_cost_, cost);
 }
 
-void BackendStats::OnFinish(int64_t cost, const absl::Status& status, absl::Duration latency) {
+void BackendStats::OnFinish(int64_t cost, uint64_t probe, const absl::Status& status,
+                            absl::Duration latency, Attribution attribution) {
   const absl::Time now = clock_->Now();
   absl::MutexLock l(&mu_);
   --in_flight_;
-  in_flight_cost_ -= cost;
+  // After a saturated sum this undercounts; it never goes negative, and it
+  // is exact again once nothing is in flight.
+  in_flight_cost_ = in_flight_ == 0 ? 0 : std::max<int64_t>(in_flight_cost_ - cost, 0);
   ++calls_;
-  const bool probe = ejected_ && probe_in_flight_;
-  if (status.code() == absl::StatusCode::kCancelled) {
-    if (probe) probe_in_flight_ = false;  // let another call probe
-    return;
+  // Only the call holding the current probe token decides re-admission.
+  const bool is_probe = probe != 0 && probe == probe_;
+  if (is_probe) probe_ = 0;  // the slot is free again, whatever the outcome
+  if (attribution == Attribution::kLocal || status.code() == absl::StatusCode::kCancelled) {
+    return;  // inconclusive: another call may probe
   }
   if (IsBackendFailure(status.code())) {
     ++failures_;
     ++consecutive_failures_;
-    if (probe) {
-      probe_in_flight_ = false;
-      EjectLocked(now);
+    if (is_probe && ejected_) {
+      EjectLocked(now, /*renew=*/true);
     } else if (!ejected_ && ejection_.consecutive_failures > 0 &&
                consecutive_failures_ >= ejection_.consecutive_failures) {
-      EjectLocked(now);
+      EjectLocked(now, /*renew=*/false);
     }
     return;
   }
   // The backend answered (a caller error is an answer too).
   consecutive_failures_ = 0;
-  if (probe) {
+  if (is_probe && ejected_) {
     ejected_ = false;
-    probe_in_flight_ = false;
     ejections_in_row_ = 0;
     ejected_until_ = absl::InfinitePast();
+    if (budget_ != nullptr) budget_->Give();
   }
   if (!status.ok()) return;
   const double us = absl::ToDoubleMicroseconds(latency);
@@ -85,7 +175,10 @@ void BackendStats::OnFinish(int64_t cost, const absl::Status& status, absl::Dura
   next_sample_ = (next_sample_ + 1) % kLatencySamples;
 }
 
-void BackendStats::EjectLocked(absl::Time now) {
+void BackendStats::EjectLocked(absl::Time now, bool renew) {
+  // A route keeps most of its backends: past the budget, a failing backend
+  // stays in selection (and tries again at its next failure).
+  if (!renew && budget_ != nullptr && !budget_->TryTake()) return;
   ejected_ = true;
   ++ejections_in_row_;
   absl::Duration period = ejection_.base_ejection;
@@ -145,6 +238,7 @@ BackendSnapshot BackendStats::Snapshot() const {
   s.p99 = PercentileLocked(0.99).value_or(absl::ZeroDuration());
   s.ejected = ejected_;
   s.ejected_until = ejected_until_;
+  s.probe_reserved = probe_ != 0;
   return s;
 }
 

@@ -4,6 +4,8 @@
 #include <limits>
 #include <vector>
 
+#include "router/backend_stats.h"
+
 namespace fanout::router {
 namespace {
 
@@ -17,7 +19,9 @@ int PickLeastLoaded(absl::Span<const LoadView> loads, int64_t cost,
   int64_t best = std::numeric_limits<int64_t>::max();
   std::vector<int> tied;
   for (size_t i = 0; i < loads.size(); ++i) {
-    const int64_t score = loads[i].in_flight_cost + cost;
+    // Saturating: a backend at the top of the range must not look idle.
+    const int64_t score =
+        SaturatingAdd(std::max<int64_t>(loads[i].in_flight_cost, 0), std::max<int64_t>(cost, 0));
     if (score < best) {
       best = score;
       tied.clear();

@@ -21,7 +21,8 @@ struct LoadView {
   absl::Duration latency_ewma = absl::ZeroDuration();
 };
 
-// The index minimising in_flight_cost + cost. Ties are broken by the power
+// The index minimising in_flight_cost + cost (the sum saturates at
+// INT64_MAX; negative values count as 0). Ties are broken by the power
 // of two choices: two distinct tied indices drawn with `uniform(n)` (a
 // uniform integer in [0, n)); the one with fewer calls in flight wins, then
 // the one with the lower latency EWMA, then the first drawn. `loads` must

@@ -72,6 +72,10 @@ absl::Status ValidateRouteConfig(const RouteConfig& route) {
       e.max_ejection < e.base_ejection) {
     return Invalid(route, "ejection: need consecutive_failures >= 0 and 0 < base <= max");
   }
+  if (e.max_ejection_percent < 0 || e.max_ejection_percent > 100) {
+    return Invalid(route, absl::StrCat("ejection.max_ejection_percent: ", e.max_ejection_percent,
+                                       " is not within 0..100"));
+  }
   const AdaptiveConfig& a = route.adaptive;
   if (a.window < 1 || a.min_races < 1 || a.commit_share <= 0.5 || a.commit_share > 1 ||
       a.explore_share < 0 || a.explore_share >= 1 || a.regression_factor < 1 ||
@@ -79,6 +83,11 @@ absl::Status ValidateRouteConfig(const RouteConfig& route) {
     return Invalid(route,
                    "adaptive: need window, min_races >= 1, 0.5 < commit_share <= 1, "
                    "0 <= explore_share < 1, regression_factor >= 1, 0 <= max_error_rate <= 1");
+  }
+  if (a.min_races > a.window) {
+    return Invalid(
+        route, absl::StrCat("adaptive.min_races: ", a.min_races, " is more than adaptive.window (",
+                            a.window, "); want min_races <= window"));
   }
   return absl::OkStatus();
 }

@@ -43,26 +43,38 @@ struct BackendConfig {
 
 // Outlier ejection: a backend that fails `consecutive_failures` calls in a
 // row (Unavailable, DeadlineExceeded, Internal, Unknown, ResourceExhausted,
-// Aborted, DataLoss; not cancellations by fanout, not caller errors) is left
-// out of selection for a period; then it gets one probe call at a time, and
-// the first success re-admits it. Each ejection in a row doubles the period,
-// up to max_ejection. Only selection policies eject (first_success,
-// fallback, hedged, least_loaded, round_robin, adaptive); all and
-// all_settled always call every backend. When every backend of a route is
-// ejected, selection ignores ejection.
+// Aborted, DataLoss) is left out of selection for a period; then selection
+// reserves one probe call at a time for it, and a successful probe re-admits
+// it. Each ejection in a row doubles the period, up to max_ejection.
+//
+// Only what the backend did counts: a failure it answered, no connection, or
+// no answer although the attempt had the route's full budget (its timeout,
+// or attempt_timeout). Outcomes fanout or the caller caused count neither as
+// failures nor as answers: cancellations (the caller's, a lost race, a
+// failed sibling) and deadlines the caller made shorter than the route's.
+//
+// At most max_ejection_percent of a route's backends (rounded down, but at
+// least one; 0 = none) are ejected at once; a backend past the threshold
+// while that many are ejected stays in selection. Only selection policies
+// eject (first_success, fallback, hedged, least_loaded, round_robin,
+// adaptive); all and all_settled always call every backend. When every
+// backend of a route is ejected, selection ignores ejection.
 struct EjectionConfig {
   int consecutive_failures = 5;  // 0 disables ejection
   absl::Duration base_ejection = absl::Seconds(5);
   absl::Duration max_ejection = absl::Minutes(2);
+  int max_ejection_percent = 50;  // 0..100
 };
 
 // ADAPTIVE: races every admitted backend and counts who wins. Once one
 // backend has won at least commit_share of the last `window` races (and at
-// least min_races races were seen), calls go to it alone, except an
-// explore_share of them, which race again. It goes back to racing when the
-// committed backend's latency EWMA exceeds regression_factor times its
-// value at commit time, when its error rate over the last `window` committed
-// calls exceeds max_error_rate, or when it is ejected.
+// least min_races races were seen; min_races <= window), calls go to it
+// alone, except an explore_share of them, which race again. It goes back to
+// racing when the committed backend's latency EWMA exceeds regression_factor
+// times its value at commit time, when its error rate over the last `window`
+// committed calls exceeds max_error_rate, or when it is ejected. Races and
+// calls the caller ended (cancelled, or a deadline shorter than the route's
+// budget) teach it nothing.
 struct AdaptiveConfig {
   int window = 50;
   int min_races = 20;
@@ -89,8 +101,10 @@ struct RouteConfig {
   absl::Duration hedge_after_cold = absl::Milliseconds(50);
   absl::Duration hedge_after_floor = absl::Milliseconds(1);
   // FALLBACK, HEDGED: how long one backend may take before the next is tried
-  // (the call's deadline still bounds the whole). Infinite = no per-attempt
-  // limit.
+  // (the call's deadline still bounds the whole). Infinite (unset) = for
+  // FALLBACK, an equal share of the call's budget per backend tried (budget /
+  // candidates), so that a hung backend cannot take the whole budget; for
+  // HEDGED, no per-attempt limit (hedging moves on).
   absl::Duration attempt_timeout = absl::InfiniteDuration();
   std::vector<BackendConfig> backends;
   EjectionConfig ejection;
@@ -99,7 +113,8 @@ struct RouteConfig {
 
 // InvalidArgument naming the route and field: empty name, no backends, a
 // method not of the form "/service/method", a non-positive timeout, an empty
-// address, duplicate backend names, out-of-range knobs.
+// address, duplicate backend names, out-of-range knobs, adaptive.min_races
+// above adaptive.window.
 absl::Status ValidateRouteConfig(const RouteConfig& route);
 
 }  // namespace fanout::router

@@ -11,6 +11,7 @@
 #include "common/status_macros.h"
 #include "common/task_group.h"
 #include "router/balancer.h"
+#include "router/bounded_text.h"
 
 namespace fanout::router {
 
@@ -71,6 +72,8 @@ struct RouteState {
 
   RouteConfig config;
   Executor* executor = nullptr;
+  // Before `backends`: their stats point to it.
+  std::unique_ptr<EjectionBudget> ejection_budget;
   std::vector<Backend> backends;
   std::unique_ptr<AdaptiveController> adaptive;
   std::atomic<uint64_t> round_robin{0};
@@ -95,9 +98,15 @@ namespace {
 using router_internal::RouteState;
 using State = std::shared_ptr<RouteState>;
 
+constexpr absl::string_view kEjectedReason = "ejected after consecutive failures";
+
 bool SingleTarget(Policy policy) {
   return policy == Policy::kLeastLoaded || policy == Policy::kRoundRobin ||
          policy == Policy::kAdaptive;
+}
+
+bool StartsOneAtATime(Policy policy) {
+  return policy == Policy::kFallback || policy == Policy::kHedged;
 }
 
 fanout::v1::Outcome ToProto(TaskOutcome outcome) {
@@ -122,15 +131,23 @@ struct Plan {
   JoinPolicy join = JoinPolicy::kAll;
   std::vector<int> order;
   // Why a backend not in `order` was left out ("" = not selected).
-  std::vector<std::string> skipped;
+  std::vector<absl::string_view> skipped;
+  // By backend index: the passes of the backends in `order` (a probe pass
+  // holds its backend's probe slot until the call ends or never starts).
+  std::vector<BackendPass> passes;
   bool adaptive_race = false;
   bool adaptive_single = false;
 };
 
 struct RouteCall {
+  // Before `plan`: the passes point into it.
   State route;
   Plan plan;
   absl::Time start;
+  // The caller's deadline or timeout_ms made the call's budget shorter
+  // than the route's timeout.
+  bool caller_limited = false;
+  bool branch_payloads = false;
   Router::RouteDone done;
   std::unique_ptr<TaskGroup<std::string>> group;
 };
@@ -140,20 +157,33 @@ Plan MakePlan(RouteState& route, Policy policy, int64_t cost) {
   Plan plan;
   plan.policy = policy;
   plan.skipped.assign(n, "");
-  std::vector<bool> admissible(n, true);
+  plan.passes.resize(n);
+  if (policy == Policy::kAll || policy == Policy::kAllSettled) {
+    plan.join = policy == Policy::kAll ? JoinPolicy::kAll : JoinPolicy::kAllSettled;
+    for (int i = 0; i < n; ++i) {
+      plan.order.push_back(i);
+      plan.passes[i] = route.backends[i].stats->Unchecked();
+    }
+    return plan;
+  }
+  // Selection time: a backend whose ejection is over gets its probe reserved
+  // here, for this call only.
   std::vector<int> admitted;
   for (int i = 0; i < n; ++i) {
-    admissible[i] = route.backends[i].stats->Admissible();
-    if (admissible[i]) admitted.push_back(i);
+    plan.passes[i] = route.backends[i].stats->Admit();
+    if (plan.passes[i].admitted()) admitted.push_back(i);
   }
   if (admitted.empty()) {
     // Every backend is ejected: ejection would only turn errors into
     // certainties, so ignore it.
-    for (int i = 0; i < n; ++i) admitted.push_back(i);
-    admissible.assign(n, true);
-  }
-  for (int i = 0; i < n; ++i) {
-    if (!admissible[i]) plan.skipped[i] = "ejected after consecutive failures";
+    for (int i = 0; i < n; ++i) {
+      plan.passes[i] = route.backends[i].stats->Unchecked();
+      admitted.push_back(i);
+    }
+  } else {
+    for (int i = 0; i < n; ++i) {
+      if (!plan.passes[i].admitted()) plan.skipped[i] = kEjectedReason;
+    }
   }
   auto single = [&plan](int backend) {
     plan.join = JoinPolicy::kFirstSuccess;
@@ -162,10 +192,7 @@ Plan MakePlan(RouteState& route, Policy policy, int64_t cost) {
   switch (policy) {
     case Policy::kAll:
     case Policy::kAllSettled:
-      plan.join = policy == Policy::kAll ? JoinPolicy::kAll : JoinPolicy::kAllSettled;
-      for (int i = 0; i < n; ++i) plan.order.push_back(i);
-      plan.skipped.assign(n, "");
-      break;
+      break;  // handled above
     case Policy::kFirstSuccess:
       plan.join = JoinPolicy::kFirstSuccess;
       plan.order = admitted;
@@ -190,19 +217,15 @@ Plan MakePlan(RouteState& route, Policy policy, int64_t cost) {
       break;
     }
     case Policy::kRoundRobin: {
-      const uint64_t start = route.round_robin.fetch_add(1, std::memory_order_relaxed);
-      for (int k = 0; k < n; ++k) {
-        const int i = static_cast<int>((start + k) % n);
-        if (admissible[i]) {
-          single(i);
-          break;
-        }
-      }
+      // Turns over the admitted backends only: an ejected backend's turn
+      // must not fall to its successor.
+      const uint64_t turn = route.round_robin.fetch_add(1, std::memory_order_relaxed);
+      single(admitted[turn % admitted.size()]);
       break;
     }
     case Policy::kAdaptive: {
       const AdaptiveController::Decision decision =
-          route.adaptive->Next(route.Unit(), [&admissible](int i) { return bool(admissible[i]); });
+          route.adaptive->Next(route.Unit(), [&plan](int i) { return plan.passes[i].admitted(); });
       if (decision.race) {
         plan.join = JoinPolicy::kFirstSuccess;
         plan.order = admitted;
@@ -214,38 +237,131 @@ Plan MakePlan(RouteState& route, Policy policy, int64_t cost) {
       break;
     }
   }
+  // Passes not used by this call give their probe slot back at once.
+  std::vector<bool> used(n, false);
+  for (int i : plan.order) used[i] = true;
+  for (int i = 0; i < n; ++i) {
+    if (!used[i]) plan.passes[i] = BackendPass();
+  }
   return plan;
 }
 
-Task<std::string> BackendTask(State route, int index, std::shared_ptr<const std::string> payload,
-                              int64_t cost) {
-  return [route = std::move(route), index, payload = std::move(payload), cost](
-             const TaskContext& ctx, TaskDone<std::string> done) mutable {
+// How much time the route itself grants one attempt, to tell a backend's
+// slowness from a caller's hurry.
+struct AttemptBudget {
+  absl::Time call_start;
+  // Started with the call (not a later fallback or hedge): its budget counts
+  // from the call's start.
+  bool first_wave = true;
+  // min(route timeout, the route's attempt timeout).
+  absl::Duration full = absl::InfiniteDuration();
+};
+
+// The end of one backend call. Member order matters: `route` outlives the
+// guard (it points into `route`), and the guard ends before `done` reports
+// to the group, also when a downstream drops this callback unrun.
+struct AttemptEnd {
+  State route;
+  TaskDone<std::string> done;
+  BackendCall call;
+  Clock* clock;
+  absl::Time start;
+  absl::Time deadline;
+  bool full_budget;
+
+  void operator()(absl::StatusOr<std::string> result) && {
+    const absl::Time now = clock->Now();
+    absl::Status status = result.status();
+    // Cut off by the deadline through the token: a timeout for the stats.
+    if (status.code() == absl::StatusCode::kCancelled && now >= deadline) {
+      status = absl::DeadlineExceededError("deadline exceeded");
+    }
+    Attribution attribution = Attribution::kBackend;
+    if (status.code() == absl::StatusCode::kCancelled) {
+      attribution = Attribution::kLocal;  // the caller, a lost race, a failed sibling
+    } else if (status.code() == absl::StatusCode::kDeadlineExceeded && now >= deadline &&
+               !full_budget) {
+      attribution = Attribution::kLocal;  // a deadline shorter than the route's budget
+    }
+    std::move(call).Finish(status, now - start, attribution);
+    std::move(done)(std::move(result));
+  }
+};
+
+// One backend call of a Route, as a task of the call's group. `route` is
+// declared first: it outlives the pass, which points into it.
+struct Attempt {
+  State route;
+  int index;
+  BackendPass pass;
+  std::shared_ptr<const std::string> payload;
+  int64_t cost;
+  AttemptBudget budget;
+
+  void operator()(const TaskContext& ctx, TaskDone<std::string> done) && {
     RouteState::Backend& backend = route->backends[index];
     Clock* clock = route->executor->clock();
-    backend.stats->OnStart(cost);
     const absl::Time start = clock->Now();
-    DownstreamCall call{route->config.method, std::move(payload), cost, ctx.deadline, ctx.token};
-    backend.downstream->Call(
-        call, [route, index, cost, start, clock, deadline = ctx.deadline,
-               done = std::move(done)](absl::StatusOr<std::string> result) mutable {
-          const absl::Time now = clock->Now();
-          absl::Status status = result.status();
-          // Cut off by the deadline through the token: a timeout for the stats.
-          if (status.code() == absl::StatusCode::kCancelled && now >= deadline) {
-            status = absl::DeadlineExceededError("deadline exceeded");
-          }
-          route->backends[index].stats->OnFinish(cost, status, now - start);
-          std::move(done)(std::move(result));
-        });
-  };
-}
+    const absl::Time counted_from = budget.first_wave ? budget.call_start : start;
+    const bool full_budget = ctx.deadline - counted_from >= budget.full;
+    BackendCall call = std::move(pass).Start(cost);
+    DownstreamCall request{route->config.method, std::move(payload), cost, ctx.deadline, ctx.token};
+    backend.downstream->Call(request, AttemptEnd{route, std::move(done), std::move(call), clock,
+                                                 start, ctx.deadline, full_budget});
+  }
+};
 
 absl::Duration HedgeDelay(const RouteState& route, int backend) {
   const RouteConfig& config = route.config;
   if (config.hedge_after > absl::ZeroDuration()) return config.hedge_after;
   const std::optional<absl::Duration> p95 = route.backends[backend].stats->Percentile(0.95);
   return std::max(p95.value_or(config.hedge_after_cold), config.hedge_after_floor);
+}
+
+// Every branch's error at most `cap` bytes.
+void SetBranchErrors(fanout::v1::RouteResponse& response,
+                     const std::vector<absl::string_view>& errors, size_t cap) {
+  for (int i = 0; i < response.branches_size(); ++i) {
+    response.mutable_branches(i)->set_error(BoundedText(errors[i], cap));
+  }
+}
+
+// Fits a failed call's RouteResponse into kMaxRouteErrorDetailsBytes: cuts
+// the branch errors shorter and shorter, then, for routes whose backend
+// names alone do not fit, leaves the last branches out.
+void BoundErrorDetails(fanout::v1::RouteResponse& response,
+                       const std::vector<absl::string_view>& errors) {
+  size_t cap = kMaxBranchErrorBytes;
+  while (response.ByteSizeLong() > kMaxRouteErrorDetailsBytes && cap > 0) {
+    cap = cap > 16 ? cap / 2 : 0;
+    SetBranchErrors(response, errors, cap);
+  }
+  while (response.ByteSizeLong() > kMaxRouteErrorDetailsBytes && response.branches_size() > 0) {
+    response.mutable_branches()->RemoveLast();
+  }
+}
+
+// The status message of a failed call, at most kMaxRouteStatusMessageBytes.
+// A long "every candidate failed" message is rebuilt with an equal share for
+// each branch, so that one backend's long error cannot hide the others.
+std::string FailureMessage(const RouteState& route, const Plan& plan,
+                           const GroupResult<std::string>& result, absl::string_view message) {
+  const bool single_answer = plan.join != JoinPolicy::kAll && plan.join != JoinPolicy::kAllSettled;
+  if (message.size() <= kMaxRouteStatusMessageBytes || !single_answer || plan.order.size() < 2) {
+    return BoundedText(message, kMaxRouteStatusMessageBytes);
+  }
+  std::string out = absl::StrCat("all ", plan.order.size(), " backends failed");
+  const size_t room = (kMaxRouteStatusMessageBytes - out.size()) / plan.order.size();
+  const size_t share = std::max<size_t>(32, room > 2 ? room - 2 : 0);  // less "; "
+  for (size_t k = 0; k < plan.order.size(); ++k) {
+    const absl::Status& status = result.tasks[k].result.status();
+    absl::StrAppend(
+        &out, "; ",
+        BoundedText(absl::StrCat(route.backends[plan.order[k]].name, ": ",
+                                 absl::StatusCodeToString(status.code()), ": ", status.message()),
+                    share));
+  }
+  return BoundedText(out, kMaxRouteStatusMessageBytes);
 }
 
 }  // namespace
@@ -273,6 +389,8 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(std::vector<RouteConfig> 
     }
     auto state = std::make_shared<RouteState>();
     state->executor = executor;
+    state->ejection_budget = std::make_unique<EjectionBudget>(
+        static_cast<int>(config.backends.size()), config.ejection.max_ejection_percent);
     for (const BackendConfig& backend : config.backends) {
       std::shared_ptr<Downstream>& downstream = by_address[backend.address];
       if (downstream == nullptr) {
@@ -284,9 +402,10 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(std::vector<RouteConfig> 
         }
         downstream = *std::move(made);
       }
-      state->backends.push_back(
-          {backend.name.empty() ? backend.address : backend.name, backend.address, downstream,
-           std::make_unique<BackendStats>(executor->clock(), config.ejection)});
+      state->backends.push_back({backend.name.empty() ? backend.address : backend.name,
+                                 backend.address, downstream,
+                                 std::make_unique<BackendStats>(executor->clock(), config.ejection,
+                                                                state->ejection_budget.get())});
     }
     state->adaptive = std::make_unique<AdaptiveController>(
         config.adaptive, static_cast<int>(config.backends.size()));
@@ -305,7 +424,8 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
                    absl::Time deadline, RouteDone done) {
   auto it = routes_.find(request.route());
   if (it == routes_.end()) {
-    std::move(done)(absl::NotFoundError(absl::StrCat("route '", request.route(), "' not found")));
+    std::move(done)(absl::NotFoundError(absl::StrCat(
+        "route '", BoundedText(request.route(), kMaxEchoedInputBytes), "' not found")));
     return;
   }
   const State& route = it->second;
@@ -319,9 +439,13 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
     }
     policy = *requested;
   }
-  if (request.timeout_ms() < 0 || request.cost() < 0) {
-    std::move(done)(
-        absl::InvalidArgumentError(request.cost() < 0 ? "cost: negative" : "timeout_ms: negative"));
+  if (request.timeout_ms() < 0) {
+    std::move(done)(absl::InvalidArgumentError("timeout_ms: negative"));
+    return;
+  }
+  if (request.cost() < 0 || request.cost() > kMaxRouteCost) {
+    std::move(done)(absl::InvalidArgumentError(
+        absl::StrCat("cost: ", request.cost(), " is not within 0..", kMaxRouteCost)));
     return;
   }
   const absl::Time now = executor_->clock()->Now();
@@ -336,13 +460,28 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
   call->route = route;
   call->plan = MakePlan(*route, policy, cost);
   call->start = now;
+  call->caller_limited = call_deadline < now + config.timeout;
+  call->branch_payloads = request.branch_payloads();
   call->done = std::move(done);
 
   TaskGroupOptions options;
   options.policy = call->plan.join;
   options.deadline = call_deadline;
-  if (policy == Policy::kFallback || policy == Policy::kHedged) {
-    options.task_timeout = config.attempt_timeout;
+  const size_t candidates = call->plan.order.size();
+  // What the route alone grants one attempt; the call may grant less when
+  // the caller's budget is shorter.
+  absl::Duration route_attempt = absl::InfiniteDuration();
+  if (StartsOneAtATime(policy)) {
+    if (config.attempt_timeout != absl::InfiniteDuration()) {
+      route_attempt = config.attempt_timeout;
+      options.task_timeout = config.attempt_timeout;
+    } else if (policy == Policy::kFallback && candidates > 1) {
+      // An equal share of the budget for each backend, so that a hung one
+      // cannot keep the call from the next.
+      const auto share = static_cast<int64_t>(candidates);
+      route_attempt = config.timeout / share;
+      options.task_timeout = (call_deadline - now) / share;
+    }
   }
   if (policy == Policy::kHedged) {
     // Waits on the backend started last: hedge after its p95 (or the fixed delay).
@@ -353,34 +492,49 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
   call->group = std::make_unique<TaskGroup<std::string>>(
       TaskContext{std::move(parent), call_deadline, executor_}, std::move(options));
   auto payload = std::make_shared<const std::string>(request.payload());
-  for (int index : call->plan.order) {
-    call->group->Add(route->backends[index].name, BackendTask(route, index, payload, cost));
+  const AttemptBudget budget{now, true, std::min(config.timeout, route_attempt)};
+  for (size_t k = 0; k < candidates; ++k) {
+    const int index = call->plan.order[k];
+    AttemptBudget attempt = budget;
+    attempt.first_wave = k == 0 || !StartsOneAtATime(policy);
+    call->group->Add(
+        route->backends[index].name,
+        Attempt{route, index, std::move(call->plan.passes[index]), payload, cost, attempt});
   }
   call->group->Start([call](GroupResult<std::string> result) mutable {
     RouteState& route = *call->route;
     const Plan& plan = call->plan;
     const int n = static_cast<int>(route.backends.size());
+    const bool failed = !result.status.ok();
+    const bool all_answers = plan.join == JoinPolicy::kAll || plan.join == JoinPolicy::kAllSettled;
+    // ALL and ALL_SETTLED answer with the branches' payloads; the others with
+    // the winner's, which the branches repeat only when asked. A failed
+    // call's branches carry none: they travel in the status (a trailer).
+    const bool branch_payloads = !failed && (all_answers || call->branch_payloads);
     fanout::v1::RouteResponse response;
     response.set_policy(router::ToProto(plan.policy));
 
     std::vector<int> position(n, -1);
     for (size_t k = 0; k < plan.order.size(); ++k) position[plan.order[k]] = static_cast<int>(k);
+    std::vector<absl::string_view> errors(n);
     for (int i = 0; i < n; ++i) {
       fanout::v1::Branch* branch = response.add_branches();
       branch->set_backend(route.backends[i].name);
       if (position[i] < 0) {
         branch->set_outcome(fanout::v1::SKIPPED);
-        branch->set_error(plan.skipped[i]);
+        errors[i] = plan.skipped[i];
+        branch->set_error(std::string(errors[i]));
         continue;
       }
       TaskReport<std::string>& report = result.tasks[position[i]];
       branch->set_outcome(ToProto(report.outcome));
       branch->set_latency_us(absl::ToInt64Microseconds(report.latency));
       if (report.result.ok()) {
-        branch->set_payload(*report.result);
+        if (branch_payloads) branch->set_payload(*report.result);
       } else {
         branch->set_code(static_cast<int>(report.result.status().code()));
-        branch->set_error(std::string(report.result.status().message()));
+        errors[i] = report.result.status().message();
+        branch->set_error(BoundedText(errors[i], kMaxBranchErrorBytes));
       }
     }
 
@@ -388,7 +542,7 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
     if (winner >= 0) {
       const int backend = plan.order[winner];
       response.set_backend(route.backends[backend].name);
-      response.set_payload(response.branches(backend).payload());
+      response.set_payload(std::move(*result.tasks[winner].result));
       for (int k = 0; k < winner; ++k) {
         const TaskOutcome outcome = result.tasks[k].outcome;
         if (outcome == TaskOutcome::kError || outcome == TaskOutcome::kTimeout) {
@@ -399,29 +553,33 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
     const absl::Time now = route.executor->clock()->Now();
     response.set_latency_us(absl::ToInt64Microseconds(now - call->start));
 
-    // Learning: races (several candidates started, one answer wanted).
+    // Learning: races (several candidates started, one answer wanted), and
+    // the adaptive controller. Calls the caller ended teach nothing about
+    // the backends.
+    const absl::StatusCode code = result.status.code();
+    const bool caller_ended =
+        winner < 0 && (code == absl::StatusCode::kCancelled ||
+                       (code == absl::StatusCode::kDeadlineExceeded && call->caller_limited));
     int started = 0;
     for (const auto& report : result.tasks) started += report.outcome != TaskOutcome::kSkipped;
-    const bool single_answer =
-        plan.join != JoinPolicy::kAll && plan.join != JoinPolicy::kAllSettled;
-    if (single_answer && started >= 2) {
+    if (!all_answers && started >= 2 && !caller_ended) {
       for (size_t k = 0; k < result.tasks.size(); ++k) {
         if (result.tasks[k].outcome == TaskOutcome::kSkipped) continue;
         route.backends[plan.order[k]].stats->OnRace(static_cast<int>(k) == winner);
       }
     }
-    if (plan.adaptive_race) {
+    if (plan.adaptive_race && !caller_ended) {
       const int backend = winner >= 0 ? plan.order[winner] : -1;
       route.adaptive->OnRace(backend, backend >= 0 ? route.backends[backend].stats->latency_ewma()
                                                    : absl::ZeroDuration());
-    } else if (plan.adaptive_single) {
+    } else if (plan.adaptive_single && !caller_ended) {
       const int backend = plan.order[0];
-      route.adaptive->OnCommittedCall(backend, result.status.ok(),
+      route.adaptive->OnCommittedCall(backend, !failed,
                                       route.backends[backend].stats->latency_ewma());
     }
 
     RouteDone done = std::move(call->done);
-    if (result.status.ok()) {
+    if (!failed) {
       std::move(done)(std::move(response));
       return;
     }
@@ -434,8 +592,10 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
             only.code(), absl::StrCat(route.backends[plan.order[0]].name, ": ", only.message()));
       }
     }
-    status.SetPayload(kRouteResponseTypeUrl, absl::Cord(response.SerializeAsString()));
-    std::move(done)(std::move(status));
+    BoundErrorDetails(response, errors);
+    absl::Status bounded(status.code(), FailureMessage(route, plan, result, status.message()));
+    bounded.SetPayload(kRouteResponseTypeUrl, absl::Cord(response.SerializeAsString()));
+    std::move(done)(std::move(bounded));
   });
 }
 
@@ -443,7 +603,10 @@ std::vector<std::string> Router::RouteNames() const { return route_names_; }
 
 absl::StatusOr<RouteReport> Router::Report(absl::string_view name) const {
   auto it = routes_.find(name);
-  if (it == routes_.end()) return absl::NotFoundError(absl::StrCat("route '", name, "' not found"));
+  if (it == routes_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("route '", BoundedText(name, kMaxEchoedInputBytes), "' not found"));
+  }
   const RouteState& route = *it->second;
   RouteReport report;
   report.name = route.config.name;

@@ -32,6 +32,24 @@ namespace fanout::router {
 // payload under this type URL, serialized.
 inline constexpr char kRouteResponseTypeUrl[] = "type.googleapis.com/fanout.v1.RouteResponse";
 
+// The largest RouteRequest.cost accepted; above it, InvalidArgument naming
+// `cost`. In-flight cost sums saturate, so they stay exact up to millions of
+// calls of this cost in flight on one backend.
+inline constexpr int64_t kMaxRouteCost = 1'000'000'000'000;
+
+// What a failed Route's status may hold, so that its trailer stays well
+// within gRPC's metadata limit (8 KiB by default on clients; the status
+// message travels twice, in grpc-message and in the details): the carried
+// RouteResponse (branches without payloads) serializes to at most
+// kMaxRouteErrorDetailsBytes, the message to at most
+// kMaxRouteStatusMessageBytes.
+inline constexpr size_t kMaxRouteErrorDetailsBytes = 2048;
+inline constexpr size_t kMaxRouteStatusMessageBytes = 512;
+// A branch's error text, in every RouteResponse.
+inline constexpr size_t kMaxBranchErrorBytes = 256;
+// Caller input echoed in a status message (a route name).
+inline constexpr size_t kMaxEchoedInputBytes = 128;
+
 fanout::v1::Policy ToProto(Policy policy);
 // InvalidArgument naming `policy` for POLICY_UNSPECIFIED and unknown values.
 absl::StatusOr<Policy> FromProto(int policy);
@@ -82,17 +100,26 @@ class Router {
   //   OK                a RouteResponse: every backend of the route as a
   //                     branch, in configuration order (SKIPPED when not
   //                     called); for single-answer policies the winner's
-  //                     payload and name
-  //   NotFound          no such route (named)
-  //   InvalidArgument   a bad policy value (names `policy`)
+  //                     payload and name. Branch payloads: always for ALL
+  //                     and ALL_SETTLED (they are the answer); for the
+  //                     others only with request.branch_payloads (the
+  //                     winner's payload is already in `payload`)
+  //   NotFound          no such route (named, cut to kMaxEchoedInputBytes)
+  //   InvalidArgument   a bad policy value (names `policy`), a negative
+  //                     timeout_ms, a cost < 0 or > kMaxRouteCost (`cost`)
   //   other             the policy failed: ALL's first failure (code and
   //                     message of that branch), or every candidate failed
   //                     (the last failure's code); DeadlineExceeded,
   //                     Cancelled. The RouteResponse rides along as a
-  //                     payload (kRouteResponseTypeUrl).
+  //                     payload (kRouteResponseTypeUrl): every branch's
+  //                     outcome, code, error and latency, no payloads,
+  //                     within kMaxRouteErrorDetailsBytes (errors are cut
+  //                     further when needed); the message is at most
+  //                     kMaxRouteStatusMessageBytes.
   // ALL_SETTLED fails only when cancelled. Branch outcomes: OK, ERROR,
   // TIMEOUT (deadline), CANCELLED (lost a race, a sibling failed, or the
-  // caller cancelled), SKIPPED.
+  // caller cancelled), SKIPPED. Branch errors are valid UTF-8 (other bytes
+  // become '?') and at most kMaxBranchErrorBytes.
   void Route(const fanout::v1::RouteRequest& request, CancellationToken parent, absl::Time deadline,
              RouteDone done);
 

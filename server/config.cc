@@ -192,6 +192,7 @@ void ParseRoute(Section& routes, const std::string& name, std::vector<router::Ro
   ejection.Int("consecutive_failures", &r.ejection.consecutive_failures, 0, 1000000);
   ejection.Duration("base_ejection", &r.ejection.base_ejection);
   ejection.Duration("max_ejection", &r.ejection.max_ejection);
+  ejection.Int("max_ejection_percent", &r.ejection.max_ejection_percent, 0, 100);
   ejection.CheckUnknown();
 
   Section adaptive = s.Child("adaptive");

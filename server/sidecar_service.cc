@@ -216,9 +216,9 @@ grpc::ServerUnaryReactor* SidecarService::Route(grpc::CallbackServerContext* con
   Admission::Ticket ticket;
   absl::Status valid;
   if (request->route().empty()) valid = absl::InvalidArgumentError("route is empty");
-  if (valid.ok() && request->cost() < 0) {
-    valid = absl::InvalidArgumentError(
-        absl::StrCat("cost is ", request->cost(), "; it must be 0 (estimate) or more"));
+  if (valid.ok() && (request->cost() < 0 || request->cost() > router::kMaxRouteCost)) {
+    valid = absl::InvalidArgumentError(absl::StrCat(
+        "cost is ", request->cost(), "; it must be 0 (estimate) to ", router::kMaxRouteCost));
   }
   if (valid.ok() && request->timeout_ms() < 0) {
     valid = absl::InvalidArgumentError(

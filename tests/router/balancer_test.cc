@@ -1,5 +1,7 @@
 #include "router/balancer.h"
 
+#include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -14,6 +16,14 @@ TEST(PickLeastLoadedTest, PicksLowestInFlightCostPlusCallCost) {
   const std::vector<LoadView> loads = {{1000, 1, {}}, {10, 1, {}}, {300, 1, {}}};
   EXPECT_EQ(PickLeastLoaded(loads, 50, AlwaysZero), 1);
   EXPECT_EQ(PickLeastLoaded(loads, 50, AlwaysLast), 1);
+}
+
+TEST(PickLeastLoadedTest, SaturatedLoadStaysTheBusiest) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  // Without saturation kMax + cost wraps negative and the busiest looks idle.
+  const std::vector<LoadView> loads = {{kMax, 3, {}}, {1000, 1, {}}};
+  EXPECT_EQ(PickLeastLoaded(loads, kMax / 2, AlwaysZero), 1);
+  EXPECT_EQ(PickLeastLoaded(loads, 1, AlwaysZero), 1);
 }
 
 TEST(PickLeastLoadedTest, CostOutweighsCallCount) {

@@ -86,5 +86,30 @@ TEST(ValidateRouteConfigTest, RejectsOutOfRangeAdaptiveKnobs) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("adaptive")));
 }
 
+TEST(ValidateRouteConfigTest, RejectsMinRacesAboveWindowNamingTheKey) {
+  RouteConfig route = ValidRoute();
+  route.adaptive.window = 20;
+  route.adaptive.min_races = 30;
+  EXPECT_THAT(ValidateRouteConfig(route),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("route 'models': adaptive.min_races: 30 is more than "
+                                 "adaptive.window (20)")));
+  route.adaptive.min_races = 20;
+  EXPECT_OK(ValidateRouteConfig(route));
+}
+
+TEST(ValidateRouteConfigTest, RejectsMaxEjectionPercentOutOfRange) {
+  for (int percent : {-1, 101}) {
+    RouteConfig route = ValidRoute();
+    route.ejection.max_ejection_percent = percent;
+    EXPECT_THAT(ValidateRouteConfig(route), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                     HasSubstr("ejection.max_ejection_percent")))
+        << percent;
+  }
+  RouteConfig route = ValidRoute();
+  route.ejection.max_ejection_percent = 0;
+  EXPECT_OK(ValidateRouteConfig(route));
+}
+
 }  // namespace
 }  // namespace fanout::router

@@ -1,8 +1,10 @@
 // Router end to end: real gRPC generic calls to in-process fake backends on
 // 127.0.0.1 ports, with the branch timings of the fan-out patterns (300 ms
-// and a fast branch; 500/200/800 ms; a failing branch). Bounds are generous
-// on purpose: they separate "slowest" from "sum" and "fastest" from "next",
-// with hundreds of milliseconds to spare on a loaded machine.
+// and 250 ms; 500/200/800 ms; a failing branch). Connections are
+// warmed up first, and the assertions are about order and what the fake
+// backends counted (who answered, who saw a cancellation), or compare one
+// measured time with another; the only wall-clock bounds are lower bounds
+// (a call cannot return before the branch it waits for).
 #include <memory>
 #include <optional>
 #include <string>
@@ -61,7 +63,32 @@ class RouterGrpcTest : public ::testing::Test {
         FakeBackend::Start(options, backend_executor_.get());
     EXPECT_OK(backend);
     backends_.push_back(*std::move(backend));
+    delays_.push_back(delay);
+    fail_probs_.push_back(fail_prob);
     return *backends_.back();
+  }
+
+  // Connects to every backend with one quick ALL_SETTLED call (no delays,
+  // no failures), so that no measured call pays for a cold connection.
+  // Returns each backend's counters afterwards, to subtract.
+  std::vector<FakeBackendCounters> WarmUp() {
+    for (auto& backend : backends_) {
+      backend->SetDelay(absl::ZeroDuration());
+      backend->SetFailProb(0);
+    }
+    RouteRequest request;
+    request.set_policy(fanout::v1::ALL_SETTLED);
+    Outcome warm = RouteAndWait(request);
+    EXPECT_OK(warm.result);
+    std::vector<FakeBackendCounters> counters;
+    for (size_t i = 0; i < backends_.size(); ++i) {
+      EXPECT_TRUE(backends_[i]->WaitFor(
+          [](const FakeBackendCounters& c) { return c.ok == 1 && c.in_flight == 0; }));
+      backends_[i]->SetDelay(delays_[i]);
+      backends_[i]->SetFailProb(fail_probs_[i]);
+      counters.push_back(backends_[i]->counters());
+    }
+    return counters;
   }
 
   void Build(Policy policy, absl::Duration timeout = absl::Seconds(10),
@@ -101,19 +128,37 @@ class RouterGrpcTest : public ::testing::Test {
   std::unique_ptr<ThreadPoolExecutor> executor_;
   std::unique_ptr<ThreadPoolExecutor> backend_executor_;
   std::vector<std::unique_ptr<FakeBackend>> backends_;
+  std::vector<absl::Duration> delays_;
+  std::vector<double> fail_probs_;
   std::unique_ptr<Router> router_;
 };
 
+// Sum of the branch latencies the router measured: what the call would
+// take if the branches ran one after another.
+absl::Duration SumOfBranches(const RouteResponse& response) {
+  absl::Duration sum;
+  for (const Branch& branch : response.branches()) sum += absl::Microseconds(branch.latency_us());
+  return sum;
+}
+
 TEST_F(RouterGrpcTest, AllTakesSlowestBranchNotSum) {
   AddBackend("block", absl::Milliseconds(300));
-  AddBackend("file", absl::ZeroDuration());
+  AddBackend("file", absl::Milliseconds(250));
   Build(Policy::kAll);
+  WarmUp();
   Outcome two = RouteAndWait(RouteRequest());
   ASSERT_OK(two.result);
   EXPECT_EQ(BranchOf(*two.result, "block").payload(), "block");
   EXPECT_EQ(BranchOf(*two.result, "file").payload(), "file");
   EXPECT_GE(two.elapsed, absl::Milliseconds(300));
-  EXPECT_LT(two.elapsed, absl::Milliseconds(600));  // the sum would be 300 + the fast one
+  const absl::Duration block = absl::Microseconds(BranchOf(*two.result, "block").latency_us());
+  const absl::Duration file = absl::Microseconds(BranchOf(*two.result, "file").latency_us());
+  EXPECT_GE(block, absl::Milliseconds(300));
+  EXPECT_GE(file, absl::Milliseconds(250));
+  // One after the other, the call would take both branches' time.
+  const absl::Duration call = absl::Microseconds(two.result->latency_us());
+  EXPECT_GE(call, block);
+  EXPECT_LT(call, block + file);
 }
 
 TEST_F(RouterGrpcTest, AllOfThreeReturnsNearSlowestWellBelowSum) {
@@ -121,13 +166,16 @@ TEST_F(RouterGrpcTest, AllOfThreeReturnsNearSlowestWellBelowSum) {
   AddBackend("cache-2", absl::Milliseconds(200));
   AddBackend("database", absl::Milliseconds(800));
   Build(Policy::kAll);
+  WarmUp();
   Outcome all = RouteAndWait(RouteRequest());
   ASSERT_OK(all.result);
   for (const Branch& branch : all.result->branches()) {
     EXPECT_EQ(branch.outcome(), fanout::v1::OK) << branch.backend();
   }
   EXPECT_GE(all.elapsed, absl::Milliseconds(800));
-  EXPECT_LT(all.elapsed, absl::Milliseconds(1300));  // the sum is 1500
+  const absl::Duration call = absl::Microseconds(all.result->latency_us());
+  EXPECT_GE(call, absl::Microseconds(BranchOf(*all.result, "database").latency_us()));
+  EXPECT_LT(call, SumOfBranches(*all.result));  // the sum is 1500 ms and more
 }
 
 TEST_F(RouterGrpcTest, FirstSuccessReturnsFastestAndBackendsSeeLosersCancelled) {
@@ -135,35 +183,40 @@ TEST_F(RouterGrpcTest, FirstSuccessReturnsFastestAndBackendsSeeLosersCancelled) 
   FakeBackend& cache2 = AddBackend("cache-2", absl::Milliseconds(200));
   FakeBackend& database = AddBackend("database", absl::Milliseconds(800));
   Build(Policy::kFirstSuccess);
+  const std::vector<FakeBackendCounters> before = WarmUp();
   Outcome first = RouteAndWait(RouteRequest());
   ASSERT_OK(first.result);
   EXPECT_EQ(first.result->backend(), "cache-2");
   EXPECT_EQ(first.result->payload(), "cache-2");
   EXPECT_GE(first.elapsed, absl::Milliseconds(200));
-  EXPECT_LT(first.elapsed, absl::Milliseconds(450));  // before the 500 ms branch
   EXPECT_EQ(BranchOf(*first.result, "cache-1").outcome(), fanout::v1::CANCELLED);
   EXPECT_EQ(BranchOf(*first.result, "database").outcome(), fanout::v1::CANCELLED);
   EXPECT_TRUE(SawCancel(cache1));
   EXPECT_TRUE(SawCancel(database));
-  EXPECT_EQ(cache2.counters().ok, 1);
-  EXPECT_EQ(cache1.counters().ok + database.counters().ok, 0);
+  // The slower two never answered: the call was over before 500 ms.
+  EXPECT_EQ(cache2.counters().ok - before[1].ok, 1);
+  EXPECT_EQ(cache1.counters().ok - before[0].ok, 0);
+  EXPECT_EQ(database.counters().ok - before[2].ok, 0);
 }
 
 TEST_F(RouterGrpcTest, AllFailsFastWhenBranchFailsFastWhileSiblingIsSlow) {
   FakeBackend& block = AddBackend("block", absl::Seconds(3));
   AddBackend("file", absl::ZeroDuration(), /*fail_prob=*/1.0);
   Build(Policy::kAll);
+  const std::vector<FakeBackendCounters> before = WarmUp();
   Outcome all = RouteAndWait(RouteRequest());
   EXPECT_THAT(all.result, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("file")));
-  EXPECT_LT(all.elapsed, absl::Seconds(1));
-  EXPECT_EQ(BranchOf(CarriedRouteResponse(all.result.status()), "block").outcome(), fanout::v1::CANCELLED);
+  EXPECT_EQ(BranchOf(CarriedRouteResponse(all.result.status()), "block").outcome(),
+            fanout::v1::CANCELLED);
   EXPECT_TRUE(SawCancel(block));
+  EXPECT_EQ(block.counters().ok - before[0].ok, 0);  // cancelled before its 3 s answer
 }
 
 TEST_F(RouterGrpcTest, FallbackAnswersFromNextAfterFastFailure) {
-  AddBackend("primary", absl::ZeroDuration(), /*fail_prob=*/1.0);
+  FakeBackend& primary = AddBackend("primary", absl::ZeroDuration(), /*fail_prob=*/1.0);
   FakeBackend& secondary = AddBackend("secondary", absl::Milliseconds(100));
   Build(Policy::kFallback);
+  const std::vector<FakeBackendCounters> before = WarmUp();
   Outcome fallback = RouteAndWait(RouteRequest());
   ASSERT_OK(fallback.result);
   EXPECT_EQ(fallback.result->backend(), "secondary");
@@ -171,21 +224,22 @@ TEST_F(RouterGrpcTest, FallbackAnswersFromNextAfterFastFailure) {
   EXPECT_EQ(BranchOf(*fallback.result, "primary").outcome(), fanout::v1::ERROR);
   EXPECT_EQ(BranchOf(*fallback.result, "primary").code(),
             static_cast<int>(absl::StatusCode::kUnavailable));
-  EXPECT_LT(fallback.elapsed, absl::Seconds(1));
-  EXPECT_EQ(secondary.counters().ok, 1);
+  EXPECT_EQ(primary.counters().failed - before[0].failed, 1);
+  EXPECT_EQ(secondary.counters().ok - before[1].ok, 1);
 }
 
 TEST_F(RouterGrpcTest, HedgedStartsNextAfterDelayAndCancelsPrimary) {
   FakeBackend& primary = AddBackend("primary", absl::Seconds(3));
   FakeBackend& secondary = AddBackend("secondary", absl::Milliseconds(50));
   Build(Policy::kHedged, absl::Seconds(10), /*hedge_after=*/absl::Milliseconds(100));
+  const std::vector<FakeBackendCounters> before = WarmUp();
   Outcome hedged = RouteAndWait(RouteRequest());
   ASSERT_OK(hedged.result);
   EXPECT_EQ(hedged.result->backend(), "secondary");
   EXPECT_GE(hedged.elapsed, absl::Milliseconds(150));
-  EXPECT_LT(hedged.elapsed, absl::Seconds(1));
   EXPECT_TRUE(SawCancel(primary));
-  EXPECT_EQ(secondary.counters().calls, 1);
+  EXPECT_EQ(primary.counters().ok - before[0].ok, 0);  // cancelled before its 3 s answer
+  EXPECT_EQ(secondary.counters().calls - before[1].calls, 1);
 }
 
 TEST_F(RouterGrpcTest, CallerCancellationReachesEveryBackend) {
@@ -205,18 +259,20 @@ TEST_F(RouterGrpcTest, CallerCancellationReachesEveryBackend) {
   for (FakeBackend* backend : slow) {
     ASSERT_TRUE(backend->WaitFor([](const FakeBackendCounters& c) { return c.in_flight == 1; }));
   }
-  const absl::Time cancelled_at = absl::Now();
   caller.Cancel();
   ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(20)));
-  EXPECT_LT(absl::Now() - cancelled_at, absl::Seconds(2));
   EXPECT_THAT(outcome.result, StatusIs(absl::StatusCode::kCancelled));
-  for (FakeBackend* backend : slow) EXPECT_TRUE(SawCancel(*backend));
+  for (FakeBackend* backend : slow) {
+    EXPECT_TRUE(SawCancel(*backend));
+    EXPECT_EQ(backend->counters().ok, 0);  // none waited out its 5 s
+  }
 }
 
 TEST_F(RouterGrpcTest, DeadlineReportsTimeoutAndBackendSeesCancellation) {
   AddBackend("fast", absl::Milliseconds(10));
   FakeBackend& slow = AddBackend("slow", absl::Seconds(5));
   Build(Policy::kAllSettled);
+  const std::vector<FakeBackendCounters> before = WarmUp();
   RouteRequest request;
   request.set_timeout_ms(300);
   Outcome settled = RouteAndWait(request);
@@ -224,8 +280,34 @@ TEST_F(RouterGrpcTest, DeadlineReportsTimeoutAndBackendSeesCancellation) {
   EXPECT_EQ(BranchOf(*settled.result, "fast").outcome(), fanout::v1::OK);
   EXPECT_EQ(BranchOf(*settled.result, "slow").outcome(), fanout::v1::TIMEOUT);
   EXPECT_GE(settled.elapsed, absl::Milliseconds(300));
-  EXPECT_LT(settled.elapsed, absl::Seconds(2));
   EXPECT_TRUE(SawCancel(slow));
+  EXPECT_EQ(slow.counters().ok - before[1].ok, 0);  // cut off, not waited for
+}
+
+TEST_F(RouterGrpcTest, TinyCallerTimeoutsDoNotEjectHealthyBackends) {
+  FakeBackend& a = AddBackend("a", absl::Milliseconds(200));
+  FakeBackend& b = AddBackend("b", absl::Milliseconds(200));
+  Build(Policy::kFirstSuccess);
+  WarmUp();
+  RouteRequest hurried;
+  hurried.set_timeout_ms(5);
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_THAT(RouteAndWait(hurried).result, StatusIs(absl::StatusCode::kDeadlineExceeded));
+  }
+  absl::StatusOr<RouteReport> report = router_->Report("r");
+  ASSERT_OK(report);
+  for (const BackendReport& backend : report->backends) {
+    EXPECT_FALSE(backend.stats.ejected) << backend.name;
+    EXPECT_EQ(backend.stats.failures, 0) << backend.name;
+  }
+  a.SetDelay(absl::ZeroDuration());
+  b.SetDelay(absl::ZeroDuration());
+  Outcome patient = RouteAndWait(RouteRequest());
+  ASSERT_OK(patient.result);
+  for (const Branch& branch : patient.result->branches()) {
+    // A branch may be SKIPPED only because the other answered first.
+    EXPECT_THAT(branch.error(), ::testing::Not(HasSubstr("ejected"))) << branch.backend();
+  }
 }
 
 TEST_F(RouterGrpcTest, FakeBackendStatsMethodReportsCounters) {
@@ -257,6 +339,8 @@ TEST_F(RouterGrpcTest, CostReachesBackendAsMetadata) {
   backends_.push_back(*std::move(gpu));
   Build(Policy::kLeastLoaded);
   RouteRequest request;
+  request.set_cost(1);
+  ASSERT_OK(RouteAndWait(request).result);  // warms the connection
   request.set_cost(300);  // 300 ms at 1 ms per unit
   Outcome heavy = RouteAndWait(request);
   ASSERT_OK(heavy.result);
@@ -264,7 +348,7 @@ TEST_F(RouterGrpcTest, CostReachesBackendAsMetadata) {
   request.set_cost(1);
   Outcome light = RouteAndWait(request);
   ASSERT_OK(light.result);
-  EXPECT_LT(light.elapsed, absl::Milliseconds(250));
+  EXPECT_LT(light.elapsed, heavy.elapsed);
 }
 
 }  // namespace

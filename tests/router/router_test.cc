@@ -2,12 +2,15 @@
 // and learning, deterministic in time.
 #include "router/router.h"
 
+#include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/router/fake_downstream.h"
@@ -87,6 +90,21 @@ class RouterTest : public ::testing::Test {
 
   FakeDownstream& Fake(const std::string& address) { return *fakes_.Get(address); }
 
+  BackendSnapshot Stats(const std::string& route, int backend) {
+    absl::StatusOr<RouteReport> report = router_->Report(route);
+    EXPECT_OK(report);
+    if (!report.ok() || backend >= static_cast<int>(report->backends.size())) return {};
+    return report->backends[backend].stats;
+  }
+  int Ejected(const std::string& route) {
+    absl::StatusOr<RouteReport> report = router_->Report(route);
+    EXPECT_OK(report);
+    int ejected = 0;
+    if (!report.ok()) return ejected;
+    for (const BackendReport& backend : report->backends) ejected += backend.stats.ejected;
+    return ejected;
+  }
+
   ManualExecutor executor_;
   FakeDownstreams fakes_{&executor_};
   std::unique_ptr<Router> router_;
@@ -133,6 +151,33 @@ TEST_F(RouterTest, RouteBadPolicyValueIsInvalidArgumentNamingPolicy) {
   ASSERT_TRUE(pending->result.has_value());
   EXPECT_THAT(*pending->result, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("policy")));
   EXPECT_EQ(Fake("a").calls(), 0);
+}
+
+TEST_F(RouterTest, RouteUnknownLongRouteNameIsEchoedCut) {
+  Build({MakeRoute("models", Policy::kAll, {"a"})});
+  std::shared_ptr<Pending> pending = Start(Request(std::string(8192, 'n')));
+  ASSERT_TRUE(pending->result.has_value());
+  const absl::Status& status = pending->result->status();
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_LE(status.message().size(), kMaxEchoedInputBytes + 32);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("nnnn\xE2\x80\xA6' not found"));
+}
+
+TEST_F(RouterTest, RouteCostAboveCapIsInvalidArgumentNamingCost) {
+  Build({MakeRoute("gpu", Policy::kLeastLoaded, {"a", "b"})});
+  for (int64_t cost : {kMaxRouteCost + 1, std::numeric_limits<int64_t>::max(), int64_t{-1}}) {
+    RouteRequest request = Request("gpu");
+    request.set_cost(cost);
+    std::shared_ptr<Pending> pending = Start(request);
+    ASSERT_TRUE(pending->result.has_value());
+    EXPECT_THAT(*pending->result, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cost")))
+        << cost;
+  }
+  EXPECT_EQ(Fake("a").calls() + Fake("b").calls(), 0);
+  RouteRequest largest = Request("gpu");
+  largest.set_cost(kMaxRouteCost);
+  ASSERT_OK(Run(largest));
+  EXPECT_EQ(Stats("gpu", 0).in_flight_cost + Stats("gpu", 1).in_flight_cost, 0);
 }
 
 TEST_F(RouterTest, AllReportsEveryBranchAfterSlowest) {
@@ -442,6 +487,322 @@ TEST_F(RouterTest, AllStillCallsEjectedBackends) {
   EXPECT_EQ(Fake("flaky").calls(), 2);
 }
 
+TEST_F(RouterTest, TinyCallerTimeoutsDoNotEjectHealthyBackends) {
+  RouteConfig route = MakeRoute("race", Policy::kFirstSuccess, {"a", "b", "c"});
+  route.ejection.consecutive_failures = 2;
+  Build({route});
+  for (const char* name : {"a", "b", "c"}) Fake(name).SetLatency(absl::Milliseconds(50));
+  RouteRequest hurried = Request("race");
+  hurried.set_timeout_ms(5);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_THAT(Run(hurried), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  }
+  // The caller's own deadline, shorter than the route's timeout, likewise.
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_THAT(
+        Finish(Start(Request("race"), {}, executor_.clock()->Now() + absl::Milliseconds(5))),
+        StatusIs(absl::StatusCode::kDeadlineExceeded));
+  }
+  EXPECT_EQ(Ejected("race"), 0);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(Stats("race", i).failures, 0) << i;
+    EXPECT_EQ(Stats("race", i).consecutive_failures, 0) << i;
+    EXPECT_EQ(Stats("race", i).races, 0) << i;  // the caller ended them: no race learned
+  }
+  absl::StatusOr<RouteResponse> patient = Run(Request("race"));
+  ASSERT_OK(patient);
+  for (const Branch& branch : patient->branches()) {
+    EXPECT_NE(branch.outcome(), fanout::v1::SKIPPED) << branch.backend();
+  }
+}
+
+TEST_F(RouterTest, NoAnswerWithinTheRoutesOwnBudgetStillEjects) {
+  RouteConfig route = MakeRoute("fb", Policy::kFallback, {"hung", "spare"});
+  route.attempt_timeout = absl::Milliseconds(100);
+  route.ejection.consecutive_failures = 2;
+  Build({route});
+  Fake("hung").SetLatency(absl::Hours(1));
+  // A caller in a hurry (less than one attempt's budget) teaches nothing ...
+  RouteRequest hurried = Request("fb");
+  hurried.set_timeout_ms(50);
+  EXPECT_THAT(Run(hurried), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_EQ(Stats("fb", 0).failures, 0);
+  // ... a full attempt without an answer is the backend's failure.
+  ASSERT_OK(Run(Request("fb")));
+  ASSERT_OK(Run(Request("fb")));
+  EXPECT_EQ(Stats("fb", 0).failures, 2);
+  EXPECT_TRUE(Stats("fb", 0).ejected);
+  absl::StatusOr<RouteResponse> skipped = Run(Request("fb"));
+  ASSERT_OK(skipped);
+  EXPECT_EQ(BranchOf(*skipped, "hung").outcome(), fanout::v1::SKIPPED);
+  EXPECT_EQ(Fake("hung").calls(), 3);
+}
+
+TEST_F(RouterTest, EjectionNeverTakesMoreThanMaxEjectionPercent) {
+  RouteConfig route = MakeRoute("race", Policy::kFirstSuccess, {"a", "b", "c", "d"});
+  route.ejection.consecutive_failures = 1;
+  route.ejection.max_ejection_percent = 50;
+  Build({route});
+  for (const char* name : {"a", "b", "c", "d"}) {
+    Fake(name).SetResult(absl::UnavailableError("down"));
+  }
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_THAT(Run(Request("race")), StatusIs(absl::StatusCode::kUnavailable));
+  }
+  EXPECT_EQ(Ejected("race"), 2);
+  absl::StatusOr<RouteResponse> last = Run(Request("race"));
+  const RouteResponse carried = CarriedRouteResponse(last.status());
+  int called = 0;
+  for (const Branch& branch : carried.branches()) {
+    called += branch.outcome() != fanout::v1::SKIPPED;
+  }
+  EXPECT_EQ(called, 2);
+}
+
+TEST_F(RouterTest, ConcurrentCallsReserveOneProbe) {
+  RouteConfig route = MakeRoute("fb", Policy::kFallback, {"primary", "flaky"});
+  route.ejection = {.consecutive_failures = 1,
+                    .base_ejection = absl::Seconds(5),
+                    .max_ejection = absl::Seconds(60)};
+  Build({route});
+  Fake("flaky").SetResult(absl::UnavailableError("down"));
+  ASSERT_OK(Run(Request("fb", fanout::v1::ALL_SETTLED)));  // flaky fails once: ejected
+  ASSERT_TRUE(Stats("fb", 1).ejected);
+  executor_.AdvanceTime(absl::Seconds(5));
+  Fake("flaky").SetResult(std::string("flaky"));
+  // Every call plans while the primary holds them; they reach flaky only
+  // after the primary fails, long after selection.
+  Fake("primary").SetHold(true);
+  Fake("primary").SetResult(absl::UnavailableError("busy"));
+  std::vector<std::shared_ptr<Pending>> calls;
+  for (int i = 0; i < 5; ++i) calls.push_back(Start(Request("fb")));
+  EXPECT_TRUE(Stats("fb", 1).probe_reserved);
+  Fake("primary").Release();
+  int answered_by_flaky = 0;
+  for (auto& call : calls) {
+    absl::StatusOr<RouteResponse> response = Finish(call);
+    if (response.ok()) {
+      EXPECT_EQ(response->backend(), "flaky");
+      ++answered_by_flaky;
+    } else {
+      EXPECT_EQ(BranchOf(CarriedRouteResponse(response.status()), "flaky").outcome(),
+                fanout::v1::SKIPPED);
+    }
+  }
+  EXPECT_EQ(answered_by_flaky, 1);
+  EXPECT_EQ(Fake("flaky").calls(), 2);  // the settled call and one probe
+  EXPECT_FALSE(Stats("fb", 1).ejected);
+  EXPECT_FALSE(Stats("fb", 1).probe_reserved);
+}
+
+TEST_F(RouterTest, ProbeNotSelectedIsGivenBackAtOnce) {
+  RouteConfig route = MakeRoute("rr", Policy::kRoundRobin, {"a", "b"});
+  route.timeout = absl::Minutes(1);
+  route.ejection.consecutive_failures = 1;
+  Build({route});
+  Fake("a").SetResult(absl::UnavailableError("down"));
+  ASSERT_OK(Run(Request("rr", fanout::v1::ALL_SETTLED)));
+  ASSERT_TRUE(Stats("rr", 0).ejected);
+  Fake("a").SetResult(std::string("a"));
+  Fake("b").SetHold(true);
+  std::shared_ptr<Pending> first = Start(Request("rr"));  // turn 0 of [b]
+  executor_.AdvanceTime(absl::Seconds(5));
+  // Turn 1 of [a (probe), b] is b's: a's probe slot must not stay with this
+  // call while it waits on b.
+  std::shared_ptr<Pending> second = Start(Request("rr"));
+  EXPECT_EQ(Fake("b").in_flight(), 2);
+  EXPECT_FALSE(Stats("rr", 0).probe_reserved);
+  absl::StatusOr<RouteResponse> probe = Run(Request("rr"));  // turn 2: a's probe
+  ASSERT_OK(probe);
+  EXPECT_EQ(probe->backend(), "a");
+  EXPECT_FALSE(Stats("rr", 0).ejected);
+  Fake("b").Release();
+  ASSERT_OK(Finish(first));
+  ASSERT_OK(Finish(second));
+}
+
+TEST_F(RouterTest, RoundRobinRotatesOverAdmittedBackendsOnly) {
+  RouteConfig route = MakeRoute("rr", Policy::kRoundRobin, {"a", "b", "c"});
+  route.ejection.consecutive_failures = 1;
+  Build({route});
+  Fake("b").SetResult(absl::UnavailableError("down"));
+  ASSERT_OK(Run(Request("rr")));                                              // a
+  EXPECT_THAT(Run(Request("rr")), StatusIs(absl::StatusCode::kUnavailable));  // b, ejected
+  ASSERT_TRUE(Stats("rr", 1).ejected);
+  const int a_before = Fake("a").calls();
+  const int c_before = Fake("c").calls();
+  for (int i = 0; i < 6; ++i) ASSERT_OK(Run(Request("rr")));
+  // b's turns are shared out, not handed to its successor.
+  EXPECT_EQ(Fake("a").calls() - a_before, 3);
+  EXPECT_EQ(Fake("c").calls() - c_before, 3);
+}
+
+TEST_F(RouterTest, FallbackWithoutAttemptTimeoutMovesPastHungPrimary) {
+  RouteConfig route = MakeRoute("fb", Policy::kFallback, {"stuck", "spare"});
+  route.timeout = absl::Seconds(1);
+  Build({route});
+  Fake("stuck").SetLatency(absl::Hours(1));
+  Fake("spare").SetLatency(absl::Milliseconds(10));
+  absl::StatusOr<RouteResponse> response = Run(Request("fb"));
+  ASSERT_OK(response);  // without a default attempt timeout: DEADLINE_EXCEEDED at 1 s
+  EXPECT_EQ(response->backend(), "spare");
+  EXPECT_TRUE(response->fallback_used());
+  EXPECT_EQ(response->latency_us(), 510'000);  // half the budget each, then 10 ms
+  EXPECT_EQ(BranchOf(*response, "stuck").outcome(), fanout::v1::TIMEOUT);
+  EXPECT_EQ(Fake("stuck").cancels(), 1);
+  // A caller's shorter budget is shared the same way.
+  RouteRequest hurried = Request("fb");
+  hurried.set_timeout_ms(200);
+  absl::StatusOr<RouteResponse> quick = Run(hurried);
+  ASSERT_OK(quick);
+  EXPECT_EQ(quick->latency_us(), 110'000);
+  // Only the route's own share counts against the backend.
+  EXPECT_EQ(Stats("fb", 0).failures, 1);
+}
+
+// A downstream that never calls back: it keeps each callback until told to
+// drop it unrun.
+class DroppingDownstream final : public Downstream {
+ public:
+  void Call(const DownstreamCall& call, Done done) override {
+    absl::MutexLock l(&mu_);
+    held_.push_back(std::move(done));
+  }
+  void DropAll() {
+    std::vector<Done> doomed;
+    {
+      absl::MutexLock l(&mu_);
+      doomed.swap(held_);
+    }
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<Done> held_ ABSL_GUARDED_BY(mu_);
+};
+
+TEST_F(RouterTest, DroppedDownstreamCallbackKeepsStatsBalanced) {
+  auto dropping = std::make_shared<DroppingDownstream>();
+  RouterOptions options;
+  options.downstream_factory = [dropping](const BackendConfig&) {
+    return absl::StatusOr<std::shared_ptr<Downstream>>(dropping);
+  };
+  options.seed = 1;
+  RouteConfig route = MakeRoute("gpu", Policy::kLeastLoaded, {"a"});
+  route.ejection.consecutive_failures = 1;
+  absl::StatusOr<std::unique_ptr<Router>> router =
+      Router::Create({route}, &executor_, std::move(options));
+  ASSERT_OK(router);
+  router_ = *std::move(router);
+  RouteRequest request = Request("gpu");
+  request.set_cost(500);
+  std::shared_ptr<Pending> first = Start(request);
+  std::shared_ptr<Pending> second = Start(request);
+  EXPECT_EQ(Stats("gpu", 0).in_flight, 2);
+  EXPECT_EQ(Stats("gpu", 0).in_flight_cost, 1000);
+  dropping->DropAll();
+  ASSERT_TRUE(first->result.has_value());
+  EXPECT_THAT(*first->result, StatusIs(absl::StatusCode::kInternal));
+  ASSERT_TRUE(second->result.has_value());
+  const BackendSnapshot stats = Stats("gpu", 0);
+  EXPECT_EQ(stats.in_flight, 0);
+  EXPECT_EQ(stats.in_flight_cost, 0);
+  EXPECT_EQ(stats.failures, 0);  // a downstream bug, not the backend's failure
+  EXPECT_FALSE(stats.ejected);
+}
+
+TEST_F(RouterTest, SuccessOmitsWinnerPayloadFromBranchesUnlessAsked) {
+  Build({MakeRoute("race", Policy::kFirstSuccess, {"a", "b"}),
+         MakeRoute("agg", Policy::kAll, {"a", "b"})});
+  Fake("a").SetResult(std::string(4096, 'a'));
+  Fake("b").SetLatency(absl::Milliseconds(50));
+  absl::StatusOr<RouteResponse> lean = Run(Request("race"));
+  ASSERT_OK(lean);
+  EXPECT_EQ(lean->payload(), std::string(4096, 'a'));
+  EXPECT_EQ(BranchOf(*lean, "a").outcome(), fanout::v1::OK);
+  EXPECT_EQ(BranchOf(*lean, "a").payload(), "");
+  RouteRequest asked = Request("race");
+  asked.set_branch_payloads(true);
+  absl::StatusOr<RouteResponse> full = Run(asked);
+  ASSERT_OK(full);
+  EXPECT_EQ(full->payload(), std::string(4096, 'a'));
+  EXPECT_EQ(BranchOf(*full, "a").payload(), std::string(4096, 'a'));
+  // ALL answers with the branches: their payloads are always there.
+  absl::StatusOr<RouteResponse> all = Run(Request("agg"));
+  ASSERT_OK(all);
+  EXPECT_EQ(BranchOf(*all, "a").payload(), std::string(4096, 'a'));
+  EXPECT_EQ(BranchOf(*all, "b").payload(), "b");
+}
+
+TEST_F(RouterTest, FailureDetailsCarryNoPayloadsAndStayBounded) {
+  Build({MakeRoute("agg", Policy::kAll, {"big-1", "big-2", "broken"})});
+  Fake("big-1").SetResult(std::string(8192, 'x'));
+  Fake("big-2").SetResult(std::string(8192, 'y'));
+  Fake("broken").SetLatency(absl::Milliseconds(20));
+  Fake("broken").SetResult(absl::UnavailableError(std::string(10000, 'e')));
+  RouteRequest asked = Request("agg");
+  asked.set_branch_payloads(true);  // never in error details
+  absl::StatusOr<RouteResponse> response = Run(asked);
+  ASSERT_THAT(response, StatusIs(absl::StatusCode::kUnavailable));
+  const absl::Status& status = response.status();
+  EXPECT_LE(status.message().size(), kMaxRouteStatusMessageBytes);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("broken: eeee"));
+  const auto details = status.GetPayload(kRouteResponseTypeUrl);
+  ASSERT_TRUE(details.has_value());
+  EXPECT_LE(details->size(), kMaxRouteErrorDetailsBytes);
+  const RouteResponse carried = CarriedRouteResponse(status);
+  ASSERT_EQ(carried.branches_size(), 3);
+  EXPECT_EQ(BranchOf(carried, "big-1").outcome(), fanout::v1::OK);
+  EXPECT_EQ(BranchOf(carried, "big-1").payload(), "");
+  EXPECT_EQ(BranchOf(carried, "big-2").payload(), "");
+  EXPECT_EQ(BranchOf(carried, "broken").code(), static_cast<int>(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(BranchOf(carried, "broken").latency_us(), 20'000);
+  EXPECT_LE(BranchOf(carried, "broken").error().size(), kMaxBranchErrorBytes);
+  EXPECT_THAT(BranchOf(carried, "broken").error(), HasSubstr("eeee"));
+}
+
+TEST_F(RouterTest, ManyLongFailuresFitTheDetailsWithEveryBranch) {
+  std::vector<std::string> names;
+  for (int i = 0; i < 24; ++i) names.push_back(absl::StrCat("replica-", i));
+  Build({MakeRoute("race", Policy::kFirstSuccess, names)});
+  for (int i = 0; i < 24; ++i) {
+    Fake(names[i]).SetLatency(absl::Milliseconds(1 + i));
+    // Not valid UTF-8 either: a proto3 string field must be, or the caller
+    // cannot decode the details.
+    Fake(names[i]).SetResult(absl::UnavailableError(
+        absl::StrCat(names[i], " overloaded \xFF\xFE ", std::string(3000, 'z'))));
+  }
+  absl::StatusOr<RouteResponse> response = Run(Request("race"));
+  ASSERT_THAT(response, StatusIs(absl::StatusCode::kUnavailable));
+  const absl::Status& status = response.status();
+  EXPECT_LE(status.message().size(), kMaxRouteStatusMessageBytes);
+  EXPECT_THAT(std::string(status.message()), HasSubstr("all 24 backends failed"));
+  EXPECT_THAT(std::string(status.message()), HasSubstr("; replica-0: UNAVAILABLE: repli"));
+  ASSERT_LE(status.GetPayload(kRouteResponseTypeUrl)->size(), kMaxRouteErrorDetailsBytes);
+  const RouteResponse carried = CarriedRouteResponse(status);
+  ASSERT_EQ(carried.branches_size(), 24);
+  for (const Branch& branch : carried.branches()) {
+    EXPECT_EQ(branch.outcome(), fanout::v1::ERROR) << branch.backend();
+    EXPECT_EQ(branch.code(), static_cast<int>(absl::StatusCode::kUnavailable));
+    EXPECT_GT(branch.latency_us(), 0);
+    EXPECT_THAT(branch.error(), HasSubstr(branch.backend()));
+    EXPECT_THAT(branch.error(), ::testing::Not(HasSubstr("\xFF")));
+  }
+}
+
+TEST_F(RouterTest, InvalidUtf8BackendErrorKeepsResponseDecodable) {
+  Build({MakeRoute("race", Policy::kFirstSuccess, {"garbled", "fine"})});
+  Fake("garbled").SetResult(absl::UnavailableError("bad \xFF\xFE bytes"));
+  Fake("fine").SetLatency(absl::Milliseconds(10));
+  absl::StatusOr<RouteResponse> response = Run(Request("race"));
+  ASSERT_OK(response);
+  EXPECT_EQ(BranchOf(*response, "garbled").error(), "bad ?? bytes");
+  // A proto3 string field with invalid UTF-8 does not parse: the caller
+  // would get an error instead of the answer.
+  RouteResponse parsed;
+  EXPECT_TRUE(parsed.ParseFromString(response->SerializeAsString()));
+}
+
 class AdaptiveRouterTest : public RouterTest {
  protected:
   void SetUp() override {
@@ -511,6 +872,40 @@ TEST_F(AdaptiveRouterTest, FailingCommittedBackendReturnsToRacing) {
   absl::StatusOr<RouteResponse> raced = Run(Request("models"));
   ASSERT_OK(raced);
   EXPECT_EQ(raced->backend(), "sonnet");
+}
+
+TEST_F(AdaptiveRouterTest, CallerCancelledRacesAreNotLearned) {
+  for (int i = 0; i < 9; ++i) ASSERT_OK(Run(Request("models")));
+  ASSERT_EQ(Committed(), -1);
+  for (int i = 0; i < 5; ++i) {
+    CancellationSource caller;
+    std::shared_ptr<Pending> pending = Start(Request("models"), caller.token());
+    executor_.AdvanceTime(absl::Milliseconds(5));
+    caller.Cancel();
+    ASSERT_TRUE(pending->result.has_value());
+    EXPECT_THAT(*pending->result, StatusIs(absl::StatusCode::kCancelled));
+  }
+  // Learned as "nobody won", the five would keep haiku under commit_share.
+  ASSERT_OK(Run(Request("models")));
+  EXPECT_EQ(Committed(), 1);
+  EXPECT_EQ(Stats("models", 1).races, 10);
+  EXPECT_EQ(Stats("models", 1).wins, 10);
+}
+
+TEST_F(AdaptiveRouterTest, CallerDeadlinesDoNotUncommitOrEject) {
+  for (int i = 0; i < 10; ++i) ASSERT_OK(Run(Request("models")));
+  ASSERT_EQ(Committed(), 1);
+  RouteRequest hurried = Request("models");
+  hurried.set_timeout_ms(5);  // haiku takes 10 ms
+  for (int i = 0; i < 15; ++i) {
+    EXPECT_THAT(Run(hurried), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  }
+  EXPECT_EQ(Committed(), 1);
+  EXPECT_FALSE(Stats("models", 1).ejected);
+  EXPECT_EQ(Stats("models", 1).failures, 0);
+  absl::StatusOr<RouteResponse> patient = Run(Request("models"));
+  ASSERT_OK(patient);
+  EXPECT_EQ(patient->backend(), "haiku");
 }
 
 }  // namespace
