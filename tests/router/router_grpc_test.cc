@@ -125,6 +125,15 @@ class RouterGrpcTest : public ::testing::Test {
     return backend.WaitFor([](const FakeBackendCounters& c) { return c.cancelled >= 1; });
   }
 
+  // A losing branch is cancelled at the backend, or (on a loaded machine)
+  // cancelled before its call reached the backend at all.
+  static bool CancelledOrNeverCalled(const FakeBackend& backend,
+                                     const FakeBackendCounters& before) {
+    return backend.WaitFor([&](const FakeBackendCounters& c) {
+      return c.cancelled >= 1 || c.calls == before.calls;
+    });
+  }
+
   std::unique_ptr<ThreadPoolExecutor> executor_;
   std::unique_ptr<ThreadPoolExecutor> backend_executor_;
   std::vector<std::unique_ptr<FakeBackend>> backends_;
@@ -191,8 +200,8 @@ TEST_F(RouterGrpcTest, FirstSuccessReturnsFastestAndBackendsSeeLosersCancelled) 
   EXPECT_GE(first.elapsed, absl::Milliseconds(200));
   EXPECT_EQ(BranchOf(*first.result, "cache-1").outcome(), fanout::v1::CANCELLED);
   EXPECT_EQ(BranchOf(*first.result, "database").outcome(), fanout::v1::CANCELLED);
-  EXPECT_TRUE(SawCancel(cache1));
-  EXPECT_TRUE(SawCancel(database));
+  EXPECT_TRUE(CancelledOrNeverCalled(cache1, before[0]));
+  EXPECT_TRUE(CancelledOrNeverCalled(database, before[2]));
   // The slower two never answered: the call was over before 500 ms.
   EXPECT_EQ(cache2.counters().ok - before[1].ok, 1);
   EXPECT_EQ(cache1.counters().ok - before[0].ok, 0);
@@ -208,7 +217,7 @@ TEST_F(RouterGrpcTest, AllFailsFastWhenBranchFailsFastWhileSiblingIsSlow) {
   EXPECT_THAT(all.result, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("file")));
   EXPECT_EQ(BranchOf(CarriedRouteResponse(all.result.status()), "block").outcome(),
             fanout::v1::CANCELLED);
-  EXPECT_TRUE(SawCancel(block));
+  EXPECT_TRUE(CancelledOrNeverCalled(block, before[0]));
   EXPECT_EQ(block.counters().ok - before[0].ok, 0);  // cancelled before its 3 s answer
 }
 
