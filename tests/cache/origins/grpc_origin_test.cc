@@ -1,7 +1,9 @@
 #include "cache/origins/grpc_origin.h"
 
 #include "absl/synchronization/notification.h"
+#include "fanout/v1/sidecar.pb.h"
 #include "gtest/gtest.h"
+#include "tests/testing/fake_backend.h"
 #include "tests/testing/fake_grpc_origin.h"
 #include "tests/testing/status_matchers.h"
 
@@ -10,8 +12,23 @@ namespace {
 
 using ::fanout::testing::StatusIs;
 
+absl::StatusOr<OriginValue> FetchFrom(Origin& origin, absl::string_view key,
+                                      absl::Duration timeout = absl::Seconds(10)) {
+  absl::Notification done;
+  absl::StatusOr<OriginValue> result;
+  origin.Fetch("", key, {.deadline = absl::Now() + timeout, .cancel = {}},
+               [&](absl::StatusOr<OriginValue> v) {
+                 result = std::move(v);
+                 done.Notify();
+               });
+  done.WaitForNotification();
+  return result;
+}
+
 class GrpcOriginTest : public ::testing::Test {
  protected:
+  static void SetUpTestSuite() { testing::HoldGrpcCallbackQueue(); }
+
   void SetUp() override {
     server_ = testing::FakeGrpcOrigin::Start();
     GrpcOriginOptions options;
@@ -22,15 +39,7 @@ class GrpcOriginTest : public ::testing::Test {
 
   absl::StatusOr<OriginValue> Fetch(absl::string_view key,
                                     absl::Duration timeout = absl::Seconds(10)) {
-    absl::Notification done;
-    absl::StatusOr<OriginValue> result;
-    origin_->Fetch("", key, {.deadline = absl::Now() + timeout, .cancel = {}},
-                   [&](absl::StatusOr<OriginValue> v) {
-                     result = std::move(v);
-                     done.Notify();
-                   });
-    done.WaitForNotification();
-    return result;
+    return FetchFrom(*origin_, key, timeout);
   }
 
   std::unique_ptr<testing::FakeGrpcOrigin> server_;
@@ -97,6 +106,79 @@ TEST_F(GrpcOriginTest, FetchRefusesOversizedValue) {
   server_->Set("big", std::string(65, 'x'));
   EXPECT_THAT(Fetch("big"), StatusIs(absl::StatusCode::kFailedPrecondition,
                                      ::testing::HasSubstr("limits.max_value_bytes")));
+}
+
+TEST_F(GrpcOriginTest, FetchRefusesAValueOverTheChannelLimitNamingTheLimit) {
+  // Far over the limit: the channel's receive limit refuses it before it is
+  // decoded, with RESOURCE_EXHAUSTED, which is no outage.
+  server_->Set("huge", std::string(64 << 10, 'x'));
+  EXPECT_THAT(Fetch("huge"), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                      ::testing::HasSubstr("limits.max_value_bytes")));
+  server_->Set("k", "v");
+  EXPECT_OK(Fetch("k"));  // the channel is still good
+}
+
+// An origin answering fixed bytes to any method: a generic gRPC service
+// registered for every method name, the Origin's included.
+class RawAnswerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { testing::HoldGrpcCallbackQueue(); }
+
+  absl::StatusOr<OriginValue> FetchAnswering(const std::string& bytes) {
+    testing::FakeBackendOptions options;
+    options.name = bytes;  // the reply payload
+    auto backend = testing::FakeBackend::Start(options);
+    EXPECT_OK(backend);
+    if (!backend.ok()) return backend.status();
+    GrpcOriginOptions o;
+    o.target = (*backend)->address();
+    auto origin = NewGrpcOrigin(o);
+    EXPECT_OK(origin);
+    if (!origin.ok()) return origin.status();
+    return FetchFrom(**origin, "k");
+  }
+};
+
+std::string Encode(const fanout::v1::FetchResponse& response) {
+  return response.SerializeAsString();
+}
+
+TEST_F(RawAnswerTest, UndecodableBytesAreAnOriginFailureNotNotFound) {
+  EXPECT_THAT(FetchAnswering("\xff\xff\xff\xff\xff"),
+              StatusIs(absl::StatusCode::kInternal, ::testing::HasSubstr("FetchResponse")));
+  // Starts as a valid "found: true", then breaks off: nothing of it is used.
+  fanout::v1::FetchResponse found;
+  found.set_found(true);
+  found.set_value("partial");
+  EXPECT_THAT(FetchAnswering(Encode(found) + "\x0a\x7f"), StatusIs(absl::StatusCode::kInternal));
+}
+
+TEST_F(RawAnswerTest, AnAnswerWithoutFoundIsAnOriginFailure) {
+  EXPECT_THAT(FetchAnswering(""),
+              StatusIs(absl::StatusCode::kInternal, ::testing::HasSubstr("found")));
+  EXPECT_THAT(FetchAnswering("\x78\x01"),  // only an unknown field (15)
+              StatusIs(absl::StatusCode::kInternal, ::testing::HasSubstr("found")));
+  fanout::v1::FetchResponse no_found;
+  no_found.set_value("v");
+  no_found.set_version(3);
+  EXPECT_THAT(FetchAnswering(Encode(no_found)), StatusIs(absl::StatusCode::kInternal));
+}
+
+TEST_F(RawAnswerTest, OnlyAnExplicitFoundFalseIsNotFound) {
+  fanout::v1::FetchResponse missing;
+  missing.set_found(false);
+  ASSERT_EQ(Encode(missing), std::string("\x18\x00", 2));  // present on the wire
+  EXPECT_THAT(FetchAnswering(Encode(missing)), StatusIs(absl::StatusCode::kNotFound));
+  fanout::v1::FetchResponse found;
+  found.set_found(true);
+  found.set_value("v");
+  found.set_version(7);
+  found.set_ttl_ms(-5);
+  auto v = FetchAnswering(Encode(found));
+  ASSERT_OK(v);
+  EXPECT_EQ(v->value, "v");
+  EXPECT_EQ(v->version, 7);
+  EXPECT_EQ(v->ttl, absl::ZeroDuration());
 }
 
 TEST(NewGrpcOriginTest, RejectsEmptyTarget) {
