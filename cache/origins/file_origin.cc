@@ -31,8 +31,11 @@ constexpr size_t kMaxPathBytes = PATH_MAX - 1;  // the kernel's limit, NUL exclu
 // Symlinks one resolution may follow, as the kernel allows.
 constexpr int kMaxSymlinks = 40;
 
-// Read in chunks of this many bytes (the last one is cut to the limit + 1).
-constexpr size_t kReadChunk = 64 << 10;
+// The first read asks for at least this much (more when st_size says so);
+// the buffer doubles from there up to the limit + 1.
+constexpr size_t kFirstRead = 16 << 10;
+// A reading thread keeps a buffer up to this size between reads.
+constexpr size_t kKeptBuffer = 1 << 20;
 
 class UniqueFd {
  public:
@@ -161,35 +164,42 @@ class FileReader {
 
   // Reads at most max_value_bytes + 1 bytes and decides from what was read:
   // st_size is only a hint (procfs and sysfs report 0, a file may grow).
+  // Reads go to a buffer kept by the reading thread, and the value is copied
+  // out at its exact size, so a cached value never drags spare capacity.
   absl::Status ReadAtMostLimit(int fd, const struct stat& st, const std::string& what,
                                std::string* out) const {
+    thread_local std::string buffer;
     const uint64_t cap = options_.max_value_bytes + 1;
-    if (st.st_size > 0) out->reserve(std::min<uint64_t>(cap, static_cast<uint64_t>(st.st_size)));
-    while (out->size() < cap) {
-      const size_t have = out->size();
-      const size_t want = std::min<uint64_t>(kReadChunk, cap - have);
-      out->resize(have + want);
+    const uint64_t hint = st.st_size > 0 ? static_cast<uint64_t>(st.st_size) + 1 : 0;
+    const size_t first = std::min<uint64_t>(cap, std::max<uint64_t>(kFirstRead, hint));
+    if (buffer.size() < first) buffer.resize(first);
+    size_t have = 0;
+    absl::Status status;
+    while (have < cap) {
+      if (have == buffer.size()) buffer.resize(std::min<uint64_t>(cap, 2 * buffer.size()));
       ssize_t n;
       do {
-        n = ::read(fd, out->data() + have, want);
+        n = ::read(fd, buffer.data() + have, std::min<uint64_t>(buffer.size(), cap) - have);
       } while (n < 0 && errno == EINTR);
       if (n < 0) {
         const int err = errno;
-        out->resize(have);
-        if (err == EISDIR) return absl::NotFoundError(absl::StrCat("no such key: ", what));
-        return absl::UnavailableError(
-            absl::StrCat("file origin: reading ", what, ": ", std::strerror(err)));
+        status = err == EISDIR ? absl::NotFoundError(absl::StrCat("no such key: ", what))
+                               : absl::UnavailableError(absl::StrCat("file origin: reading ", what,
+                                                                     ": ", std::strerror(err)));
+        break;
       }
-      out->resize(have + static_cast<size_t>(n));
       if (n == 0) break;
+      have += static_cast<size_t>(n);
     }
-    if (out->size() > options_.max_value_bytes) {
-      out->clear();
-      return absl::FailedPreconditionError(absl::StrCat(what, ": the value is over the limit of ",
-                                                        options_.max_value_bytes,
-                                                        " bytes (limits.max_value_bytes)"));
+    if (status.ok() && have > options_.max_value_bytes) {
+      status = absl::FailedPreconditionError(absl::StrCat(what, ": the value is over the limit of ",
+                                                          options_.max_value_bytes,
+                                                          " bytes (limits.max_value_bytes)"));
     }
-    return absl::OkStatus();
+    if (status.ok()) out->assign(buffer.data(), have);
+    // Large reads do not pin their buffer for the life of the thread.
+    if (buffer.size() > kKeptBuffer) std::string().swap(buffer);
+    return status;
   }
 
   // The kernel resolves the path beneath the root: "..", absolute links and

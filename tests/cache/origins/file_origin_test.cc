@@ -84,7 +84,7 @@ class FileOriginTest : public ::testing::TestWithParam<bool> {
     executor_.RunUntilIdle();
     EXPECT_EQ(answers, 1);
     if (!result.has_value()) return absl::InternalError("no answer");
-    return *result;
+    return *std::move(result);
   }
   absl::StatusOr<OriginValue> Fetch(absl::string_view ns, absl::string_view key) {
     return Fetch(*origin_, ns, key);
@@ -113,6 +113,16 @@ TEST_P(FileOriginTest, FetchReadsFileRelativeToRoot) {
   ASSERT_OK(v);
   EXPECT_EQ(v->value, "on");
   EXPECT_GT(v->version, 0);
+}
+
+TEST_P(FileOriginTest, FetchValueCarriesNoSpareCapacity) {
+  // The value is cached as it is: read buffers must not come with it.
+  Write(root_ / "small", std::string(100, 's'));
+  auto origin = MakeOrigin(root_.string(), FileSymlinks::kWithinRoot, /*max_value_bytes=*/1 << 20);
+  auto v = Fetch(*origin, "", "small");
+  ASSERT_OK(v);
+  EXPECT_EQ(v->value, std::string(100, 's'));
+  EXPECT_LT(v->value.capacity(), 1024u);
 }
 
 TEST_P(FileOriginTest, FetchReadsNamespaceFromTheNamespaceFolder) {
