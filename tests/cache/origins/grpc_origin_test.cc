@@ -12,6 +12,27 @@ namespace {
 
 using ::fanout::testing::StatusIs;
 
+// One callback-API gRPC server alive from the first test to the last. gRPC
+// 1.51 tears a process-wide callback completion queue down when the last
+// callback server or channel goes away, and servers or channels created
+// after that can abort ("prior > 0", or a double free under ASan); these
+// tests create and destroy several per test. Destroyed after the last test,
+// so nothing leaks.
+class GrpcCallbackAnchor final : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    auto backend = testing::FakeBackend::Start({});
+    ASSERT_OK(backend);
+    backend_ = *std::move(backend);
+  }
+  void TearDown() override { backend_.reset(); }
+
+ private:
+  std::unique_ptr<testing::FakeBackend> backend_;
+};
+::testing::Environment* const kGrpcCallbackAnchor =
+    ::testing::AddGlobalTestEnvironment(new GrpcCallbackAnchor);
+
 absl::StatusOr<OriginValue> FetchFrom(Origin& origin, absl::string_view key,
                                       absl::Duration timeout = absl::Seconds(10)) {
   absl::Notification done;
@@ -27,8 +48,6 @@ absl::StatusOr<OriginValue> FetchFrom(Origin& origin, absl::string_view key,
 
 class GrpcOriginTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { testing::HoldGrpcCallbackQueue(); }
-
   void SetUp() override {
     server_ = testing::FakeGrpcOrigin::Start();
     GrpcOriginOptions options;
@@ -122,8 +141,6 @@ TEST_F(GrpcOriginTest, FetchRefusesAValueOverTheChannelLimitNamingTheLimit) {
 // registered for every method name, the Origin's included.
 class RawAnswerTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() { testing::HoldGrpcCallbackQueue(); }
-
   absl::StatusOr<OriginValue> FetchAnswering(const std::string& bytes) {
     testing::FakeBackendOptions options;
     options.name = bytes;  // the reply payload
