@@ -279,6 +279,18 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   origin.Duration("timeout", &c.origin.timeout);
   Section file = origin.Child("file");
   file.String("root", &c.origin.file_root);
+  std::string symlinks;
+  file.String("symlinks", &symlinks);
+  if (!symlinks.empty()) {
+    absl::StatusOr<cache::FileSymlinks> parsed = cache::ParseFileSymlinks(symlinks);
+    if (parsed.ok()) {
+      c.origin.file_symlinks = *parsed;
+    } else {
+      file.Fail(parsed.status().message());
+    }
+  }
+  file.Int("io_threads", &c.origin.file_io_threads, 1, 256);
+  file.Int("max_queued_reads", &c.origin.file_max_queued_reads, 1, 1000000);
   file.CheckUnknown();
   Section grpc = origin.Child("grpc");
   grpc.String("target", &c.origin.grpc_target);

@@ -10,6 +10,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "cache/origins/file_origin.h"
 #include "common/log.h"
 #include "router/route_config.h"
 
@@ -46,6 +47,9 @@ struct OriginSection {
   Type type = Type::kFile;
   absl::Duration timeout = absl::Seconds(2);
   std::string file_root = "deploy/examples/config.d";
+  cache::FileSymlinks file_symlinks = cache::FileSymlinks::kWithinRoot;
+  int file_io_threads = 4;           // threads of the file origin's blocking-read pool
+  int file_max_queued_reads = 1024;  // reads waiting for those threads; past it, refused
   std::string grpc_target;
 };
 

@@ -15,14 +15,15 @@
 namespace fanout::server {
 namespace {
 
-absl::StatusOr<std::unique_ptr<cache::Origin>> MakeOrigin(const Config& config,
+absl::StatusOr<std::unique_ptr<cache::Origin>> MakeOrigin(const Config& config, BlockingPool* io,
                                                           Executor* executor) {
   switch (config.origin.type) {
     case OriginSection::Type::kFile: {
       cache::FileOriginOptions o;
       o.root = config.origin.file_root;
+      o.symlinks = config.origin.file_symlinks;
       o.max_value_bytes = config.limits.max_value_bytes;
-      return cache::NewFileOrigin(o, executor);
+      return cache::NewFileOrigin(o, io, executor);
     }
     case OriginSection::Type::kGrpc: {
       cache::GrpcOriginOptions o;
@@ -61,7 +62,12 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   int threads = config.server.threads;
   if (threads == 0) threads = std::max(2u, std::thread::hardware_concurrency());
   d->executor_ = ThreadPoolExecutor::Create(threads, "fanout");
-  ASSIGN_OR_RETURN(d->origin_, MakeOrigin(config, d->executor_.get()));
+  if (config.origin.type == OriginSection::Type::kFile) {
+    d->io_pool_ = ThreadBlockingPool::Create({.threads = config.origin.file_io_threads,
+                                              .max_queued = config.origin.file_max_queued_reads,
+                                              .name = "fanout-file-io"});
+  }
+  ASSIGN_OR_RETURN(d->origin_, MakeOrigin(config, d->io_pool_.get(), d->executor_.get()));
 
   cache::L1Options l1;
   l1.capacity_bytes = config.cache.l1_capacity;
@@ -119,6 +125,8 @@ Fanoutd::~Fanoutd() {
   // The executor goes before the services it calls back into; the router
   // (whose calls have all ended with the server) before the executor.
   router_.reset();
+  // Reads still queued or running answer through the executor.
+  io_pool_.reset();
   executor_.reset();
 }
 

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "cache/origin.h"
 #include "cache/read_path.h"
+#include "common/blocking_pool.h"
 #include "common/executor.h"
 #include "router/router.h"
 #include "server/admission.h"
@@ -47,6 +48,7 @@ class Fanoutd {
   const Config config_;
   std::string address_;
   std::unique_ptr<ThreadPoolExecutor> executor_;
+  std::unique_ptr<ThreadBlockingPool> io_pool_;  // file origin only
   std::unique_ptr<cache::Origin> origin_;
   std::unique_ptr<cache::ReadPath> read_path_;
   std::unique_ptr<router::Router> router_;

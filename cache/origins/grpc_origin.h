@@ -16,9 +16,22 @@ struct GrpcOriginOptions {
 };
 
 // Calls fanout.v1.Origin/Fetch with the callback API (no thread waits for an
-// answer) over one channel created here. Translates the answer: found=false →
-// NotFound; UNAVAILABLE, DEADLINE_EXCEEDED and other transport failures keep
-// their meaning; a value over max_value_bytes → FailedPrecondition.
+// answer) over one channel created here, and decodes the answer itself, so
+// that an undecodable one is told apart from an empty one (gRPC's typed
+// callback API reports OK for both). Translates the answer:
+//   found: false, or the NOT_FOUND status  NotFound (the only way to say
+//                                          "no such key")
+//   found: true                            the value
+//   an answer that does not decode as a FetchResponse, carries no `found`
+//   (empty, only unknown fields), or OK with no message at all
+//                                          Internal (an origin failure)
+//   a value over max_value_bytes, whether caught by the channel's receive
+//   limit or after decoding                FailedPrecondition naming
+//                                          limits.max_value_bytes
+//   UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED sent by the origin
+//   and other failures                     keep their code
+// Answers arrive on gRPC's callback threads and never touch the origin
+// object, so an answer may arrive after the origin is destroyed.
 absl::StatusOr<std::unique_ptr<Origin>> NewGrpcOrigin(const GrpcOriginOptions& options);
 
 }  // namespace fanout::cache

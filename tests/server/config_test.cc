@@ -116,6 +116,28 @@ TEST(LoadConfigFileTest, MissingFileIsNotFound) {
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent/fanout.yaml")));
 }
 
+TEST(ParseConfigFileOriginTest, ReadsSymlinksAndReadPoolKeysAndNamesBadOnes) {
+  auto defaults = ParseConfig("", "empty.yaml");
+  ASSERT_OK(defaults);
+  EXPECT_EQ(defaults->origin.file_symlinks, cache::FileSymlinks::kWithinRoot);
+  EXPECT_EQ(defaults->origin.file_io_threads, 4);
+  EXPECT_EQ(defaults->origin.file_max_queued_reads, 1024);
+  auto c = ParseConfig(
+      "origin:\n  file:\n    symlinks: deny\n    io_threads: 2\n    max_queued_reads: 10\n",
+      "file.yaml");
+  ASSERT_OK(c);
+  EXPECT_EQ(c->origin.file_symlinks, cache::FileSymlinks::kDeny);
+  EXPECT_EQ(c->origin.file_io_threads, 2);
+  EXPECT_EQ(c->origin.file_max_queued_reads, 10);
+  EXPECT_THAT(ParseConfig("origin:\n  file:\n    symlinks: follow\n", "bad.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.file.symlinks")));
+  EXPECT_THAT(ParseConfig("origin:\n  file:\n    io_threads: 0\n", "bad.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.file.io_threads")));
+  EXPECT_THAT(
+      ParseConfig("origin:\n  file:\n    max_queued_reads: 0\n", "bad.yaml"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.file.max_queued_reads")));
+}
+
 }  // namespace
 }  // namespace fanout::server
 

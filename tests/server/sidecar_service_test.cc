@@ -26,9 +26,9 @@ class SidecarServiceTest : public ::testing::Test {
     root_ = fs::temp_directory_path() / ("fanout_svc_" + std::to_string(::getpid()));
     fs::remove_all(root_);
     fs::create_directories(root_ / "flags");
-    fs::create_directories(root_ / "acme" / "flags");
+    fs::create_directories(root_ / "@ns" / "acme" / "flags");
     std::ofstream(root_ / "flags" / "checkout") << "on";
-    std::ofstream(root_ / "acme" / "flags" / "checkout") << "off";
+    std::ofstream(root_ / "@ns" / "acme" / "flags" / "checkout") << "off";
     config_.server.listen = "127.0.0.1:0";
     config_.origin.file_root = root_.string();
     config_.limits.max_batch_keys = 5;

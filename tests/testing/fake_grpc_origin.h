@@ -67,6 +67,8 @@ class FakeGrpcOrigin final : public fanout::v1::Origin::CallbackService {
         response->set_found(true);
         response->set_value(it->second.first);
         response->set_version(it->second.second);
+      } else {
+        response->set_found(false);
       }
     }
     in_flight_.fetch_add(1);

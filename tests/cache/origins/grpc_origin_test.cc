@@ -1,7 +1,9 @@
 #include "cache/origins/grpc_origin.h"
 
 #include "absl/synchronization/notification.h"
+#include "fanout/v1/sidecar.pb.h"
 #include "gtest/gtest.h"
+#include "tests/testing/fake_backend.h"
 #include "tests/testing/fake_grpc_origin.h"
 #include "tests/testing/status_matchers.h"
 
@@ -9,6 +11,40 @@ namespace fanout::cache {
 namespace {
 
 using ::fanout::testing::StatusIs;
+
+// One callback-API gRPC server alive from the first test to the last. gRPC
+// 1.51 tears a process-wide callback completion queue down when the last
+// callback server or channel goes away, and servers or channels created
+// after that can abort ("prior > 0", or a double free under ASan); these
+// tests create and destroy several per test. Destroyed after the last test,
+// so nothing leaks.
+class GrpcCallbackAnchor final : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    auto backend = testing::FakeBackend::Start({});
+    ASSERT_OK(backend);
+    backend_ = *std::move(backend);
+  }
+  void TearDown() override { backend_.reset(); }
+
+ private:
+  std::unique_ptr<testing::FakeBackend> backend_;
+};
+::testing::Environment* const kGrpcCallbackAnchor =
+    ::testing::AddGlobalTestEnvironment(new GrpcCallbackAnchor);
+
+absl::StatusOr<OriginValue> FetchFrom(Origin& origin, absl::string_view key,
+                                      absl::Duration timeout = absl::Seconds(10)) {
+  absl::Notification done;
+  absl::StatusOr<OriginValue> result;
+  origin.Fetch("", key, {.deadline = absl::Now() + timeout, .cancel = {}},
+               [&](absl::StatusOr<OriginValue> v) {
+                 result = std::move(v);
+                 done.Notify();
+               });
+  done.WaitForNotification();
+  return result;
+}
 
 class GrpcOriginTest : public ::testing::Test {
  protected:
@@ -22,15 +58,7 @@ class GrpcOriginTest : public ::testing::Test {
 
   absl::StatusOr<OriginValue> Fetch(absl::string_view key,
                                     absl::Duration timeout = absl::Seconds(10)) {
-    absl::Notification done;
-    absl::StatusOr<OriginValue> result;
-    origin_->Fetch("", key, {.deadline = absl::Now() + timeout, .cancel = {}},
-                   [&](absl::StatusOr<OriginValue> v) {
-                     result = std::move(v);
-                     done.Notify();
-                   });
-    done.WaitForNotification();
-    return result;
+    return FetchFrom(*origin_, key, timeout);
   }
 
   std::unique_ptr<testing::FakeGrpcOrigin> server_;
@@ -97,6 +125,77 @@ TEST_F(GrpcOriginTest, FetchRefusesOversizedValue) {
   server_->Set("big", std::string(65, 'x'));
   EXPECT_THAT(Fetch("big"), StatusIs(absl::StatusCode::kFailedPrecondition,
                                      ::testing::HasSubstr("limits.max_value_bytes")));
+}
+
+TEST_F(GrpcOriginTest, FetchRefusesAValueOverTheChannelLimitNamingTheLimit) {
+  // Far over the limit: the channel's receive limit refuses it before it is
+  // decoded, with RESOURCE_EXHAUSTED, which is no outage.
+  server_->Set("huge", std::string(64 << 10, 'x'));
+  EXPECT_THAT(Fetch("huge"), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                      ::testing::HasSubstr("limits.max_value_bytes")));
+  server_->Set("k", "v");
+  EXPECT_OK(Fetch("k"));  // the channel is still good
+}
+
+// An origin answering fixed bytes to any method: a generic gRPC service
+// registered for every method name, the Origin's included.
+class RawAnswerTest : public ::testing::Test {
+ protected:
+  absl::StatusOr<OriginValue> FetchAnswering(const std::string& bytes) {
+    testing::FakeBackendOptions options;
+    options.name = bytes;  // the reply payload
+    auto backend = testing::FakeBackend::Start(options);
+    EXPECT_OK(backend);
+    if (!backend.ok()) return backend.status();
+    GrpcOriginOptions o;
+    o.target = (*backend)->address();
+    auto origin = NewGrpcOrigin(o);
+    EXPECT_OK(origin);
+    if (!origin.ok()) return origin.status();
+    return FetchFrom(**origin, "k");
+  }
+};
+
+std::string Encode(const fanout::v1::FetchResponse& response) {
+  return response.SerializeAsString();
+}
+
+TEST_F(RawAnswerTest, UndecodableBytesAreAnOriginFailureNotNotFound) {
+  EXPECT_THAT(FetchAnswering("\xff\xff\xff\xff\xff"),
+              StatusIs(absl::StatusCode::kInternal, ::testing::HasSubstr("FetchResponse")));
+  // Starts as a valid "found: true", then breaks off: nothing of it is used.
+  fanout::v1::FetchResponse found;
+  found.set_found(true);
+  found.set_value("partial");
+  EXPECT_THAT(FetchAnswering(Encode(found) + "\x0a\x7f"), StatusIs(absl::StatusCode::kInternal));
+}
+
+TEST_F(RawAnswerTest, AnAnswerWithoutFoundIsAnOriginFailure) {
+  EXPECT_THAT(FetchAnswering(""),
+              StatusIs(absl::StatusCode::kInternal, ::testing::HasSubstr("found")));
+  EXPECT_THAT(FetchAnswering("\x78\x01"),  // only an unknown field (15)
+              StatusIs(absl::StatusCode::kInternal, ::testing::HasSubstr("found")));
+  fanout::v1::FetchResponse no_found;
+  no_found.set_value("v");
+  no_found.set_version(3);
+  EXPECT_THAT(FetchAnswering(Encode(no_found)), StatusIs(absl::StatusCode::kInternal));
+}
+
+TEST_F(RawAnswerTest, OnlyAnExplicitFoundFalseIsNotFound) {
+  fanout::v1::FetchResponse missing;
+  missing.set_found(false);
+  ASSERT_EQ(Encode(missing), std::string("\x18\x00", 2));  // present on the wire
+  EXPECT_THAT(FetchAnswering(Encode(missing)), StatusIs(absl::StatusCode::kNotFound));
+  fanout::v1::FetchResponse found;
+  found.set_found(true);
+  found.set_value("v");
+  found.set_version(7);
+  found.set_ttl_ms(-5);
+  auto v = FetchAnswering(Encode(found));
+  ASSERT_OK(v);
+  EXPECT_EQ(v->value, "v");
+  EXPECT_EQ(v->version, 7);
+  EXPECT_EQ(v->ttl, absl::ZeroDuration());
 }
 
 TEST(NewGrpcOriginTest, RejectsEmptyTarget) {
