@@ -73,7 +73,7 @@ enum class HostRule { kAny, kIpv4Only, kIpv6Only };
 // Splits and checks "host:port" / "[v6]:port". `whole` is the address as
 // written, for messages.
 absl::StatusOr<HostPort> ParseHostPort(absl::string_view whole, absl::string_view text,
-                                       HostRule rule, bool allow_empty_host, int min_port) {
+                                       HostRule rule, bool for_listen, int min_port) {
   absl::string_view host;
   absl::string_view port;
   bool bracketed = false;
@@ -109,7 +109,9 @@ absl::StatusOr<HostPort> ParseHostPort(absl::string_view whole, absl::string_vie
   }
 
   if (host.empty()) {
-    if (bracketed || !allow_empty_host) return Bad(whole, "has no host");
+    return Bad(whole, for_listen ? "has no host (want 0.0.0.0:port or [::]:port for every "
+                                   "interface)"
+                                 : "has no host");
   } else if (bracketed) {
     if (rule == HostRule::kIpv4Only || !IsIpv6(host)) {
       return Bad(whole, absl::StrCat("has \"", host, "\", which is not an IPv6 address"));
@@ -182,7 +184,7 @@ absl::StatusOr<Address> ParseGrpcTarget(absl::string_view target) {
     for (absl::string_view item : absl::StrSplit(target, ',')) {
       absl::StatusOr<HostPort> hp =
           ParseHostPort(whole, item, ipv4 ? HostRule::kIpv4Only : HostRule::kIpv6Only,
-                        /*allow_empty_host=*/false, /*min_port=*/1);
+                        /*for_listen=*/false, /*min_port=*/1);
       if (!hp.ok()) return hp.status();
       a.hosts.push_back(*std::move(hp));
     }
@@ -206,7 +208,7 @@ absl::StatusOr<Address> ParseGrpcTarget(absl::string_view target) {
           }
         } else {
           absl::StatusOr<HostPort> hp = ParseHostPort(whole, server, HostRule::kAny,
-                                                      /*allow_empty_host=*/false, 1);
+                                                      /*for_listen=*/false, 1);
           if (!hp.ok()) return hp.status();
         }
       }
@@ -226,7 +228,7 @@ absl::StatusOr<Address> ParseGrpcTarget(absl::string_view target) {
     }
   }
   absl::StatusOr<HostPort> hp =
-      ParseHostPort(whole, target, HostRule::kAny, /*allow_empty_host=*/false, /*min_port=*/1);
+      ParseHostPort(whole, target, HostRule::kAny, /*for_listen=*/false, /*min_port=*/1);
   if (!hp.ok()) return hp.status();
   Address a;
   a.kind = Address::Kind::kHostPort;
@@ -249,7 +251,7 @@ absl::StatusOr<Address> ParseListenAddress(absl::string_view address) {
     return Bad(whole, "contains '/' (want host:port, unix:path or unix-abstract:name)");
   }
   absl::StatusOr<HostPort> hp =
-      ParseHostPort(whole, address, HostRule::kAny, /*allow_empty_host=*/true, /*min_port=*/0);
+      ParseHostPort(whole, address, HostRule::kAny, /*for_listen=*/true, /*min_port=*/0);
   if (!hp.ok()) return hp.status();
   Address a;
   a.kind = Address::Kind::kHostPort;

@@ -43,7 +43,8 @@ struct Address {
 absl::StatusOr<Address> ParseGrpcTarget(absl::string_view target);
 
 // An address for grpc::ServerBuilder::AddListeningPort. Accepts "host:port"
-// (host a DNS name, IPv4, [IPv6], or empty for every interface), "unix:path",
+// (host a DNS name, IPv4 or [IPv6]; 0.0.0.0 or [::] for every interface;
+// gRPC refuses an empty host), "unix:path",
 // "unix:///path" and "unix-abstract:name". The port is required and must be
 // 0 (any free port) to 65535. InvalidArgument otherwise.
 absl::StatusOr<Address> ParseListenAddress(absl::string_view address);

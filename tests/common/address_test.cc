@@ -100,15 +100,14 @@ TEST(ParseGrpcTargetTest, RejectsOverlongUnixPath) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bytes (at most 107)")));
 }
 
-TEST(ParseListenAddressTest, AcceptsPortZeroEmptyHostAndUnix) {
+TEST(ParseListenAddressTest, AcceptsPortZeroAnyInterfaceAndUnix) {
   absl::StatusOr<Address> a = ParseListenAddress("127.0.0.1:0");
   ASSERT_OK(a);
   EXPECT_EQ(a->hosts[0].port, 0);
-  a = ParseListenAddress(":7070");
+  a = ParseListenAddress("0.0.0.0:7070");
   ASSERT_OK(a);
-  EXPECT_EQ(a->hosts[0].host, "");
+  EXPECT_EQ(a->hosts[0].host, "0.0.0.0");
   EXPECT_EQ(a->hosts[0].port, 7070);
-  EXPECT_OK(ParseListenAddress("0.0.0.0:7070"));
   EXPECT_OK(ParseListenAddress("[::]:7070"));
   EXPECT_OK(ParseListenAddress("localhost:65535"));
   a = ParseListenAddress("unix:///tmp/fanout.sock");
@@ -129,6 +128,9 @@ TEST(ParseListenAddressTest, RejectsPortsGrpcWouldWrapOrDefault) {
   EXPECT_THAT(ParseListenAddress("dns:///127.0.0.1:80"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("contains '/'")));
   EXPECT_THAT(ParseListenAddress("[::1]:"), StatusIs(absl::StatusCode::kInvalidArgument));
+  // gRPC answers "unparseable host:port".
+  EXPECT_THAT(ParseListenAddress(":7070"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("want 0.0.0.0:port")));
   EXPECT_THAT(ParseListenAddress(""), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
