@@ -360,11 +360,15 @@ absl::StatusOr<std::unique_ptr<FakeBackend>> FakeBackend::Start(FakeBackendOptio
 }
 
 void HoldGrpcCallbackQueue() {
-  static FakeBackend* const held = [] {
-    absl::StatusOr<std::unique_ptr<FakeBackend>> backend = FakeBackend::Start({});
-    return backend.ok() ? backend->release() : nullptr;
+  // A callback server with no listening port holds one reference to the
+  // queue (no socket, no thread of its own), and is never destroyed.
+  static grpc::Server* const holder = [] {
+    static grpc::CallbackGenericService service;
+    grpc::ServerBuilder builder;
+    builder.RegisterCallbackGenericService(&service);
+    return builder.BuildAndStart().release();
   }();
-  (void)held;
+  (void)holder;
 }
 
 FakeBackend::~FakeBackend() {
