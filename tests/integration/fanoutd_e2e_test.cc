@@ -246,7 +246,8 @@ TEST(FanoutdE2eTest, SecondFanoutdOnABusyPortExitsNamingTheAddress) {
   ASSERT_FALSE(first.address().empty()) << first.process().err();
   // With gRPC's default SO_REUSEPORT this one would start (exit 0 on SIGTERM)
   // and take a share of the calls.
-  auto second = RunProcess({FANOUTD_PATH, "--listen=" + first.address()});
+  auto second = RunProcess({FANOUTD_PATH, "--listen=" + first.address()}, absl::Seconds(30),
+                           FANOUT_SOURCE_DIR);
   EXPECT_EQ(second.code, 2);
   EXPECT_THAT(second.err, HasSubstr("cannot listen on \"" + first.address() + "\""));
   EXPECT_THAT(second.err, HasSubstr("Address already in use"));
