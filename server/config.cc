@@ -3,11 +3,13 @@
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/address.h"
 #include "common/status_macros.h"
 #include "common/units.h"
 #include "server/embedded_default.h"
@@ -143,6 +145,38 @@ class Section {
   std::set<std::string> read_;
 };
 
+// yaml-cpp keeps every entry of a mapping but looks keys up by the first,
+// so a repeated key (a second "server:" block) would be ignored silently.
+// Walks every mapping and reports the first key that appears twice.
+absl::Status CheckDuplicateKeys(const YAML::Node& node, const std::string& path) {
+  if (node.IsMap()) {
+    std::map<std::string, int> lines;  // key → first line (1-based)
+    for (const auto& kv : node) {
+      if (!kv.first.IsScalar()) continue;
+      const std::string key = kv.first.Scalar();
+      const std::string child = path.empty() ? key : absl::StrCat(path, ".", key);
+      const int line = kv.first.Mark().line + 1;
+      auto [it, inserted] = lines.emplace(key, line);
+      if (!inserted) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("duplicate key ", child, " (lines ", it->second, " and ", line, ")"));
+      }
+      RETURN_IF_ERROR(CheckDuplicateKeys(kv.second, child));
+    }
+  } else if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i) {
+      RETURN_IF_ERROR(CheckDuplicateKeys(node[i], absl::StrCat(path, "[", i, "]")));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// A gRPC target at `key`: fails naming the key when it does not parse.
+void CheckTarget(Section& s, const std::string& key, const std::string& target) {
+  absl::StatusOr<Address> parsed = ParseGrpcTarget(target);
+  if (!parsed.ok()) s.Fail(absl::StrCat(key, ": ", parsed.status().message()));
+}
+
 void ParseDouble(Section& s, const std::string& key, double* out, double min, double max) {
   s.Double(key, out, min, max);
 }
@@ -177,11 +211,13 @@ void ParseRoute(Section& routes, const std::string& name, std::vector<router::Ro
         router::BackendConfig b;
         if (backends[i].IsScalar()) {
           b.address = backends[i].Scalar();
+          CheckTarget(s, path, b.address);
         } else {
           Section item(backends[i], path, s.error());
           item.String("address", &b.address);
           item.String("name", &b.name);
           item.CheckUnknown();
+          if (!b.address.empty()) CheckTarget(item, item.Path("address"), b.address);
         }
         r.backends.push_back(std::move(b));
       }
@@ -221,6 +257,10 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": not valid YAML: ", e.what()));
   }
+  absl::Status duplicates = CheckDuplicateKeys(root, "");
+  if (!duplicates.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", duplicates.message()));
+  }
   Config c;
   absl::Status error;
   Section top(root, "", &error);
@@ -229,9 +269,14 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   server.String("listen", &c.server.listen);
   server.Bool("reflection", &c.server.reflection);
   server.Duration("drain_timeout", &c.server.drain_timeout, /*allow_zero=*/true);
+  server.Duration("shutdown_delay", &c.server.shutdown_delay, /*allow_zero=*/true);
   server.Int("threads", &c.server.threads, 0, 256);
   server.CheckUnknown();
-  if (c.server.listen.empty()) server.Fail("server.listen: must not be empty");
+  if (c.server.listen.empty()) {
+    server.Fail("server.listen: must not be empty");
+  } else if (absl::StatusOr<Address> listen = ParseListenAddress(c.server.listen); !listen.ok()) {
+    server.Fail(absl::StrCat("server.listen: ", listen.status().message()));
+  }
 
   Section log = top.Child("log");
   std::string level;
@@ -298,6 +343,8 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   origin.CheckUnknown();
   if (c.origin.type == OriginSection::Type::kGrpc && c.origin.grpc_target.empty()) {
     origin.Fail("origin.grpc.target: required when origin.type is grpc");
+  } else if (!c.origin.grpc_target.empty()) {
+    CheckTarget(origin, "origin.grpc.target", c.origin.grpc_target);
   }
   if (c.origin.type == OriginSection::Type::kFile && c.origin.file_root.empty()) {
     origin.Fail("origin.file.root: required when origin.type is file");

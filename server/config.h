@@ -20,7 +20,10 @@ struct ServerSection {
   std::string listen = "127.0.0.1:7070";  // host:port or unix:///path
   bool reflection = true;
   absl::Duration drain_timeout = absl::Seconds(10);
-  int threads = 0;  // executor threads; 0 = one per core
+  // After SIGTERM: how long to keep serving while health says NOT_SERVING,
+  // so that load balancers stop sending before the drain starts.
+  absl::Duration shutdown_delay = absl::Seconds(5);
+  int threads = 0;  // executor threads; 0 = from the CPUs available (cgroup quota)
 };
 
 struct LimitsSection {

@@ -1,7 +1,17 @@
 #include "server/fanoutd.h"
 
+#include <grpc/grpc.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/generic/async_generic_service.h>
+#include <netdb.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cmath>
+#include <cstring>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -9,6 +19,8 @@
 #include "cache/l1/wtinylfu_cache.h"
 #include "cache/origins/file_origin.h"
 #include "cache/origins/grpc_origin.h"
+#include "common/address.h"
+#include "common/cpu_quota.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -37,7 +49,9 @@ absl::StatusOr<std::unique_ptr<cache::Origin>> MakeOrigin(const Config& config, 
 
 // Replaces the port of "host:port" with `port` (for listen addresses on :0).
 std::string WithPort(const std::string& listen, int port) {
-  if (absl::StartsWith(listen, "unix:")) return listen;
+  if (absl::StartsWith(listen, "unix:") || absl::StartsWith(listen, "unix-abstract:")) {
+    return listen;
+  }
   const size_t colon = listen.rfind(':');
   if (colon == std::string::npos) return listen;
   return absl::StrCat(listen.substr(0, colon), ":", port);
@@ -55,12 +69,103 @@ class WithoutReflection final : public grpc::ServerBuilderOption {
   }
 };
 
+// Why a listen address cannot be bound, found by trying it ourselves (gRPC
+// only says that it failed). Empty when our own attempt works.
+std::string ListenFailure(const Address& address) {
+  if (address.kind == Address::Kind::kUnixAbstract) return "";
+  if (address.kind == Address::Kind::kUnix) {
+    struct stat st;
+    if (::stat(address.path.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+      return "the path exists and is not a socket";
+    }
+    return "";
+  }
+  const HostPort& hp = address.hosts.front();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(hp.port);
+  if (int rc =
+          ::getaddrinfo(hp.host.empty() ? nullptr : hp.host.c_str(), port.c_str(), &hints, &found);
+      rc != 0) {
+    return ::gai_strerror(rc);
+  }
+  std::string failure;
+  for (addrinfo* ai = found; ai != nullptr && failure.empty(); ai = ai->ai_next) {
+    const int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) continue;
+    const int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));  // as gRPC does
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) failure = std::strerror(errno);
+    ::close(fd);
+  }
+  ::freeaddrinfo(found);
+  return failure;
+}
+
+// gRPC replaces an existing Unix socket file when it binds, so a second
+// server on the same path would take it over from a running one. Refuse
+// when something accepts connections there.
+absl::Status CheckUnixSocketFree(const Address& address, const std::string& listen) {
+  if (address.kind != Address::Kind::kUnix) return absl::OkStatus();
+  struct stat st;
+  if (::stat(address.path.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode)) return absl::OkStatus();
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return absl::OkStatus();
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::strncpy(sun.sun_path, address.path.c_str(), sizeof(sun.sun_path) - 1);
+  const bool in_use = ::connect(fd, reinterpret_cast<sockaddr*>(&sun), sizeof(sun)) == 0;
+  ::close(fd);
+  if (!in_use) return absl::OkStatus();  // a stale file: gRPC replaces it
+  return absl::UnavailableError(
+      absl::StrCat("cannot listen on \"", listen, "\": a server is already listening there"));
+}
+
+// Keeps one reference to gRPC's process-wide callback completion queue for
+// the rest of the process. In gRPC 1.51 (Linux, epoll1: no background
+// poller) every callback-API server and every channel that makes a callback
+// call holds a reference to one shared queue polled by "nexting" threads
+// (src/cpp/common/completion_queue_cc.cc, CallbackAlternativeCQ). When the
+// count drops to zero the queue is shut down, its threads joined and the
+// queue deleted. If that last reference is dropped on one of those threads
+// (a channel whose last owner is a callback's capture, released when the
+// callback returns), the thread "joins" itself (pthread_join fails with
+// EDEADLK, unchecked), deletes the queue, and then polls the deleted queue:
+// "assertion failed: prior > 0" in grpc_cq_internal_unref, or a
+// use-after-free. Holding a reference that is never dropped keeps the count
+// above zero, so the queue and its threads live until exit. The holder is
+// a server with no listening port (no socket, no thread of its own).
+void HoldGrpcCallbackQueue() {
+  static grpc::Server* const holder = [] {
+    static grpc::CallbackGenericService service;  // answers nothing: no port
+    grpc::ServerBuilder builder;
+    builder.RegisterCallbackGenericService(&service);
+    return builder.BuildAndStart().release();
+  }();
+  (void)holder;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
+  absl::StatusOr<Address> listen = ParseListenAddress(config.server.listen);
+  if (!listen.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("server.listen: ", listen.status().message()));
+  }
+  RETURN_IF_ERROR(CheckUnixSocketFree(*listen, config.server.listen));
+  HoldGrpcCallbackQueue();
+
   std::unique_ptr<Fanoutd> d(new Fanoutd(config));
   int threads = config.server.threads;
-  if (threads == 0) threads = std::max(2u, std::thread::hardware_concurrency());
+  if (threads == 0) {
+    // The CPUs of the cgroup quota (a container's limit), not the host's.
+    const double cpus = AvailableCpus();
+    threads = std::max(2, static_cast<int>(std::ceil(cpus)));
+    FANOUT_LOG(INFO) << "executor: " << threads << " threads for " << cpus << " CPUs available";
+  }
   d->executor_ = ThreadPoolExecutor::Create(threads, "fanout");
   if (config.origin.type == OriginSection::Type::kFile) {
     d->io_pool_ = ThreadBlockingPool::Create({.threads = config.origin.file_io_threads,
@@ -91,6 +196,10 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   if (!config.server.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
+  // gRPC sets SO_REUSEPORT by default: a second server on a busy port would
+  // start and quietly take a share of the connections.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetContextAllocator(d->calls_.NewContextAllocator());
   int port = 0;
   builder.AddListeningPort(config.server.listen, grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(d->sidecar_.get());
@@ -101,18 +210,67 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   builder.SetMaxSendMessageSize(-1);
   d->server_ = builder.BuildAndStart();
   if (d->server_ == nullptr || port == 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("server.listen: cannot listen on \"", config.server.listen, "\""));
+    const std::string why = ListenFailure(*listen);
+    return absl::UnavailableError(absl::StrCat("cannot listen on \"", config.server.listen, "\"",
+                                               why.empty() ? "" : ": ", why));
   }
   d->address_ = WithPort(config.server.listen, port);
   d->health_->SetServing(true);
   return d;
 }
 
-void Fanoutd::Shutdown() {
+void Fanoutd::Shutdown(absl::Duration delay) {
+  // Stage 1: still serving, but telling health checkers not to send more.
+  health_->SetServing(false);
+  bool now;
+  {
+    absl::MutexLock l(&shutdown_mu_);
+    shutdown_mu_.AwaitWithTimeout(absl::Condition(&shutdown_now_), delay);
+    now = shutdown_now_;
+  }
+  // Stage 2: the drain.
   health_->Shutdown();
   admission_.Close();
-  server_->Shutdown(absl::ToChronoTime(absl::Now() + config_.server.drain_timeout));
+  Drain(now ? absl::Now() : absl::Now() + config_.server.drain_timeout);
+}
+
+void Fanoutd::ShutdownNow() {
+  {
+    absl::MutexLock l(&shutdown_mu_);
+    shutdown_now_ = true;
+  }
+  calls_.Interrupt();
+}
+
+void Fanoutd::Drain(absl::Time deadline) {
+  // Start gRPC's shutdown here (listeners close, clients get GOAWAY), so
+  // that the connections closed below cannot be replaced by new ones;
+  // Server::Shutdown joins the same shutdown (gRPC allows several waiters).
+  grpc_completion_queue* started = grpc_completion_queue_create_for_next(nullptr);
+  grpc_server_shutdown_and_notify(server_->c_server(), started, this);
+
+  // Once no call is left (or on ShutdownNow), close the connections that
+  // remain. A client with nothing in flight would otherwise hold the
+  // shutdown until it acts on the GOAWAY: up to 5 s for a gRPC C++ client
+  // whose process is not polling (its backup poller's period), up to
+  // 20 s (gRPC's wait for the GOAWAY's ping) for one that ignores it.
+  std::atomic<bool> done{false};
+  std::thread closer([this, deadline, &done] {
+    calls_.WaitIdle(deadline);
+    if (!done.load()) grpc_server_cancel_all_calls(server_->c_server());
+  });
+  server_->Shutdown(absl::ToChronoTime(deadline));
+  done.store(true);
+  calls_.Interrupt();
+  closer.join();
+
+  grpc_event ev = grpc_completion_queue_next(started, gpr_inf_future(GPR_CLOCK_REALTIME), nullptr);
+  (void)ev;  // our shutdown tag: the server has shut down
+  grpc_completion_queue_shutdown(started);
+  while (grpc_completion_queue_next(started, gpr_inf_future(GPR_CLOCK_REALTIME), nullptr).type !=
+         GRPC_QUEUE_SHUTDOWN) {
+  }
+  grpc_completion_queue_destroy(started);
 }
 
 void Fanoutd::Wait() { server_->Wait(); }

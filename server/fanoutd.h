@@ -8,13 +8,17 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "cache/origin.h"
 #include "cache/read_path.h"
 #include "common/blocking_pool.h"
 #include "common/executor.h"
 #include "router/router.h"
 #include "server/admission.h"
+#include "server/call_tracker.h"
 #include "server/config.h"
 #include "server/health_service.h"
 #include "server/sidecar_service.h"
@@ -24,19 +28,35 @@ namespace fanout::server {
 class Fanoutd {
  public:
   // Builds every component and starts listening. InvalidArgument for a bad
-  // origin or listen address.
+  // origin or listen address; Unavailable when the address is in use (by
+  // another fanoutd, say: gRPC's SO_REUSEPORT is turned off so that a second
+  // server cannot quietly share the port).
   static absl::StatusOr<std::unique_ptr<Fanoutd>> Start(const Config& config);
   ~Fanoutd();
 
   // The address clients dial (with the real port when the config said :0).
   const std::string& address() const { return address_; }
 
-  // Drains: health goes NOT_SERVING, new calls are refused, calls in flight
-  // finish until server.drain_timeout, then are cancelled. Blocks until done;
-  // call it from a thread of your own, never a gRPC or executor thread.
-  void Shutdown();
+  // Stops serving, in two stages:
+  //  1. for `delay`, health reports NOT_SERVING (Watch streams see it) while
+  //     calls are still served, so that load balancers stop sending first;
+  //  2. the drain: new calls are refused, calls in flight finish until
+  //     server.drain_timeout, then are cancelled; as soon as none is left
+  //     the remaining (idle) connections are closed, so an idle server stops
+  //     at once whatever its clients do.
+  // Blocks until done; call it from a thread of your own, never a gRPC or
+  // executor thread. Shutdown() waits server.shutdown_delay.
+  void Shutdown(absl::Duration delay);
+  void Shutdown() { Shutdown(config_.server.shutdown_delay); }
+  // Cuts a Shutdown running on another thread short: the delay ends and the
+  // calls in flight are cancelled now. Thread-safe, does not block; may come
+  // before Shutdown (which then does not wait at all).
+  void ShutdownNow();
   // Blocks until Shutdown has finished.
   void Wait();
+
+  // Calls being served (every service), for tests and shutdown logs.
+  int64_t calls_in_flight() const { return calls_.in_flight(); }
 
   grpc::Server* grpc_server() { return server_.get(); }
   cache::ReadPath* read_path() { return read_path_.get(); }
@@ -44,8 +64,12 @@ class Fanoutd {
 
  private:
   explicit Fanoutd(const Config& config) : config_(config), admission_(config.limits.max_in_flight) {}
+  void Drain(absl::Time deadline);
 
   const Config config_;
+  CallTracker calls_;  // outlives server_ (its context allocator points here)
+  absl::Mutex shutdown_mu_;
+  bool shutdown_now_ ABSL_GUARDED_BY(shutdown_mu_) = false;
   std::string address_;
   std::unique_ptr<ThreadPoolExecutor> executor_;
   std::unique_ptr<ThreadBlockingPool> io_pool_;  // file origin only

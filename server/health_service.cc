@@ -2,6 +2,9 @@
 
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "server/grpc_status.h"
+
 namespace fanout::server {
 
 using grpc::health::v1::HealthCheckRequest;
@@ -135,8 +138,8 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
   absl::MutexLock l(&mu_);
   auto it = status_.find(request->service());
   if (it == status_.end()) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                 "unknown service \"" + request->service() + "\""));
+    reactor->Finish(ToGrpcStatus(
+        absl::NotFoundError(absl::StrCat("unknown service ", QuoteInput(request->service())))));
   } else {
     response->set_status(it->second);
     reactor->Finish(grpc::Status::OK);

@@ -1,6 +1,16 @@
 // fanoutd: the fanout sidecar.
+//
+// Signals: SIGTERM stops serving in stages (server.shutdown_delay with health
+// NOT_SERVING, then the drain) and exits 0; SIGINT (Ctrl-C) skips the delay.
+// A second SIGTERM or SIGINT cancels the calls in flight and exits 1 at once.
+// SIGHUP is logged and ignored (configuration reload is not supported yet).
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <thread>
 
@@ -8,7 +18,10 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "common/address.h"
 #include "common/log.h"
+#include "common/log_throttle.h"
 #include "server/config.h"
 #include "server/fanoutd.h"
 
@@ -17,6 +30,22 @@ ABSL_FLAG(std::string, listen, "", "gRPC address (host:port or unix:///path); ov
 ABSL_FLAG(std::string, log_level, "", "debug, info, warning or error; overrides log.level");
 ABSL_FLAG(std::string, reflection, "", "true or false: serve gRPC reflection; overrides server.reflection");
 ABSL_FLAG(bool, print_default_config, false, "print the embedded default configuration and exit");
+
+namespace {
+
+const char* SignalName(int sig) {
+  switch (sig) {
+    case SIGTERM:
+      return "SIGTERM";
+    case SIGINT:
+      return "SIGINT";
+    case SIGHUP:
+      return "SIGHUP";
+  }
+  return "signal";
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   using fanout::server::Config;
@@ -41,7 +70,11 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  // libprotobuf writes one line per request it cannot parse: route it
+  // through fanout's log, rate-limited.
+  fanout::RouteProtobufLogs();
 
   absl::StatusOr<Config> config =
       absl::GetFlag(FLAGS_config).empty()
@@ -51,7 +84,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "fanoutd: %s\n", std::string(config.status().message()).c_str());
     return 2;
   }
-  if (!absl::GetFlag(FLAGS_listen).empty()) config->server.listen = absl::GetFlag(FLAGS_listen);
+  if (!absl::GetFlag(FLAGS_listen).empty()) {
+    const std::string listen = absl::GetFlag(FLAGS_listen);
+    absl::StatusOr<fanout::Address> parsed = fanout::ParseListenAddress(listen);
+    if (!parsed.ok()) {
+      std::fprintf(stderr, "fanoutd: --listen: %s\n",
+                   std::string(parsed.status().message()).c_str());
+      return 2;
+    }
+    config->server.listen = listen;
+  }
   const std::string reflection = absl::GetFlag(FLAGS_reflection);
   if (reflection == "true" || reflection == "false") {
     config->server.reflection = reflection == "true";
@@ -79,15 +121,60 @@ int main(int argc, char** argv) {
   }
   FANOUT_LOG(INFO) << "fanoutd listening on " << (*daemon)->address();
 
-  std::thread signal_thread([&signals, d = daemon->get()] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    FANOUT_LOG(INFO) << "signal " << sig << ": draining";
-    d->Shutdown();
+  const int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
+  const int stop_fd = eventfd(0, EFD_CLOEXEC);
+  if (signal_fd < 0 || stop_fd < 0) {
+    std::perror("fanoutd: signalfd/eventfd");
+    return 1;
+  }
+  absl::Notification stop_requested;
+  std::atomic<bool> skip_delay{false};
+  std::atomic<bool> cut_short{false};
+  std::thread signal_thread([&, d = daemon->get()] {
+    int stops = 0;
+    for (;;) {
+      pollfd fds[2] = {{signal_fd, POLLIN, 0}, {stop_fd, POLLIN, 0}};
+      if (poll(fds, 2, -1) < 0) continue;  // EINTR
+      if (fds[1].revents != 0) return;     // fanoutd has stopped
+      signalfd_siginfo info;
+      if (read(signal_fd, &info, sizeof(info)) != sizeof(info)) continue;
+      const int sig = static_cast<int>(info.ssi_signo);
+      if (sig == SIGHUP) {
+        // Where configuration reload will go.
+        FANOUT_LOG(WARNING) << "SIGHUP: configuration reload is not supported yet; ignored";
+        continue;
+      }
+      ++stops;
+      if (stops == 1) {
+        skip_delay = sig == SIGINT;
+        FANOUT_LOG(INFO) << SignalName(sig) << ": "
+                         << (skip_delay ? "draining"
+                                        : "health NOT_SERVING for server.shutdown_delay, then "
+                                          "draining");
+        stop_requested.Notify();
+      } else if (stops == 2) {
+        FANOUT_LOG(WARNING) << SignalName(sig) << " again: cancelling " << d->calls_in_flight()
+                            << " calls in flight and stopping now";
+        cut_short = true;
+        d->ShutdownNow();
+      } else {
+        FANOUT_LOG(ERROR) << SignalName(sig) << " a third time: exiting without cleanup";
+        _exit(1);
+      }
+    }
   });
+  stop_requested.WaitForNotification();
+  if (skip_delay) {
+    (*daemon)->Shutdown(absl::ZeroDuration());
+  } else {
+    (*daemon)->Shutdown();
+  }
   (*daemon)->Wait();
+  // The signal thread uses the daemon: stop it first.
+  const uint64_t one = 1;
+  if (write(stop_fd, &one, sizeof(one)) != sizeof(one)) std::perror("fanoutd: eventfd");
   signal_thread.join();
   daemon->reset();
-  FANOUT_LOG(INFO) << "fanoutd stopped";
-  return 0;
+  FANOUT_LOG(INFO) << "fanoutd stopped" << (cut_short ? " (calls cancelled)" : "");
+  return cut_short ? 1 : 0;
 }

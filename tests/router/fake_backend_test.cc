@@ -28,6 +28,8 @@ struct Answer {
 
 class FakeBackendTest : public ::testing::Test {
  protected:
+  // Downstream channels die in completion callbacks once a test has dropped
+  // them: gRPC 1.51 aborts then (see HoldGrpcCallbackQueue).
   static void SetUpTestSuite() { HoldGrpcCallbackQueue(); }
 
   std::unique_ptr<FakeBackend> Serve(FakeBackendOptions options) {

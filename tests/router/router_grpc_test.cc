@@ -41,6 +41,8 @@ struct Outcome {
 
 class RouterGrpcTest : public ::testing::Test {
  protected:
+  // Downstream channels die in completion callbacks once a test has dropped
+  // its router: gRPC 1.51 aborts then (see HoldGrpcCallbackQueue).
   static void SetUpTestSuite() { testing::HoldGrpcCallbackQueue(); }
   void SetUp() override {
     executor_ = ThreadPoolExecutor::Create(2, "router-test");

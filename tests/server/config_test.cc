@@ -14,6 +14,8 @@ TEST(ParseConfigTest, EmptyFileGivesDefaults) {
   ASSERT_OK(c);
   EXPECT_EQ(c->server.listen, "127.0.0.1:7070");
   EXPECT_TRUE(c->server.reflection);
+  EXPECT_EQ(c->server.shutdown_delay, absl::Seconds(5));
+  EXPECT_EQ(c->server.threads, 0);
   EXPECT_EQ(c->limits.max_key_bytes, 1024u);
   EXPECT_EQ(c->cache.l1_capacity, 256ull << 20);
   EXPECT_EQ(c->origin.type, OriginSection::Type::kFile);
@@ -32,6 +34,7 @@ server:
   listen: unix:///tmp/fanout.sock
   reflection: false
   drain_timeout: 3s
+  shutdown_delay: 0s
   threads: 4
 log:
   level: debug
@@ -60,6 +63,7 @@ origin:
   EXPECT_EQ(c->server.listen, "unix:///tmp/fanout.sock");
   EXPECT_FALSE(c->server.reflection);
   EXPECT_EQ(c->server.drain_timeout, absl::Seconds(3));
+  EXPECT_EQ(c->server.shutdown_delay, absl::ZeroDuration());
   EXPECT_EQ(c->server.threads, 4);
   EXPECT_EQ(c->log_level, LogLevel::kDebug);
   EXPECT_EQ(c->limits.max_key_bytes, 512u);
@@ -109,7 +113,26 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"log:\n  level: loud\n", "log.level"},
         BadCase{"origin:\n  type: ftp\n", "origin.type: \"ftp\" is not one of file, grpc"},
         BadCase{"origin:\n  type: grpc\n", "origin.grpc.target: required"},
-        BadCase{"server: {listen: \"a\"\n", "not valid YAML"}));
+        BadCase{"server: {listen: \"a\"\n", "not valid YAML"},
+        BadCase{"server:\n  shutdown_delay: soon\n", "server.shutdown_delay"},
+        // A repeated key would otherwise be ignored (yaml-cpp reads the first).
+        BadCase{"server:\n  listen: 127.0.0.1:1\nserver:\n  listen: 127.0.0.1:2\n",
+                "duplicate key server (lines 1 and 3)"},
+        BadCase{"cache:\n  ttl: 5s\n  ttl: 6s\n", "duplicate key cache.ttl (lines 2 and 3)"},
+        BadCase{"routes:\n  r:\n    method: /a.B/C\n    backends:\n      - {address: \"x:1\", "
+                "address: \"y:2\"}\n",
+                "duplicate key routes.r.backends[0].address"},
+        // gRPC would bind port 34463, 4464 and 443 for these.
+        BadCase{"server:\n  listen: 127.0.0.1:99999\n",
+                "server.listen: \"127.0.0.1:99999\" has port 99999"},
+        BadCase{"server:\n  listen: \":70000\"\n", "server.listen: \":70000\" has port 70000"},
+        BadCase{"server:\n  listen: 127.0.0.1\n", "server.listen: \"127.0.0.1\" has no port"},
+        BadCase{"origin:\n  type: grpc\n  grpc:\n    target: \"http://origin:80\"\n",
+                "origin.grpc.target: \"http://origin:80\" has scheme \"http\""},
+        BadCase{"origin:\n  type: grpc\n  grpc:\n    target: origin\n",
+                "origin.grpc.target: \"origin\" has no port"},
+        BadCase{"origin:\n  type: grpc\n  grpc:\n    target: \"origin:99999\"\n",
+                "origin.grpc.target: \"origin:99999\" has port 99999"}));
 
 TEST(LoadConfigFileTest, MissingFileIsNotFound) {
   EXPECT_THAT(LoadConfigFile("/nonexistent/fanout.yaml"),
@@ -201,6 +224,30 @@ TEST(ParseConfigRoutesTest, BadRoutesFailNamingTheRouteAndField) {
                        HasSubstr("unknown key routes.r.backends[0].weight")));
   EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: /a.B/C\n    backends: \"x:1\"\n", "r.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("routes.r.backends: must be a list")));
+}
+
+TEST(ParseConfigRoutesTest, BadBackendAddressesFailNamingTheBackend) {
+  EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: /a.B/C\n"
+                          "    backends: [\"x:1\", \"no port\"]\n",
+                          "r.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("routes.r.backends[1]: \"no port\" contains whitespace")));
+  EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: /a.B/C\n"
+                          "    backends: [\"cache-1\"]\n",
+                          "r.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("routes.r.backends[0]: \"cache-1\" has no port")));
+  EXPECT_THAT(
+      ParseConfig("routes:\n  r:\n    method: /a.B/C\n    backends:\n"
+                  "      - {address: \"10.0.0.1:70000\", name: a}\n",
+                  "r.yaml"),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("routes.r.backends[0].address: \"10.0.0.1:70000\" has port 70000")));
+  EXPECT_OK(
+      ParseConfig("routes:\n  r:\n    method: /a.B/C\n    backends:\n"
+                  "      - dns:///cache.internal:9000\n      - unix:///run/cache.sock\n"
+                  "      - ipv4:10.0.0.1:80,10.0.0.2:80\n      - \"[::1]:9000\"\n",
+                  "r.yaml"));
 }
 
 }  // namespace

@@ -22,6 +22,8 @@ namespace fs = std::filesystem;
 class SidecarServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    // gRPC 1.51 aborts when a channel's last owner is a callback capture
+    // (see HoldGrpcCallbackQueue).
     testing::HoldGrpcCallbackQueue();
     root_ = fs::temp_directory_path() / ("fanout_svc_" + std::to_string(::getpid()));
     fs::remove_all(root_);

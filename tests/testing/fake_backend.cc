@@ -11,7 +11,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/base/call_once.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/ascii.h"
@@ -360,18 +359,16 @@ absl::StatusOr<std::unique_ptr<FakeBackend>> FakeBackend::Start(FakeBackendOptio
   return backend;
 }
 
-// The server HoldGrpcCallbackQueue keeps for the rest of the process, never
-// destroyed. A global with external linkage, so that the pointer is really
-// stored: leak checkers (LeakSanitizer under `make asan`) then find the
-// server held, not leaked.
-FakeBackend* held_callback_server = nullptr;
-
 void HoldGrpcCallbackQueue() {
-  static absl::once_flag once;
-  absl::call_once(once, [] {
-    absl::StatusOr<std::unique_ptr<FakeBackend>> backend = FakeBackend::Start({});
-    if (backend.ok()) held_callback_server = backend->release();
-  });
+  // A callback server with no listening port holds one reference to the
+  // queue (no socket, no thread of its own), and is never destroyed.
+  static grpc::Server* const holder = [] {
+    static grpc::CallbackGenericService service;
+    grpc::ServerBuilder builder;
+    builder.RegisterCallbackGenericService(&service);
+    return builder.BuildAndStart().release();
+  }();
+  (void)holder;
 }
 
 FakeBackend::~FakeBackend() {

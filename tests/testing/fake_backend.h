@@ -76,12 +76,24 @@ absl::StatusOr<FakeBackendCounters> ParseCounters(absl::string_view text);
 absl::StatusOr<FakeBackendCounters> ReadFakeBackendCounters(
     const std::string& address, absl::Duration timeout = absl::Seconds(5));
 
-// Keeps one idle callback-API gRPC server for the rest of the process.
-// Observed with gRPC 1.51: when the last callback server or channel of a
-// process goes away, gRPC tears down a process-wide callback completion
-// queue, and servers or channels created right after can abort with
-// "assertion failed: prior > 0" (grpc_cq_internal_unref). Test binaries that
-// create and destroy servers test after test call this once (idempotent).
+// Keeps one reference to gRPC's process-wide callback completion queue for
+// the rest of the process (idempotent; a deliberate, bounded leak of one
+// port-less server).
+//
+// Why: in gRPC 1.51 on Linux (epoll1, no background poller) every
+// callback-API server, and every channel once it has made a callback call,
+// holds a reference to one shared completion queue served by "nexting"
+// threads (src/cpp/common/completion_queue_cc.cc, CallbackAlternativeCQ).
+// When the count falls to zero the queue is shut down, its threads are
+// joined and the queue is deleted. If the last reference is dropped on one
+// of those threads - a channel whose last owner is a completion callback's
+// capture, as when a test has already destroyed the router or client that
+// made the call - that thread "joins" itself (pthread_join fails with
+// EDEADLK, unchecked), deletes the queue, returns to its loop and polls the
+// deleted queue: "assertion failed: prior > 0" in grpc_cq_internal_unref, or
+// a use-after-free. Test binaries that create and drop servers and channels
+// test after test hit it; holding a reference that is never dropped keeps
+// the count above zero. (fanoutd takes the same hold in Fanoutd::Start.)
 void HoldGrpcCallbackQueue();
 
 // Thread-safe.

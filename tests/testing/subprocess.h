@@ -108,14 +108,17 @@ class Subprocess {
   std::string stderr_path_;
 };
 
-// Runs a command to completion (bounded); returns {exit code, stdout, stderr}.
+// Runs a command to completion (bounded), in `cwd` if non-empty; returns
+// {exit code, stdout, stderr}.
 struct RunResult {
   int code = -1;
   std::string out;
   std::string err;
 };
-inline RunResult RunProcess(std::vector<std::string> argv, absl::Duration timeout = absl::Seconds(30)) {
-  Subprocess p(std::move(argv));
+inline RunResult RunProcess(std::vector<std::string> argv,
+                            absl::Duration timeout = absl::Seconds(30),
+                            const std::string& cwd = "") {
+  Subprocess p(std::move(argv), cwd);
   RunResult r;
   std::optional<int> code = p.Wait(timeout);
   r.code = code.value_or(-1);
