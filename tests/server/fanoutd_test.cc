@@ -134,7 +134,9 @@ TEST_F(FanoutdTest, HealthWatchSeesNotServingThenEndsOnShutdown) {
   d->ShutdownNow();
   EXPECT_FALSE(reader->Read(&response));  // the stream ends
   const grpc::Status end = reader->Finish();
-  EXPECT_TRUE(end.ok()) << end.error_message();
+  // The health service ends the stream; ShutdownNow may cancel it first.
+  EXPECT_TRUE(end.ok() || end.error_code() == grpc::StatusCode::CANCELLED)
+      << end.error_code() << " " << end.error_message();
   stopping.join();
 }
 
