@@ -1,5 +1,7 @@
 #include "cache/tiers/rocksdb_tier.h"
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -195,6 +197,13 @@ absl::StatusOr<std::string> MoveAside(const std::string& path) {
   return inside;
 }
 
+// The answer to a miss, built once: a copy shares it (a miss is what every
+// fill of a new key asks L3 first).
+const absl::Status& Miss() {
+  static const absl::Status* const miss = new absl::Status(absl::NotFoundError("not in L3"));
+  return *miss;
+}
+
 const rocksdb::ReadOptions& CachedOnly() {
   static const rocksdb::ReadOptions* const options = [] {
     auto* o = new rocksdb::ReadOptions();
@@ -269,10 +278,12 @@ struct RocksDbTier::EraseCall {
 struct RocksDbTier::WriteOp {
   enum class Kind { kPut, kErase, kBarrier };
   Kind kind = Kind::kPut;
-  // kPut
+  // kPut: the entry shares its value's buffer with the caller's; the writer
+  // encodes it, off the filling thread.
   std::string key;
-  std::string value;
+  Entry entry;
   StoreDone store_done;
+  uint64_t bytes() const { return key.size() + entry.value.size() + kEnvelopeOverhead; }
   // kErase
   std::vector<std::string> keys;
   std::string prefix;
@@ -288,7 +299,11 @@ class RocksDbTier::DeadlineThread {
  public:
   using Expire = absl::AnyInvocable<void() &&>;
 
-  DeadlineThread() : thread_([this] { Loop(); }) {}
+  DeadlineThread()
+      : thread_([this] {
+          pthread_setname_np(pthread_self(), "l3-deadlines");
+          Loop();
+        }) {}
   ~DeadlineThread() {
     {
       absl::MutexLock l(&mu_);
@@ -371,9 +386,15 @@ absl::StatusOr<std::unique_ptr<RocksDbTier>> RocksDbTier::Open(const RocksDbTier
   if (!opened.ok()) return opened;
   tier->deadlines_ = std::make_unique<DeadlineThread>();
   for (int i = 0; i < options.read_threads; ++i) {
-    tier->readers_.emplace_back([t = tier.get()] { t->ReaderLoop(); });
+    tier->readers_.emplace_back([t = tier.get()] {
+      pthread_setname_np(pthread_self(), "l3-reader");
+      t->ReaderLoop();
+    });
   }
-  tier->writer_ = std::thread([t = tier.get()] { t->WriterLoop(); });
+  tier->writer_ = std::thread([t = tier.get()] {
+    pthread_setname_np(pthread_self(), "l3-writer");
+    t->WriterLoop();
+  });
   return tier;
 }
 
@@ -413,6 +434,10 @@ absl::Status RocksDbTier::OpenDb() {
   o.sst_file_manager = sst_files_;
   o.write_buffer_size = write_buffer_bytes;
   o.max_write_buffer_number = 2;
+  // A bloom filter over the memtable: a fill asks L3 for a key it does not
+  // have before it stores it, and that miss should not walk the skiplist.
+  o.memtable_prefix_bloom_size_ratio = 0.02;
+  o.memtable_whole_key_filtering = true;
   o.max_total_wal_size = 4 * write_buffer_bytes;
   o.target_file_size_base = file_bytes;
   o.max_compaction_bytes = 10 * file_bytes;
@@ -424,10 +449,14 @@ absl::Status RocksDbTier::OpenDb() {
   o.max_log_file_size = 1u << 20;
   o.keep_log_file_num = 2;
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  // Compressed only at the bottom, where nine tenths of the data ends up:
+  // the levels above are rewritten again soon, and compressing them would
+  // spend the CPU the fills need.
+  o.compression = rocksdb::kNoCompression;
   const std::vector<rocksdb::CompressionType> supported = rocksdb::GetSupportedCompressions();
   for (rocksdb::CompressionType c : {rocksdb::kLZ4Compression, rocksdb::kSnappyCompression}) {
     if (std::find(supported.begin(), supported.end(), c) != supported.end()) {
-      o.compression = c;
+      o.bottommost_compression = c;
       break;
     }
   }
@@ -528,7 +557,7 @@ absl::StatusOr<Entry> RocksDbTier::Finish(absl::string_view key, const rocksdb::
                                           absl::string_view value) {
   if (status.IsNotFound()) {
     counters_->misses.fetch_add(1, std::memory_order_relaxed);
-    return absl::NotFoundError("not in L3");
+    return Miss();
   }
   if (!status.ok()) {
     counters_->errors.fetch_add(1, std::memory_order_relaxed);
@@ -544,7 +573,7 @@ absl::StatusOr<Entry> RocksDbTier::Finish(absl::string_view key, const rocksdb::
   if (clock_->Now() >= entry.stale_until ||
       (any_remembered_.load(std::memory_order_acquire) && !ApplyRemembered(key, &entry))) {
     counters_->misses.fetch_add(1, std::memory_order_relaxed);
-    return absl::NotFoundError("not in L3");
+    return Miss();
   }
   counters_->hits.fetch_add(1, std::memory_order_relaxed);
   return entry;
@@ -678,7 +707,7 @@ void RocksDbTier::Store(absl::string_view key, const Entry& entry, StoreDone don
   WriteOp op;
   op.kind = WriteOp::Kind::kPut;
   op.key = std::string(key);
-  op.value = EncodeEnvelope(entry);
+  op.entry = entry;
   op.store_done = std::move(done);
   std::vector<StoreDone> dropped;
   {
@@ -686,7 +715,7 @@ void RocksDbTier::Store(absl::string_view key, const Entry& entry, StoreDone don
     if (stopping_) {
       dropped.push_back(std::move(op.store_done));
     } else {
-      queued_bytes_ += op.key.size() + op.value.size();
+      queued_bytes_ += op.bytes();
       ++queued_puts_;
       queue_.push_back(std::move(op));
       counters_->queue_depth.fetch_add(1, std::memory_order_relaxed);
@@ -699,7 +728,7 @@ void RocksDbTier::Store(absl::string_view key, const Entry& entry, StoreDone don
           ++it;
           continue;
         }
-        queued_bytes_ -= it->key.size() + it->value.size();
+        queued_bytes_ -= it->bytes();
         --queued_puts_;
         dropped.push_back(std::move(it->store_done));
         it = queue_.erase(it);
@@ -765,6 +794,9 @@ absl::Status RocksDbTier::CompactAll() {
 
 void RocksDbTier::WriterLoop() {
   auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || stopping_; };
+  auto batch_ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return stopping_ || queued_puts_ >= options_.max_batch || queue_.size() > queued_puts_;
+  };
   for (;;) {
     std::vector<WriteOp> ops;
     bool maintain = false;
@@ -772,6 +804,12 @@ void RocksDbTier::WriterLoop() {
       absl::MutexLock l(&mu_);
       mu_.AwaitWithDeadline(absl::Condition(&ready), next_retry_);
       if (queue_.empty() && stopping_) return;
+      // Group commit: let stores gather for up to batch_linger (an erase, a
+      // barrier or a full batch ends the wait). Stores made meanwhile do not
+      // wake this thread, and one WAL write carries them all.
+      if (!queue_.empty() && options_.batch_linger > absl::ZeroDuration()) {
+        mu_.AwaitWithTimeout(absl::Condition(&batch_ready), options_.batch_linger);
+      }
       maintain = !stopping_ && absl::Now() >= next_retry_;
       if (maintain) next_retry_ = absl::InfiniteFuture();  // Maintain sets the next one
       // One erase or barrier alone, else a run of stores.
@@ -786,8 +824,8 @@ void RocksDbTier::WriterLoop() {
           break;
         }
         if (ops.size() >= options_.max_batch || bytes >= kMaxBatchBytes) break;
-        bytes += front.key.size() + front.value.size();
-        queued_bytes_ -= front.key.size() + front.value.size();
+        bytes += front.bytes();
+        queued_bytes_ -= front.bytes();
         --queued_puts_;
         ops.push_back(std::move(front));
         queue_.pop_front();
@@ -824,7 +862,11 @@ void RocksDbTier::ApplyPuts(std::vector<WriteOp>& ops) {
     return;
   }
   rocksdb::WriteBatch batch;
-  for (const WriteOp& op : ops) batch.Put(ToSlice(op.key), ToSlice(op.value));
+  std::string value;
+  for (const WriteOp& op : ops) {
+    value = EncodeEnvelope(op.entry);
+    batch.Put(ToSlice(op.key), ToSlice(value));
+  }
   rocksdb::WriteOptions write;
   write.sync = options_.sync;
   rocksdb::Status s = db_->Write(write, &batch);
@@ -946,7 +988,7 @@ void RocksDbTier::EnterReadOnly(ReadOnlyCause cause, const std::string& reason) 
         ++it;
         continue;
       }
-      queued_bytes_ -= it->key.size() + it->value.size();
+      queued_bytes_ -= it->bytes();
       --queued_puts_;
       dropped.push_back(std::move(it->store_done));
       it = queue_.erase(it);

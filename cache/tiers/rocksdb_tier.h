@@ -101,8 +101,11 @@ struct RocksDbTierOptions {
   // Write-behind queue: stores waiting for the writer, by count and bytes.
   size_t max_pending_writes = 16384;
   uint64_t max_pending_bytes = 64ull << 20;
-  // Most stores in one WriteBatch.
+  // Most stores in one WriteBatch, and how long the writer lets stores
+  // gather before writing fewer (group commit: one WAL write, no wake-up of
+  // the writer per store). Only stores wait; erases and Flush() do not.
   size_t max_batch = 512;
+  absl::Duration batch_linger = absl::Milliseconds(1);
 
   // Reads that need the disk: reader threads and how many may wait for one.
   int read_threads = 2;
@@ -175,6 +178,10 @@ class RocksDbTier final : public Tier {
   absl::Status Flush();
   // Blocks while RocksDB compacts everything (running the compaction filter).
   absl::Status CompactAll();
+
+  // The DB itself, for benchmarks that hold the tier against RocksDB alone
+  // (same options, block cache and data). Reads only: it bypasses the tier.
+  rocksdb::DB* db_for_benchmarks() const { return db_.get(); }
 
  private:
   struct Counters;
