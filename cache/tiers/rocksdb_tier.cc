@@ -628,9 +628,11 @@ void RocksDbTier::Enqueue(std::shared_ptr<ReadRequest> request) {
     request->Fail(absl::DeadlineExceededError("L3 read: deadline passed before it started"));
     return;
   }
+  bool closing;
   {
     absl::MutexLock l(&read_mu_);
-    if (!readers_stopping_ && reads_.size() < options_.max_pending_reads) {
+    closing = readers_stopping_;
+    if (!closing && reads_.size() < options_.max_pending_reads) {
       // The deadline is armed before the request can be taken, so a reader
       // that claims it always finds the id to disarm.
       request->deadline_id =
@@ -644,7 +646,7 @@ void RocksDbTier::Enqueue(std::shared_ptr<ReadRequest> request) {
     }
   }
   counters_->errors.fetch_add(1, std::memory_order_relaxed);
-  request->Fail(absl::UnavailableError("L3 read queue full"));
+  request->Fail(absl::UnavailableError(closing ? "L3 is closing" : "L3 read queue full"));
 }
 
 void RocksDbTier::ReaderLoop() {

@@ -6,9 +6,10 @@
 // What it does with the disk:
 //   - Writes are write-behind: Store() queues the entry and returns; one
 //     writer thread (the tier's own, its documented job) coalesces the queue
-//     into WriteBatches. The queue is bounded: on overflow the oldest pending
-//     stores are dropped (done gets Unavailable, counted in stores_dropped);
-//     a fill is never blocked. Erases go through the same queue, so they are
+//     into WriteBatches, letting stores gather for up to batch_linger so
+//     that one WAL write carries many. The queue is bounded: on overflow the
+//     oldest pending stores are dropped (done gets Unavailable, counted in
+//     stores_dropped); a fill is never blocked. Erases go through the same queue, so they are
 //     applied after the stores queued before them, and are never dropped.
 //   - The WAL is always on. With `sync` false a batch is in the OS once
 //     Write() returns: an acknowledged store survives a crash of the process
