@@ -100,8 +100,8 @@ bool LookupAndWait(cache::RocksDbTier& tier, const std::string& key) {
     state.store(e.ok() ? 1 : 2, std::memory_order_release);
   });
   int s;
-  while ((s = state.load(std::memory_order_acquire)) == 0) {
-  }
+  // Inline answers are already in; a pool answer needs a core to run on.
+  while ((s = state.load(std::memory_order_acquire)) == 0) std::this_thread::yield();
   return s == 1;
 }
 
@@ -222,12 +222,10 @@ void Fill(cache::L1Cache& l1, cache::RocksDbTier* l3, const std::string& key,
   const absl::Time now = absl::Now();
   cache::Entry e;
   if (l1.Lookup(key, now, &e).has_value()) return;  // never: keys are new
-  if (l3 != nullptr) {
-    bool found = false;
-    l3->Lookup(key, now + absl::Seconds(2),
-               [&](absl::StatusOr<cache::Entry> got) { found = got.ok(); });
-    if (found) return;
-  }
+  // The lookup answers inline unless it needs the disk (a bloom filter's
+  // false positive on a block not in the cache): then it is waited for, as a
+  // fill waits for the next tier.
+  if (l3 != nullptr && LookupAndWait(*l3, key)) return;
   // The origin's answer, after the CPU it is told to spend.
   static const auto origin_cpu = std::chrono::microseconds(absl::GetFlag(FLAGS_origin_cpu_us));
   if (origin_cpu.count() > 0) {
