@@ -305,6 +305,14 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   l1.Bytes("capacity", &c.cache.l1_capacity, 4096);
   l1.Double("max_entry_fraction", &c.cache.l1_max_entry_fraction, 0.0001, 1.0);
   l1.CheckUnknown();
+  const bool has_l3 = cache.Has("l3");
+  Section l3 = cache.Child("l3");
+  l3.String("path", &c.cache.l3_path);
+  l3.Bytes("max_bytes", &c.cache.l3_max_bytes, 16ull << 20);
+  l3.Bool("sync", &c.cache.l3_sync);
+  l3.Bool("warm_l1", &c.cache.l3_warm_l1);
+  l3.CheckUnknown();
+  if (has_l3 && c.cache.l3_path.empty()) l3.Fail("cache.l3.path: required when cache.l3 is set");
   cache.Duration("ttl", &c.cache.ttl);
   cache.Double("refresh_ahead", &c.cache.refresh_ahead, 0.01, 1.0);
   cache.Duration("max_stale", &c.cache.max_stale, /*allow_zero=*/true);

@@ -43,6 +43,11 @@ struct CacheSection {
   double refresh_ahead = 0.8;
   absl::Duration max_stale = absl::Hours(1);
   absl::Duration stale_ttl = absl::Hours(24);
+  // The survival tier (L3); an empty path means no L3.
+  std::string l3_path;
+  uint64_t l3_max_bytes = 1ull << 30;
+  bool l3_sync = false;
+  bool l3_warm_l1 = false;
 };
 
 struct OriginSection {

@@ -21,6 +21,7 @@
 #include "cache/origins/grpc_origin.h"
 #include "common/address.h"
 #include "common/cpu_quota.h"
+#include "cache/tiers/rocksdb_tier.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -45,6 +46,49 @@ absl::StatusOr<std::unique_ptr<cache::Origin>> MakeOrigin(const Config& config, 
     }
   }
   return absl::InvalidArgumentError("origin.type: unknown");
+}
+
+// The survival tier (L3), appended last to `lower` when cache.l3.path is set.
+// A directory that cannot be used at all is logged and fanoutd runs without
+// L3: a restart must never loop on it. Returns the tier (owned by `lower`).
+cache::RocksDbTier* AddSurvivalTier(const Config& config,
+                                    std::vector<std::unique_ptr<cache::Tier>>* lower) {
+  if (config.cache.l3_path.empty()) return nullptr;
+  cache::RocksDbTierOptions o;
+  o.path = config.cache.l3_path;
+  o.max_bytes = config.cache.l3_max_bytes;
+  o.sync = config.cache.l3_sync;
+  absl::StatusOr<std::unique_ptr<cache::RocksDbTier>> tier = cache::RocksDbTier::Open(o);
+  if (!tier.ok()) {
+    FANOUT_LOG(ERROR) << "running without L3: " << tier.status().message();
+    return nullptr;
+  }
+  const cache::RocksDbTierState state = (*tier)->State();
+  FANOUT_LOG(INFO) << "L3 at " << o.path << (state.read_only ? " (read-only)" : "") << ", "
+                   << state.sst_bytes << " bytes on disk";
+  cache::RocksDbTier* l3 = tier->get();
+  lower->push_back(*std::move(tier));
+  return l3;
+}
+
+// cache.l3.warm_l1: copies what L3 holds that is not yet expired into L1,
+// before the server reports SERVING. Bounded: half of L1's byte budget (the
+// rest is left for what traffic brings) and kWarmTime.
+constexpr absl::Duration kWarmTime = absl::Seconds(10);
+void WarmL1FromL3(const cache::RocksDbTier& l3, cache::L1Cache& l1, uint64_t l1_capacity) {
+  const absl::Time start = absl::Now();
+  const uint64_t budget = l1_capacity / 2;
+  uint64_t entries = 0;
+  absl::Status s = l3.ForEach(
+      [&](absl::string_view key, const cache::Entry& e) {
+        if (start >= e.expires_at) return true;  // stale: L3 still answers it
+        if (l1.Insert(key, e)) ++entries;
+        return l1.Stats().bytes < budget;
+      },
+      start + kWarmTime);
+  FANOUT_LOG(INFO) << "warmed L1 from L3: " << entries << " entries, " << l1.Stats().bytes
+                   << " bytes in " << absl::FormatDuration(absl::Now() - start)
+                   << (s.ok() ? "" : absl::StrCat(" (", s.message(), ")"));
 }
 
 // Replaces the port of "host:port" with `port` (for listen addresses on :0).
@@ -183,9 +227,13 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   rp.stale_ttl = config.cache.stale_ttl;
   rp.default_max_stale = config.cache.max_stale;
   rp.origin_timeout = config.origin.timeout;
-  d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1),
-                                                    std::vector<std::unique_ptr<cache::Tier>>{},
-                                                    d->origin_.get(), Clock::Real());
+  std::vector<std::unique_ptr<cache::Tier>> lower;
+  cache::RocksDbTier* l3 = AddSurvivalTier(config, &lower);
+  d->read_path_ = std::make_unique<cache::ReadPath>(
+      rp, cache::NewWTinyLfuCache(l1), std::move(lower), d->origin_.get(), Clock::Real());
+  if (l3 != nullptr && config.cache.l3_warm_l1) {
+    WarmL1FromL3(*l3, d->read_path_->l1(), config.cache.l1_capacity);
+  }
 
   ASSIGN_OR_RETURN(d->router_, router::Router::Create(config.routes, d->executor_.get()));
 

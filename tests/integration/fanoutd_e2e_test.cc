@@ -27,10 +27,28 @@ using ::fanout::testing::Subprocess;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
+// A working directory of its own for each daemon: the embedded default's
+// relative paths resolve there (deploy/ links to the sources; its L3 under
+// .fanout/ is this daemon's alone, empty at start).
+class WorkDir {
+ public:
+  WorkDir() : path_(testing::TempPath("workdir")) {
+    std::filesystem::create_directories(path_);
+    std::filesystem::create_directory_symlink(std::string(FANOUT_SOURCE_DIR) + "/deploy",
+                                              path_ + "/deploy");
+  }
+  ~WorkDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 // A fanoutd process on a free loopback port.
 class Daemon {
  public:
-  explicit Daemon(std::vector<std::string> args, const std::string& cwd = FANOUT_SOURCE_DIR) {
+  explicit Daemon(std::vector<std::string> args, std::string cwd = "") {
+    if (cwd.empty()) cwd = work_.path();
     std::vector<std::string> argv = {FANOUTD_PATH};
     bool has_listen = false;
     for (const auto& a : args) has_listen = has_listen || a.rfind("--listen", 0) == 0;
@@ -47,6 +65,7 @@ class Daemon {
   Subprocess& process() { return *process_; }
 
  private:
+  WorkDir work_;
   std::unique_ptr<Subprocess> process_;
   std::string address_;
 };
