@@ -32,6 +32,20 @@ struct LimitsSection {
   absl::Duration request_timeout = absl::Seconds(30);
 };
 
+// cache.l2: the Redis tier every pod shares. No `redis` address = no L2.
+struct L2Section {
+  std::string redis;  // host:port or unix:///path
+  // AUTH password: at most one of the three (the file's trailing newline is
+  // dropped; the env var is read at start-up).
+  std::string password;
+  std::string password_file;
+  std::string password_env;
+  int db = 0;
+  absl::Duration timeout = absl::Milliseconds(50);  // per command
+  int connections = 2;
+  std::string key_prefix = "fanout:";
+};
+
 struct CacheSection {
   uint64_t l1_capacity = 256ull << 20;
   double l1_max_entry_fraction = 0.01;
@@ -39,6 +53,7 @@ struct CacheSection {
   double refresh_ahead = 0.8;
   absl::Duration max_stale = absl::Hours(1);
   absl::Duration stale_ttl = absl::Hours(24);
+  L2Section l2;
 };
 
 struct OriginSection {
@@ -64,6 +79,11 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
 
 // Reads and parses a file. NotFound if it cannot be read.
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+// The L2 password from cache.l2.password, password_file or password_env
+// (empty when none is set). InvalidArgument naming the key when the file
+// cannot be read or the variable is not set.
+absl::StatusOr<std::string> ResolveL2Password(const L2Section& l2);
 
 // The embedded default (deploy/config/local.yaml, compiled in).
 Config DefaultConfig();

@@ -9,6 +9,7 @@
 #include "cache/l1/wtinylfu_cache.h"
 #include "cache/origins/file_origin.h"
 #include "cache/origins/grpc_origin.h"
+#include "cache/tiers/redis/redis_tier.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -32,6 +33,33 @@ absl::StatusOr<std::unique_ptr<cache::Origin>> MakeOrigin(const Config& config,
     }
   }
   return absl::InvalidArgumentError("origin.type: unknown");
+}
+
+// The shared Redis tier (cache.l2), or nullptr when no address is set. An
+// unreachable Redis is not an error (the tier answers Unavailable until it
+// answers); a refused password or db is.
+absl::StatusOr<std::unique_ptr<cache::Tier>> MakeL2(const L2Section& l2) {
+  if (l2.redis.empty()) return nullptr;
+  cache::RedisClientOptions o;
+  ASSIGN_OR_RETURN(o.address, cache::ParseRedisAddress(l2.redis));
+  ASSIGN_OR_RETURN(o.password, ResolveL2Password(l2));
+  o.db = l2.db;
+  o.command_timeout = l2.timeout;
+  o.connections = l2.connections;
+  o.name = "fanout-redis";
+  cache::RedisTierOptions t;
+  t.key_prefix = l2.key_prefix;
+  absl::StatusOr<std::unique_ptr<cache::RedisTier>> tier = cache::NewRedisTier(o, t, Clock::Real());
+  if (!tier.ok()) {
+    const absl::StatusCode code = tier.status().code();
+    const char* key = code == absl::StatusCode::kPermissionDenied  ? "cache.l2.password"
+                      : code == absl::StatusCode::kInvalidArgument ? "cache.l2.db"
+                                                                   : "cache.l2";
+    return absl::InvalidArgumentError(absl::StrCat(key, ": ", tier.status().message()));
+  }
+  FANOUT_LOG(INFO) << "L2: Redis at " << o.address.ToString() << " (db " << l2.db
+                   << ", key prefix \"" << l2.key_prefix << "\")";
+  return std::unique_ptr<cache::Tier>(*std::move(tier));
 }
 
 // Replaces the port of "host:port" with `port` (for listen addresses on :0).
@@ -72,9 +100,11 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   rp.stale_ttl = config.cache.stale_ttl;
   rp.default_max_stale = config.cache.max_stale;
   rp.origin_timeout = config.origin.timeout;
-  d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1),
-                                                    std::vector<std::unique_ptr<cache::Tier>>{},
-                                                    d->origin_.get(), Clock::Real());
+  std::vector<std::unique_ptr<cache::Tier>> lower;  // L2 first, then L3
+  ASSIGN_OR_RETURN(std::unique_ptr<cache::Tier> l2, MakeL2(config.cache.l2));
+  if (l2 != nullptr) lower.push_back(std::move(l2));
+  d->read_path_ = std::make_unique<cache::ReadPath>(
+      rp, cache::NewWTinyLfuCache(l1), std::move(lower), d->origin_.get(), Clock::Real());
 
   ASSIGN_OR_RETURN(d->router_, router::Router::Create(config.routes, d->executor_.get()));
 
