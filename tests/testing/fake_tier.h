@@ -90,6 +90,7 @@ class FakeTier final : public cache::Tier {
       absl::MutexLock l(&mu_);
       ++erase_calls_;
       auto apply = [&](absl::btree_map<std::string, cache::Entry>::iterator it) {
+        mu_.AssertHeld();  // for -Wthread-safety, which does not see into lambdas
         ++n;
         if (mode == cache::EraseMode::kRemove) return map_.erase(it);
         it->second = cache::Supersede(std::move(it->second), now);
