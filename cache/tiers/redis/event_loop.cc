@@ -52,12 +52,15 @@ EventLoop::~EventLoop() {
 }
 
 void EventLoop::Post(Task task) {
+  // From the loop thread no wake-up is needed: the loop runs what is posted
+  // before it waits again.
+  const bool on_loop = InLoopThread();
   bool wake;
   {
     absl::MutexLock l(&mu_);
     posted_.push_back(std::move(task));
-    wake = !wake_pending_;
-    wake_pending_ = true;
+    wake = !on_loop && !wake_pending_;
+    if (wake) wake_pending_ = true;
   }
   // One write per batch of posts: the loop clears wake_pending_ before it
   // takes the queue, so a post after that writes again.
@@ -157,11 +160,13 @@ void EventLoop::Run() {
   constexpr int kMaxEvents = 64;
   epoll_event events[kMaxEvents];
   for (;;) {
+    bool posted;
     {
       absl::MutexLock l(&mu_);
       if (stopping_) break;
+      posted = !posted_.empty();
     }
-    const int n = ::epoll_wait(epoll_fd_, events, kMaxEvents, NextTimeoutMs());
+    const int n = ::epoll_wait(epoll_fd_, events, kMaxEvents, posted ? 0 : NextTimeoutMs());
     for (int i = 0; i < n; ++i) {
       const uint64_t id = events[i].data.u64;
       if (id == 0) {

@@ -457,7 +457,14 @@ class RedisClient::Impl {
     absl::Status refused;
     if (has_auth) {
       const RedisReply& r = (*replies)[i++];
-      if (r.is_error()) {
+      if (r.is_error() && absl::StrContains(r.str, "without any password configured")) {
+        // A password fanout has and Redis does not: harmless (Redis is
+        // being moved to a password, or away from one), worth a word.
+        if (!warned_no_password_) {
+          FANOUT_LOG(WARNING) << where_ << " has no password but one is configured: " << r.str;
+          warned_no_password_ = true;
+        }
+      } else if (r.is_error()) {
         refused = absl::PermissionDeniedError(absl::StrCat(where_, " refused AUTH: ", r.str));
       }
     }
@@ -818,6 +825,7 @@ class RedisClient::Impl {
   EventLoop::TimerId probe_timer_ = EventLoop::kNoTimer;
   absl::Time opened_at_;
   int failure_streak_ = 0;
+  bool warned_no_password_ = false;
   std::string last_logged_;
   absl::Time last_log_time_ = absl::InfinitePast();
   absl::BitGen rng_;

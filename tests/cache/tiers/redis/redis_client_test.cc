@@ -116,6 +116,16 @@ TEST(RedisClientTest, PasswordIsSentAndDbSelected) {
   EXPECT_EQ(server->Cli({"GET", "where"}).out, "\n");
 }
 
+TEST(RedisClientTest, PasswordForARedisWithoutOneIsAccepted) {
+  RedisServer* server = SharedRedis();
+  ASSERT_NE(server, nullptr);
+  cache::RedisClientOptions o = ClientOptions(server->address());
+  o.password = "not-needed";
+  auto client = Connect(o);
+  ASSERT_NE(client, nullptr);
+  EXPECT_OK(RunNow(*client, {"PING"}));
+}
+
 TEST(RedisClientTest, WrongPasswordFailsAtStartWithTheReason) {
   std::string error;
   auto server = RedisServer::Start(&error, PasswordOptions("s3cret"));
