@@ -52,9 +52,10 @@ absl::StatusOr<std::unique_ptr<cache::Tier>> MakeL2(const L2Section& l2) {
   absl::StatusOr<std::unique_ptr<cache::RedisTier>> tier = cache::NewRedisTier(o, t, Clock::Real());
   if (!tier.ok()) {
     const absl::StatusCode code = tier.status().code();
-    const char* key = code == absl::StatusCode::kPermissionDenied  ? "cache.l2.password"
-                      : code == absl::StatusCode::kInvalidArgument ? "cache.l2.db"
-                                                                   : "cache.l2";
+    const char* key = code == absl::StatusCode::kPermissionDenied     ? "cache.l2.password"
+                      : code == absl::StatusCode::kInvalidArgument    ? "cache.l2.db"
+                      : code == absl::StatusCode::kFailedPrecondition ? "cache.l2.redis"
+                                                                      : "cache.l2";
     return absl::InvalidArgumentError(absl::StrCat(key, ": ", tier.status().message()));
   }
   FANOUT_LOG(INFO) << "L2: Redis at " << o.address.ToString() << " (db " << l2.db

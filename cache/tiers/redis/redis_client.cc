@@ -68,6 +68,24 @@ bool IsAvailabilityError(const RedisReply& r) {
   return false;
 }
 
+const char* ReplyTypeName(RedisReply::Type t) {
+  switch (t) {
+    case RedisReply::Type::kNil:
+      return " nil";
+    case RedisReply::Type::kString:
+      return " string";
+    case RedisReply::Type::kStatus:
+      return " status";
+    case RedisReply::Type::kInteger:
+      return "n integer";
+    case RedisReply::Type::kArray:
+      return "n array";
+    case RedisReply::Type::kError:
+      return "n error";
+  }
+  return " strange";
+}
+
 bool IsNumericHost(const std::string& host) {
   in6_addr buf;
   return ::inet_pton(AF_INET, host.c_str(), &buf) == 1 ||
@@ -477,18 +495,24 @@ class RedisClient::Impl {
     }
     if (refused.ok()) {
       const RedisReply& r = (*replies)[i];
-      if (r.is_error()) {
+      if (r.is_error() && absl::StartsWith(r.str, "NOAUTH")) {
         refused =
-            absl::StartsWith(r.str, "NOAUTH")
-                ? absl::PermissionDeniedError(absl::StrCat(where_, " requires a password: ", r.str))
-                : absl::UnavailableError(absl::StrCat(where_, " answered PING with ", r.str));
+            absl::PermissionDeniedError(absl::StrCat(where_, " requires a password: ", r.str));
+      } else if (IsAvailabilityError(r)) {
+        // LOADING, BUSY, ...: Redis, but not ready yet. Not a start-up error.
+        refused = absl::UnavailableError(absl::StrCat(where_, " answered PING with ", r.str));
+      } else if (r.type != RedisReply::Type::kStatus || r.str != "PONG") {
+        refused = absl::FailedPreconditionError(
+            absl::StrCat(where_, " answered PING with ",
+                         r.is_error() ? r.str : absl::StrCat("a", ReplyTypeName(r.type), " reply"),
+                         ", not PONG: is it a Redis server?"));
       }
     }
     if (!refused.ok()) {
       // Inside a hiredis callback: close after it returns.
       loop_->Post([this, c, gen, refused] {
         if (c->generation != gen || c->state != Conn::State::kConnecting) return;
-        SetStartOutcome(refused);
+        if (refused.code() != absl::StatusCode::kUnavailable) SetStartOutcome(refused);
         CloseConn(c, std::string(refused.message()));
       });
       return;
@@ -558,8 +582,14 @@ class RedisClient::Impl {
       connect_failures_.fetch_add(1, std::memory_order_relaxed);
     }
     SetLastError(reason);
-    // An unreachable Redis at start is not a start-up error.
-    if (!was_ready) SetStartOutcome(absl::OkStatus());
+    // An unreachable Redis at start is not a start-up error; something that
+    // does not speak Redis's protocol at that address is.
+    if (!was_ready && absl::StartsWith(reason, "Protocol error")) {
+      SetStartOutcome(absl::FailedPreconditionError(
+          absl::StrCat(where_, " does not speak the Redis protocol: ", reason)));
+    } else if (!was_ready) {
+      SetStartOutcome(absl::OkStatus());
+    }
     ++failure_streak_;
     if (reason != last_logged_ || absl::Now() - last_log_time_ > absl::Seconds(30)) {
       FANOUT_LOG(WARNING) << where_ << ": " << (was_ready ? "connection lost" : "cannot connect")

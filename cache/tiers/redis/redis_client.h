@@ -85,6 +85,7 @@ class RedisClient {
   // options.start_wait for the first handshake:
   //   PermissionDenied  Redis refused AUTH (wrong or missing password)
   //   InvalidArgument   Redis refused SELECT (db out of range) or bad options
+  //   FailedPrecondition  what answers at the address is not Redis
   // An unreachable Redis is not an error: the client starts, answers
   // Unavailable, and keeps reconnecting in the background.
   static absl::StatusOr<std::shared_ptr<RedisClient>> Create(RedisClientOptions options);

@@ -161,6 +161,48 @@ TEST(RedisClientTest, WrongPasswordLaterIsUnavailableWithTheReason) {
   EXPECT_FALSE(client->Available());
 }
 
+// A TCP server on `port` that answers every read with `reply` (Python
+// literal), or echoes it back when `reply` is empty.
+std::unique_ptr<Subprocess> TinyServer(int port, const std::string& reply) {
+  auto p = std::make_unique<Subprocess>(std::vector<std::string>{
+      "/usr/bin/python3", "-c",
+      absl::StrCat("import socket,threading\n"
+                   "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                   "s.bind(('127.0.0.1', ",
+                   port,
+                   ")); s.listen()\n"
+                   "def serve(c):\n"
+                   "  while True:\n"
+                   "    d=c.recv(4096)\n"
+                   "    if not d: break\n"
+                   "    c.sendall(",
+                   reply.empty() ? "d" : reply,
+                   ")\n"
+                   "while True:\n"
+                   "  c,_=s.accept(); threading.Thread(target=serve, args=(c,)).start()\n")});
+  EXPECT_TRUE(PollUntil([&] {
+    return RunProcess(
+               {"/usr/bin/python3", "-c",
+                absl::StrCat("import socket; socket.create_connection(('127.0.0.1', ", port, "))")})
+               .code == 0;
+  }));
+  return p;
+}
+
+TEST(RedisClientTest, SomethingElseAtTheAddressFailsAtStart) {
+  // An echo server answers PING with PING (an array): not Redis.
+  const int echo_port = PickFreePort();
+  auto echo = TinyServer(echo_port, "");
+  EXPECT_THAT(RedisClient::Create(ClientOptions(absl::StrCat("127.0.0.1:", echo_port))),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("is it a Redis server?")));
+  // An HTTP server's answer is not even the Redis protocol.
+  const int http_port = PickFreePort();
+  auto http = TinyServer(http_port, "b'HTTP/1.1 400 Bad Request\\r\\n\\r\\n'");
+  EXPECT_THAT(RedisClient::Create(ClientOptions(absl::StrCat("127.0.0.1:", http_port))),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("does not speak the Redis protocol")));
+}
+
 TEST(RedisClientTest, DbOutOfRangeFailsAtStart) {
   RedisServer* server = SharedRedis();
   ASSERT_NE(server, nullptr);
