@@ -203,6 +203,18 @@ TEST(RedisClientTest, SomethingElseAtTheAddressFailsAtStart) {
                        HasSubstr("does not speak the Redis protocol")));
 }
 
+TEST(RedisClientTest, RedisStillLoadingIsNotAStartError) {
+  const int port = PickFreePort();
+  auto loading = TinyServer(port, "b'-LOADING Redis is loading the dataset in memory\\r\\n'");
+  cache::RedisClientOptions o = ClientOptions(absl::StrCat("127.0.0.1:", port));
+  o.connections = 1;
+  auto client = Connect(o);
+  ASSERT_NE(client, nullptr);
+  EXPECT_FALSE(client->Available());
+  EXPECT_THAT(RunNow(*client, {"PING"}),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("LOADING")));
+}
+
 TEST(RedisClientTest, DbOutOfRangeFailsAtStart) {
   RedisServer* server = SharedRedis();
   ASSERT_NE(server, nullptr);
