@@ -359,10 +359,17 @@ absl::StatusOr<std::unique_ptr<FakeBackend>> FakeBackend::Start(FakeBackendOptio
   return backend;
 }
 
+// The backend HoldGrpcCallbackQueue keeps for the life of the process. A
+// global with external linkage, which the optimizer cannot drop the way it
+// drops a function-local static nobody reads, keeps it reachable for
+// LeakSanitizer.
+FakeBackend* held_fake_backend = nullptr;
+
 void HoldGrpcCallbackQueue() {
-  static FakeBackend* const held = [] {
+  static const bool held = [] {
     absl::StatusOr<std::unique_ptr<FakeBackend>> backend = FakeBackend::Start({});
-    return backend.ok() ? backend->release() : nullptr;
+    if (backend.ok()) held_fake_backend = backend->release();
+    return true;
   }();
   (void)held;
 }
