@@ -86,6 +86,22 @@ const char* ReplyTypeName(RedisReply::Type t) {
   return " strange";
 }
 
+// A command in the Redis protocol (RESP): "*<argc>\r\n" then "$<len>\r\n<arg>\r\n"
+// per argument. hiredis's own formatter builds it with sdscatfmt, several
+// times slower; this is the hot path of every call.
+void FormatCommand(const RedisClient::Command& args, std::string* out) {
+  size_t size = 16;
+  for (const std::string& a : args) size += a.size() + 24;
+  out->clear();
+  out->reserve(size);
+  absl::StrAppend(out, "*", args.size(), "\r\n");
+  for (const std::string& a : args) {
+    absl::StrAppend(out, "$", a.size(), "\r\n");
+    out->append(a);
+    out->append("\r\n");
+  }
+}
+
 bool IsNumericHost(const std::string& host) {
   in6_addr buf;
   return ::inet_pton(AF_INET, host.c_str(), &buf) == 1 ||
@@ -315,6 +331,13 @@ class RedisClient::Impl {
     redisAsyncContext* ac = nullptr;  // null while down or being closed by us
     uint64_t generation = 0;          // one per connection attempt
     size_t in_flight = 0;             // commands awaiting their reply
+    // Requests sent on it (handshake aside), oldest first, with the monotonic
+    // time their answer is due. Redis answers a connection in order and
+    // every request gets the same command_timeout, so only the oldest can be
+    // late: one timer per connection, armed for it, instead of one per
+    // request.
+    std::deque<std::pair<absl::Duration, Request*>> waiting;
+    EventLoop::TimerId due_timer = EventLoop::kNoTimer;
     EventLoop::TimerId connect_timer = EventLoop::kNoTimer;
     EventLoop::TimerId reconnect_timer = EventLoop::kNoTimer;
     absl::Duration backoff;
@@ -344,8 +367,8 @@ class RedisClient::Impl {
     bool finished = false;
     bool timed_out = false;
     bool unwell_reply = false;  // an availability error reply (LOADING, BUSY, ...)
+    bool waiting = false;       // in conn->waiting
     EventLoop::TimerId caller_timer = EventLoop::kNoTimer;
-    EventLoop::TimerId own_timer = EventLoop::kNoTimer;
   };
 
   std::string LastError() const {
@@ -568,6 +591,10 @@ class RedisClient::Impl {
   // `c` has no context any more: count, log, reconnect later. A close after
   // a command timed out was already counted as that command's failure.
   void ConnDown(Conn* c, const std::string& reason, bool count_failure = true) {
+    // Its requests were failed (and maybe freed) with the context.
+    c->waiting.clear();
+    loop_->CancelTimer(c->due_timer);
+    c->due_timer = EventLoop::kNoTimer;
     if (c->state == Conn::State::kDown) return;
     const bool was_ready = c->state == Conn::State::kReady;
     c->state = Conn::State::kDown;
@@ -703,20 +730,13 @@ class RedisClient::Impl {
     const size_t n = req->commands.size();
     req->replies.resize(n);
     req->slots.resize(n);
-    std::vector<const char*> argv;
-    std::vector<size_t> argvlen;
     size_t sent = 0;
+    std::string resp;
     for (size_t i = 0; i < n; ++i) {
       req->slots[i] = Slot{req, i};
-      argv.clear();
-      argvlen.clear();
-      for (const std::string& a : req->commands[i]) {
-        argv.push_back(a.data());
-        argvlen.push_back(a.size());
-      }
-      if (redisAsyncCommandArgv(c->ac, &Impl::OnReply, &req->slots[i],
-                                static_cast<int>(argv.size()), argv.data(),
-                                argvlen.data()) != REDIS_OK) {
+      FormatCommand(req->commands[i], &resp);
+      if (redisAsyncFormattedCommand(c->ac, &Impl::OnReply, &req->slots[i], resp.data(),
+                                     resp.size()) != REDIS_OK) {
         break;
       }
       ++sent;
@@ -736,7 +756,42 @@ class RedisClient::Impl {
     if (remaining < options_.command_timeout) {
       req->caller_timer = loop_->AddTimer(remaining, [this, req] { OnCallerDeadline(req); });
     }
-    req->own_timer = loop_->AddTimer(options_.command_timeout, [this, req] { OnOwnTimeout(req); });
+    c->waiting.emplace_back(EventLoop::MonotonicNow() + options_.command_timeout, req);
+    req->waiting = true;
+    if (c->due_timer == EventLoop::kNoTimer) ArmDue(c);
+  }
+
+  // Arms `c`'s timer for its oldest request. A request answered meanwhile
+  // leaves the timer as it is: it fires, finds a later head, and re-arms.
+  void ArmDue(Conn* c) {
+    if (c->waiting.empty()) return;
+    const uint64_t gen = c->generation;
+    c->due_timer =
+        loop_->AddTimer(c->waiting.front().first - EventLoop::MonotonicNow(), [this, c, gen] {
+          c->due_timer = EventLoop::kNoTimer;
+          if (c->generation != gen || c->waiting.empty()) return;
+          if (c->waiting.front().first > EventLoop::MonotonicNow()) {
+            ArmDue(c);
+            return;
+          }
+          OnOwnTimeout(c->waiting.front().second);
+        });
+  }
+
+  void Unwait(Request* req) {
+    if (!req->waiting) return;
+    req->waiting = false;
+    auto& w = req->conn->waiting;
+    if (!w.empty() && w.front().second == req) {
+      w.pop_front();
+      return;
+    }
+    for (auto it = w.begin(); it != w.end(); ++it) {
+      if (it->second == req) {
+        w.erase(it);
+        return;
+      }
+    }
   }
 
   static void OnReply(redisAsyncContext* ac, void* reply, void* privdata) {
@@ -764,8 +819,7 @@ class RedisClient::Impl {
     r = Convert(reply);
     if (IsAvailabilityError(r)) req->unwell_reply = true;
     if (++req->received == req->slots.size()) {
-      loop_->CancelTimer(req->own_timer);
-      req->own_timer = EventLoop::kNoTimer;
+      Unwait(req);
       if (req->kind == Request::Kind::kUser && !req->timed_out) {
         if (req->unwell_reply) {
           SetLastError(absl::StrCat("Redis answered ", r.str));
@@ -789,7 +843,6 @@ class RedisClient::Impl {
   }
 
   void OnOwnTimeout(Request* req) {
-    req->own_timer = EventLoop::kNoTimer;
     req->timed_out = true;
     timeouts_.fetch_add(1, std::memory_order_relaxed);
     const std::string reason =
@@ -807,9 +860,10 @@ class RedisClient::Impl {
     }
     Conn* c = req->conn;
     // Closing fails what is still outstanding, which may free `req`.
-    if (c->generation == req->conn_generation && c->ac != nullptr) {
+    if (c->ac != nullptr) {
       CloseConn(c, absl::StrCat("closed after a command got ", reason), /*count_failure=*/false);
     } else {
+      Unwait(req);
       MaybeDelete(req);
     }
     if (done) std::move(done)(Timeout(absl::StrCat(where_, ": ", reason)));
@@ -826,7 +880,6 @@ class RedisClient::Impl {
   void MaybeDelete(Request* req) {
     if (!req->finished || req->outstanding > 0) return;
     loop_->CancelTimer(req->caller_timer);
-    loop_->CancelTimer(req->own_timer);
     delete req;
   }
 
