@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <set>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/address.h"
+#include "cache/tiers/redis/redis_address.h"
 #include "common/status_macros.h"
 #include "common/units.h"
 #include "server/embedded_default.h"
@@ -317,6 +319,27 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   cache.Double("refresh_ahead", &c.cache.refresh_ahead, 0.01, 1.0);
   cache.Duration("max_stale", &c.cache.max_stale, /*allow_zero=*/true);
   cache.Duration("stale_ttl", &c.cache.stale_ttl, /*allow_zero=*/true);
+  Section l2 = cache.Child("l2");
+  l2.String("redis", &c.cache.l2.redis);
+  l2.String("password", &c.cache.l2.password);
+  l2.String("password_file", &c.cache.l2.password_file);
+  l2.String("password_env", &c.cache.l2.password_env);
+  l2.Int("db", &c.cache.l2.db, 0, 65535);
+  l2.Duration("timeout", &c.cache.l2.timeout);
+  l2.Int("connections", &c.cache.l2.connections, 1, 64);
+  l2.String("key_prefix", &c.cache.l2.key_prefix);
+  l2.CheckUnknown();
+  if (!c.cache.l2.redis.empty()) {
+    absl::StatusOr<cache::RedisAddress> a = cache::ParseRedisAddress(c.cache.l2.redis);
+    if (!a.ok()) l2.Fail(absl::StrCat("cache.l2.redis: ", a.status().message()));
+  }
+  const int password_sources = (c.cache.l2.password.empty() ? 0 : 1) +
+                               (c.cache.l2.password_file.empty() ? 0 : 1) +
+                               (c.cache.l2.password_env.empty() ? 0 : 1);
+  if (password_sources > 1) {
+    l2.Fail("cache.l2: set at most one of password, password_file, password_env");
+  }
+  if (c.cache.l2.timeout > absl::Seconds(10)) l2.Fail("cache.l2.timeout: must be at most 10s");
   cache.CheckUnknown();
 
   Section origin = top.Child("origin");
@@ -374,6 +397,32 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
   std::stringstream buf;
   buf << in.rdbuf();
   return ParseConfig(buf.str(), path);
+}
+
+absl::StatusOr<std::string> ResolveL2Password(const L2Section& l2) {
+  if (!l2.password_file.empty()) {
+    std::ifstream in(l2.password_file);
+    if (!in) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("cache.l2.password_file: cannot read ", l2.password_file));
+    }
+    std::stringstream buf;
+    buf << in.rdbuf();
+    std::string password = buf.str();
+    while (!password.empty() && (password.back() == '\n' || password.back() == '\r')) {
+      password.pop_back();
+    }
+    return password;
+  }
+  if (!l2.password_env.empty()) {
+    const char* v = std::getenv(l2.password_env.c_str());
+    if (v == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("cache.l2.password_env: environment variable ",
+                                                     l2.password_env, " is not set"));
+    }
+    return std::string(v);
+  }
+  return l2.password;
 }
 
 absl::string_view EmbeddedDefaultYaml() { return kEmbeddedDefaultYaml; }

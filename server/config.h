@@ -36,6 +36,20 @@ struct LimitsSection {
   absl::Duration request_timeout = absl::Seconds(30);
 };
 
+// cache.l2: the Redis tier every pod shares. No `redis` address = no L2.
+struct L2Section {
+  std::string redis;  // host:port or unix:///path
+  // AUTH password: at most one of the three (the file's trailing newline is
+  // dropped; the env var is read at start-up).
+  std::string password;
+  std::string password_file;
+  std::string password_env;
+  int db = 0;
+  absl::Duration timeout = absl::Milliseconds(50);  // per command
+  int connections = 2;
+  std::string key_prefix = "fanout:";
+};
+
 struct CacheSection {
   uint64_t l1_capacity = 256ull << 20;
   double l1_max_entry_fraction = 0.01;
@@ -48,6 +62,7 @@ struct CacheSection {
   uint64_t l3_max_bytes = 1ull << 30;
   bool l3_sync = false;
   bool l3_warm_l1 = false;
+  L2Section l2;
 };
 
 struct OriginSection {
@@ -76,6 +91,11 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
 
 // Reads and parses a file. NotFound if it cannot be read.
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+
+// The L2 password from cache.l2.password, password_file or password_env
+// (empty when none is set). InvalidArgument naming the key when the file
+// cannot be read or the variable is not set.
+absl::StatusOr<std::string> ResolveL2Password(const L2Section& l2);
 
 // The embedded default (deploy/config/local.yaml, compiled in).
 Config DefaultConfig();

@@ -19,9 +19,10 @@
 #include "cache/l1/wtinylfu_cache.h"
 #include "cache/origins/file_origin.h"
 #include "cache/origins/grpc_origin.h"
+#include "cache/tiers/redis/redis_tier.h"
+#include "cache/tiers/rocksdb_tier.h"
 #include "common/address.h"
 #include "common/cpu_quota.h"
-#include "cache/tiers/rocksdb_tier.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 
@@ -89,6 +90,34 @@ void WarmL1FromL3(const cache::RocksDbTier& l3, cache::L1Cache& l1, uint64_t l1_
   FANOUT_LOG(INFO) << "warmed L1 from L3: " << entries << " entries, " << l1.Stats().bytes
                    << " bytes in " << absl::FormatDuration(absl::Now() - start)
                    << (s.ok() ? "" : absl::StrCat(" (", s.message(), ")"));
+}
+
+// The shared Redis tier (cache.l2), or nullptr when no address is set. An
+// unreachable Redis is not an error (the tier answers Unavailable until it
+// answers); a refused password or db is.
+absl::StatusOr<std::unique_ptr<cache::Tier>> MakeL2(const L2Section& l2) {
+  if (l2.redis.empty()) return nullptr;
+  cache::RedisClientOptions o;
+  ASSIGN_OR_RETURN(o.address, cache::ParseRedisAddress(l2.redis));
+  ASSIGN_OR_RETURN(o.password, ResolveL2Password(l2));
+  o.db = l2.db;
+  o.command_timeout = l2.timeout;
+  o.connections = l2.connections;
+  o.name = "fanout-redis";
+  cache::RedisTierOptions t;
+  t.key_prefix = l2.key_prefix;
+  absl::StatusOr<std::unique_ptr<cache::RedisTier>> tier = cache::NewRedisTier(o, t, Clock::Real());
+  if (!tier.ok()) {
+    const absl::StatusCode code = tier.status().code();
+    const char* key = code == absl::StatusCode::kPermissionDenied     ? "cache.l2.password"
+                      : code == absl::StatusCode::kInvalidArgument    ? "cache.l2.db"
+                      : code == absl::StatusCode::kFailedPrecondition ? "cache.l2.redis"
+                                                                      : "cache.l2";
+    return absl::InvalidArgumentError(absl::StrCat(key, ": ", tier.status().message()));
+  }
+  FANOUT_LOG(INFO) << "L2: Redis at " << o.address.ToString() << " (db " << l2.db
+                   << ", key prefix \"" << l2.key_prefix << "\")";
+  return std::unique_ptr<cache::Tier>(*std::move(tier));
 }
 
 // Replaces the port of "host:port" with `port` (for listen addresses on :0).
@@ -227,7 +256,9 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   rp.stale_ttl = config.cache.stale_ttl;
   rp.default_max_stale = config.cache.max_stale;
   rp.origin_timeout = config.origin.timeout;
-  std::vector<std::unique_ptr<cache::Tier>> lower;
+  std::vector<std::unique_ptr<cache::Tier>> lower;  // L2 first, then L3
+  ASSIGN_OR_RETURN(std::unique_ptr<cache::Tier> l2, MakeL2(config.cache.l2));
+  if (l2 != nullptr) lower.push_back(std::move(l2));
   cache::RocksDbTier* l3 = AddSurvivalTier(config, &lower);
   d->read_path_ = std::make_unique<cache::ReadPath>(
       rp, cache::NewWTinyLfuCache(l1), std::move(lower), d->origin_.get(), Clock::Real());
