@@ -74,7 +74,7 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   rp.origin_timeout = config.origin.timeout;
   d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1),
                                                     std::vector<std::unique_ptr<cache::Tier>>{},
-                                                    d->origin_.get(), Clock::Real());
+                                                    d->origin_.get(), d->executor_.get());
 
   ASSIGN_OR_RETURN(d->router_, router::Router::Create(config.routes, d->executor_.get()));
 
@@ -116,8 +116,13 @@ Fanoutd::~Fanoutd() {
     server_->Shutdown(absl::ToChronoTime(absl::Now()));
     server_->Wait();
   }
-  // The executor goes before the services it calls back into; the router
-  // (whose calls have all ended with the server) before the executor.
+  // Each part goes after the ones that call into it: the server (its calls
+  // have ended), then the read path (its background refreshes and tier
+  // stores have no call waiting: it cancels their origin fetches and waits
+  // for them), the origin, the router, and last the executor they run on.
+  if (read_path_ != nullptr) read_path_->Shutdown(config_.origin.timeout);
+  read_path_.reset();
+  origin_.reset();
   router_.reset();
   executor_.reset();
 }
