@@ -27,6 +27,9 @@ struct LimitsSection {
   uint64_t max_namespace_bytes = 256;
   uint64_t max_value_bytes = 1 << 20;
   int max_batch_keys = 1000;
+  // Most value bytes in one BatchGet response (the default gRPC client
+  // accepts 4 MiB messages).
+  uint64_t max_batch_bytes = 4ull << 20;
   int max_in_flight = 10000;
   // Deadline of a call that brings none, and the ceiling of those that do.
   absl::Duration request_timeout = absl::Seconds(30);
@@ -39,6 +42,10 @@ struct CacheSection {
   double refresh_ahead = 0.8;
   absl::Duration max_stale = absl::Hours(1);
   absl::Duration stale_ttl = absl::Hours(24);
+  absl::Duration negative_ttl = absl::Seconds(5);
+  absl::Duration retry_backoff = absl::Seconds(1);
+  absl::Duration max_retry_backoff = absl::Seconds(30);
+  int max_background_refreshes = 64;
 };
 
 struct OriginSection {

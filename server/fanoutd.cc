@@ -72,6 +72,10 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   rp.stale_ttl = config.cache.stale_ttl;
   rp.default_max_stale = config.cache.max_stale;
   rp.origin_timeout = config.origin.timeout;
+  rp.negative_ttl = config.cache.negative_ttl;
+  rp.retry_backoff = config.cache.retry_backoff;
+  rp.max_retry_backoff = config.cache.max_retry_backoff;
+  rp.max_background_refreshes = config.cache.max_background_refreshes;
   d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1),
                                                     std::vector<std::unique_ptr<cache::Tier>>{},
                                                     d->origin_.get(), d->executor_.get());
