@@ -84,7 +84,7 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
 
   d->health_ = std::make_unique<HealthService>();
   d->sidecar_ = std::make_unique<SidecarService>(config, d->read_path_.get(), d->router_.get(),
-                                                 &d->admission_);
+                                                 &d->admission_, d->executor_.get());
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
