@@ -202,7 +202,7 @@ print(round(statistics.median(json.loads(l.split(" ", 3)[3])["throughput"]
 
   python3 - "$results" "$here/RESULTS.md" "$machine" "$mode" "$pairs" "$duration" "$warmup" \
     "$elapsed" "$capacity" "$closed_capacity" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 
 results, path, machine, mode, pairs, duration, warmup, elapsed, capacity, closed_capacity = \
     sys.argv[1:]

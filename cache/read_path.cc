@@ -1,11 +1,13 @@
 #include "cache/read_path.h"
 
+#include <algorithm>
 #include <atomic>
+#include <random>
 #include <utility>
 
-#include "absl/container/flat_hash_set.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 
 namespace fanout::cache {
 namespace {
@@ -15,177 +17,574 @@ std::string Describe(absl::string_view ns, absl::string_view key) {
                     : absl::StrCat("key \"", key, "\" in namespace \"", ns, "\"");
 }
 
+// Failures that say the origin could not answer now, as opposed to an answer
+// about the key (NotFound, InvalidArgument, FailedPrecondition) or a stop
+// (Cancelled): a held copy may stand in for the answer.
+bool OriginDown(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kAborted:
+      return true;
+    default:
+      return false;
+  }
+}
+
+absl::Status ShuttingDown() { return absl::UnavailableError("fanoutd is shutting down"); }
+
 }  // namespace
 
+// Counts the read path's outstanding asynchronous work so that Shutdown can
+// wait for it, and turns work that finishes after a Shutdown gave up waiting
+// into a no-op. Shared with every callback, so it outlives the read path.
+class ReadPath::Tracker {
+ public:
+  void Begin() {
+    absl::MutexLock l(&mu_);
+    ++pending_;
+  }
+  void End() {
+    absl::MutexLock l(&mu_);
+    --pending_;
+  }
+  // True (and counted as running until Exit) unless closed: then the
+  // caller must not touch the read path.
+  bool Enter() {
+    absl::MutexLock l(&mu_);
+    if (closed_) return false;
+    ++active_;
+    return true;
+  }
+  void Exit() {
+    absl::MutexLock l(&mu_);
+    --active_;
+  }
+  bool WaitIdle(absl::Time deadline) {
+    auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return pending_ == 0; };
+    absl::MutexLock l(&mu_);
+    return mu_.AwaitWithDeadline(absl::Condition(&idle), deadline);
+  }
+  // Refuses Enter from now on and waits for the callbacks already running.
+  void Close() {
+    auto quiet = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return active_ == 0; };
+    absl::MutexLock l(&mu_);
+    closed_ = true;
+    mu_.Await(absl::Condition(&quiet));
+  }
+  int64_t pending() const {
+    absl::MutexLock l(&mu_);
+    return pending_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  int64_t pending_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t active_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// One unit of outstanding work, held by the callback that finishes it: it
+// is pending from construction until the callback is destroyed (run or
+// dropped), and Run executes the callback's body only while the read path
+// may be used.
+class ReadPath::PendingOp {
+ public:
+  explicit PendingOp(std::shared_ptr<Tracker> tracker) : tracker_(std::move(tracker)) {
+    tracker_->Begin();
+  }
+  PendingOp(PendingOp&&) noexcept = default;
+  PendingOp& operator=(PendingOp&&) = delete;
+  ~PendingOp() {
+    if (tracker_ != nullptr) tracker_->End();
+  }
+
+  template <typename F>
+  void Run(F&& body) {
+    if (!tracker_->Enter()) return;
+    std::forward<F>(body)();
+    tracker_->Exit();
+  }
+
+ private:
+  std::shared_ptr<Tracker> tracker_;
+};
+
+// A read waiting for a fill. Owned by its flight until taken out (under mu_)
+// by whoever answers it: the fill's end, its deadline, its cancellation or
+// Shutdown.
+struct ReadPath::Waiter {
+  GetDone done;
+  absl::Duration max_stale;
+  // The L1 copy: stale, or of any freshness for a bypass_cache read.
+  std::optional<Entry> held;
+  // Set under mu_ while in the flight; released by Disarm.
+  TimerId timer = kNoTimer;
+  std::unique_ptr<CancellationCallback> on_cancel;
+};
+
+// One fill of one key, shared by every reader waiting for it.
+struct ReadPath::Flight {
+  std::string ckey;
+  std::string ns;
+  std::string key;
+  bool refresh = false;  // started by a refresh-ahead read
+  bool bypass = false;   // skips the lower tiers
+  // When the fill ends at the latest if the tiers and the origin keep their
+  // deadlines; waiters with an earlier deadline get a timer.
+  absl::Time ends_by = absl::InfiniteFuture();
+  // Guarded by ReadPath::mu_.
+  bool asks_origin = false;  // past the lower tiers
+  bool detached = false;     // by Invalidate or a bypass_cache read: caches nothing
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Waiter>> waiters;
+  // The freshest stale copy a lower tier held.
+  std::optional<Fallback> lower_stale;
+};
+
 ReadPath::ReadPath(const ReadPathOptions& options, std::unique_ptr<L1Cache> l1,
-                   std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Clock* clock)
+                   std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Executor* executor)
     : options_(options),
+      tracker_(std::make_shared<Tracker>()),
       l1_(std::move(l1)),
       lower_(std::move(lower)),
       origin_(origin),
-      clock_(clock) {}
+      executor_(executor),
+      clock_(executor->clock()) {}
+
+ReadPath::~ReadPath() {
+  // Without a Shutdown: answer the waiters and drop what is outstanding.
+  Shutdown(absl::ZeroDuration());
+}
 
 void ReadPath::Get(absl::string_view ns, absl::string_view key, const ReadOptions& options,
                    GetDone done) {
-  const absl::Time now = clock_->Now();
-  std::string ckey = CompositeKey(ns, key);
-  Waiter waiter{
-      std::move(done),
-      options.max_stale > absl::ZeroDuration() ? options.max_stale : options_.default_max_stale,
-      std::nullopt};
-  if (!options.bypass_cache) {
-    Entry e;
-    const std::optional<Freshness> freshness = l1_->Lookup(ckey, now, &e);
-    if (freshness == Freshness::kFresh) {
-      std::move(waiter.done)(ToResult(std::move(e), TierId::kL1, /*stale=*/false, now));
-      return;
-    }
-    if (freshness == Freshness::kRefreshAhead) {
-      std::move(waiter.done)(ToResult(std::move(e), TierId::kL1, /*stale=*/false, now));
-      Fill(std::move(ckey), ns, key, std::nullopt);
-      return;
-    }
-    if (freshness == Freshness::kStale) waiter.stale = std::move(e);
-  }
-  Fill(std::move(ckey), ns, key, std::move(waiter));
-}
-
-void ReadPath::Fill(std::string ckey, absl::string_view ns, absl::string_view key,
-                    std::optional<Waiter> waiter) {
-  std::shared_ptr<Flight> flight;
-  {
-    absl::MutexLock l(&mu_);
-    auto [it, inserted] = flights_.try_emplace(ckey);
-    if (!inserted) {
-      // One fill per key: join the one under way (a refresh-ahead joins
-      // nothing, the fill already under way refreshes the entry).
-      if (waiter) {
-        it->second->waiters.push_back(std::move(*waiter));
-        ++stats_.coalesced;
-      }
-      return;
-    }
-    it->second = std::make_shared<Flight>();
-    flight = it->second;
-    flight->ckey = std::move(ckey);
-    flight->ns = std::string(ns);
-    flight->key = std::string(key);
-    if (waiter) {
-      flight->waiters.push_back(std::move(*waiter));
-    } else {
-      ++stats_.refreshes_ahead;
-    }
-  }
-  LookupLower(0, std::move(flight));
-}
-
-void ReadPath::LookupLower(size_t index, std::shared_ptr<Flight> flight) {
-  if (index >= lower_.size()) {
-    FetchOrigin(std::move(flight));
+  std::variant<ReadResult, PendingRead> first = ReadL1(ns, key, options);
+  if (ReadResult* hit = std::get_if<ReadResult>(&first)) {
+    std::move(done)(std::move(*hit));
     return;
   }
-  Tier* tier = lower_[index].get();
-  const absl::Time deadline = clock_->Now() + options_.origin_timeout;
-  Flight* f = flight.get();
-  tier->Lookup(
-      f->ckey, deadline,
-      [this, index, tier, flight = std::move(flight)](absl::StatusOr<Entry> found) mutable {
-        if (found.ok() && FreshnessAt(*found, clock_->Now()) != Freshness::kStale) {
-          Complete(flight, std::move(found), tier->id());
-          return;
-        }
-        // A miss, a failure or a stale copy: the next tier decides.
-        LookupLower(index + 1, std::move(flight));
-      });
+  ReadBelowL1(std::get<PendingRead>(std::move(first)), options.deadline, options.cancel,
+              std::move(done));
 }
 
-void ReadPath::FetchOrigin(std::shared_ptr<Flight> flight) {
-  {
-    absl::MutexLock l(&mu_);
-    ++stats_.origin_fetches;
-  }
-  const absl::Time start = clock_->Now();
-  Flight* f = flight.get();
-  origin_->Fetch(
-      f->ns, f->key, FetchContext{.deadline = start + options_.origin_timeout, .cancel = {}},
-      [this, start, flight = std::move(flight)](absl::StatusOr<OriginValue> value) {
-        const absl::Time now = clock_->Now();
-        if (!value.ok()) {
-          absl::Status status = value.status();
-          if (status.code() == absl::StatusCode::kNotFound) {
-            status =
-                absl::NotFoundError(absl::StrCat(Describe(flight->ns, flight->key), " not found"));
-          }
-          Complete(flight, status, TierId::kOrigin);
-          return;
-        }
-        Entry entry = MakeEntry(*std::move(value), now);
-        entry.fill_time = now - start;
-        for (const auto& tier : lower_) {
-          tier->Store(flight->ckey, entry, [](absl::Status) {});
-        }
-        Complete(flight, std::move(entry), TierId::kOrigin);
-      });
-}
-
-void ReadPath::Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<Entry> result,
-                        TierId source) {
-  const std::string& ckey = flight->ckey;
-  bool invalidated_before;
-  {
-    absl::MutexLock l(&mu_);
-    invalidated_before = flight->invalidated;
-  }
-  if (result.ok() && !invalidated_before) l1_->Insert(ckey, *result);
-  if (!result.ok() && result.status().code() == absl::StatusCode::kNotFound) l1_->Erase(ckey);
-
-  std::vector<Waiter> waiters;
-  bool invalidated_after;
-  {
-    absl::MutexLock l(&mu_);
-    auto it = flights_.find(ckey);
-    if (it != flights_.end() && it->second == flight) flights_.erase(it);
-    waiters = std::move(flight->waiters);
-    invalidated_after = flight->invalidated;
-    if (!result.ok() && result.status().code() != absl::StatusCode::kNotFound) {
-      ++stats_.origin_failures;
-    }
-  }
-  // An Invalidate that raced the insert above must win.
-  if (result.ok() && invalidated_after && !invalidated_before) l1_->Erase(ckey);
-
+std::variant<ReadResult, ReadPath::PendingRead> ReadPath::ReadL1(absl::string_view ns,
+                                                                 absl::string_view key,
+                                                                 const ReadOptions& options) {
   const absl::Time now = clock_->Now();
-  for (Waiter& w : waiters) {
-    if (result.ok()) {
-      std::move(w.done)(ToResult(*result, source, /*stale=*/false, now));
-      continue;
+  std::string ckey = CompositeKey(ns, key);
+  Entry e;
+  const std::optional<Freshness> freshness = l1_->Lookup(ckey, now, &e);
+  if (freshness.has_value() && !options.bypass_cache) {
+    if (*freshness == Freshness::kFresh) {
+      return ToResult(std::move(e), TierId::kL1, /*stale=*/false, now);
     }
-    const absl::Status& status = result.status();
-    const bool origin_down = status.code() == absl::StatusCode::kUnavailable ||
-                             status.code() == absl::StatusCode::kDeadlineExceeded ||
-                             status.code() == absl::StatusCode::kResourceExhausted ||
-                             status.code() == absl::StatusCode::kInternal ||
-                             status.code() == absl::StatusCode::kUnknown;
-    if (origin_down && w.stale && now < w.stale->stale_until &&
-        now - w.stale->expires_at <= w.max_stale) {
+    if (*freshness == Freshness::kRefreshAhead) {
+      // The refresh has its own copy of ns and key (the caller's request
+      // may end as soon as it has the answer) and starts on the executor,
+      // so the caller's thread answers first and does no more.
+      if (std::shared_ptr<Flight> refresh = StartRefresh(std::move(ckey), ns, key, now)) {
+        executor_->Schedule([this, op = PendingOp(tracker_), refresh]() mutable {
+          op.Run([&] { LookupLower(0, std::move(refresh)); });
+        });
+      }
+      return ToResult(std::move(e), TierId::kL1, /*stale=*/false, now);
+    }
+  }
+  PendingRead read;
+  read.ckey_ = std::move(ckey);
+  read.ns_size_ = ns.size();
+  if (freshness.has_value()) read.held_ = std::move(e);
+  read.max_stale_ =
+      options.max_stale > absl::ZeroDuration() ? options.max_stale : options_.default_max_stale;
+  read.bypass_ = options.bypass_cache;
+  return read;
+}
+
+std::shared_ptr<ReadPath::Flight> ReadPath::StartRefresh(std::string ckey, absl::string_view ns,
+                                                         absl::string_view key, absl::Time now) {
+  absl::MutexLock l(&mu_);
+  if (shutting_down_) return nullptr;
+  if (!records_.empty()) {
+    auto r = records_.find(ckey);
+    if (r != records_.end() && now < r->second.retry_after) return nullptr;
+  }
+  auto [it, inserted] = flights_.try_emplace(ckey);
+  // One fill per key: the one under way refreshes the entry.
+  if (!inserted) return nullptr;
+  if (background_refreshes_ >= options_.max_background_refreshes) {
+    flights_.erase(it);
+    ++stats_.refreshes_skipped;
+    return nullptr;
+  }
+  auto flight = std::make_shared<Flight>();
+  flight->ckey = std::move(ckey);
+  flight->ns = std::string(ns);
+  flight->key = std::string(key);
+  flight->refresh = true;
+  flight->ends_by = now + options_.origin_timeout * static_cast<int64_t>(lower_.size() + 1);
+  it->second = flight;
+  ++background_refreshes_;
+  ++stats_.refreshes_ahead;
+  return flight;
+}
+
+void ReadPath::ReadBelowL1(PendingRead read, absl::Time deadline, const CancellationToken& cancel,
+                           GetDone done) {
+  if (cancel.cancelled()) {
+    std::move(done)(absl::CancelledError("the caller cancelled the read"));
+    return;
+  }
+  const absl::Time now = clock_->Now();
+  const absl::string_view ns = read.ns();
+  const absl::string_view key = read.key();
+  std::shared_ptr<Flight> flight;
+  bool start = false;
+  uint64_t id = 0;
+  absl::Status refused;
+  {
+    absl::MutexLock l(&mu_);
+    if (shutting_down_) {
+      refused = ShuttingDown();
+    } else if (!read.bypass_ && !records_.empty()) {
+      auto r = records_.find(read.ckey_);
+      if (r != records_.end() && now < r->second.negative_until) {
+        ++stats_.negative_hits;
+        refused = absl::NotFoundError(absl::StrCat(Describe(ns, key), " not found"));
+      }
+    }
+    if (refused.ok()) {
+      auto it = flights_.find(read.ckey_);
+      if (it != flights_.end() && read.bypass_ && !it->second->asks_origin) {
+        // A bypass_cache read must reach the origin: it does not wait for
+        // a fill that may still answer from a lower tier.
+        DetachLocked(it->second);
+        it = flights_.end();
+      }
+      if (it != flights_.end()) {
+        flight = it->second;
+        ++stats_.coalesced;
+      } else {
+        flight = std::make_shared<Flight>();
+        flight->ckey = read.ckey_;
+        flight->ns = std::string(ns);
+        flight->key = std::string(key);
+        flight->bypass = read.bypass_;
+        flight->asks_origin = flight->bypass;  // it goes straight there
+        flight->ends_by = now + options_.origin_timeout *
+                                    static_cast<int64_t>(flight->bypass ? 1 : lower_.size() + 1);
+        flights_.emplace(read.ckey_, flight);
+        start = true;
+      }
+      auto waiter = std::make_unique<Waiter>();
+      waiter->done = std::move(done);
+      waiter->max_stale = read.max_stale_;
+      waiter->held = std::move(read.held_);
+      id = next_waiter_id_++;
+      flight->waiters.emplace(id, std::move(waiter));
+    }
+  }
+  if (!refused.ok()) {
+    std::move(done)(std::move(refused));
+    return;
+  }
+  Arm(flight, id, deadline, cancel);
+  if (start) LookupLower(0, std::move(flight));
+}
+
+void ReadPath::Arm(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Time deadline,
+                   const CancellationToken& cancel) {
+  TimerId timer = kNoTimer;
+  if (deadline < flight->ends_by) {
+    const absl::Duration left = std::max(absl::ZeroDuration(), deadline - clock_->Now());
+    const absl::Time at = deadline - std::min(options_.deadline_margin, left / 2);
+    timer = executor_->ScheduleAt(at, [this, op = PendingOp(tracker_), flight, id]() mutable {
+      op.Run([&] {
+        AnswerEarly(flight, id,
+                    absl::DeadlineExceededError(absl::StrCat(
+                        "no answer for ", Describe(flight->ns, flight->key),
+                        " within the call's deadline, and no value within max_stale held")));
+      });
+    });
+  }
+  std::unique_ptr<CancellationCallback> on_cancel;
+  if (cancel.can_be_cancelled()) {
+    // Runs inline if the token is already cancelled. Unregistered (by
+    // Disarm) before the waiter is answered, so it never outlives the read
+    // path.
+    on_cancel = std::make_unique<CancellationCallback>(
+        cancel, [this, weak = std::weak_ptr<Flight>(flight), id] {
+          if (std::shared_ptr<Flight> f = weak.lock()) {
+            AnswerEarly(f, id, absl::CancelledError("the caller cancelled the read"));
+          }
+        });
+  }
+  bool waiting;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = flight->waiters.find(id);
+    waiting = it != flight->waiters.end();
+    if (waiting) {
+      it->second->timer = timer;
+      it->second->on_cancel = std::move(on_cancel);
+    }
+  }
+  // Answered already (on another thread, or by the cancellation above).
+  if (!waiting && timer != kNoTimer) executor_->CancelTimer(timer);
+}
+
+void ReadPath::Disarm(Waiter& w) {
+  if (w.timer != kNoTimer) executor_->CancelTimer(w.timer);
+  w.timer = kNoTimer;
+  // Waits for the callback if it is running on another thread; it finds the
+  // waiter gone and returns.
+  w.on_cancel.reset();
+}
+
+void ReadPath::AnswerEarly(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Status why) {
+  const bool cancelled = why.code() == absl::StatusCode::kCancelled;
+  const absl::Time now = clock_->Now();
+  std::unique_ptr<Waiter> w;
+  std::optional<Fallback> lower;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = flight->waiters.find(id);
+    if (it == flight->waiters.end()) return;
+    w = std::move(it->second);
+    flight->waiters.erase(it);
+    if (!cancelled) lower = flight->lower_stale;
+    ++(cancelled ? stats_.cancelled : stats_.deadline_answers);
+  }
+  Disarm(*w);
+  if (!cancelled) {
+    if (std::optional<ReadResult> stale = StaleFallback(*w, lower, now)) {
       {
         absl::MutexLock l(&mu_);
         ++stats_.stale_served;
       }
-      std::move(w.done)(ToResult(*w.stale, TierId::kL1, /*stale=*/true, now));
+      std::move(w->done)(*std::move(stale));
+      return;
+    }
+  }
+  std::move(w->done)(std::move(why));
+}
+
+std::optional<ReadResult> ReadPath::StaleFallback(const Waiter& w,
+                                                  const std::optional<Fallback>& lower,
+                                                  absl::Time now) {
+  auto usable = [&](const Entry& e) {
+    return now < e.stale_until && now - e.expires_at <= w.max_stale;
+  };
+  const Entry* best = nullptr;
+  TierId tier = TierId::kL1;
+  if (w.held.has_value() && usable(*w.held)) best = &*w.held;
+  if (lower.has_value() && usable(lower->entry) &&
+      (best == nullptr || lower->entry.fetched_at > best->fetched_at)) {
+    best = &lower->entry;
+    tier = lower->tier;
+  }
+  if (best == nullptr) return std::nullopt;
+  return ToResult(*best, tier, /*stale=*/true, now);
+}
+
+void ReadPath::LookupLower(size_t index, std::shared_ptr<Flight> flight) {
+  if (flight->bypass || index >= lower_.size()) {
+    FetchOrigin(std::move(flight));
+    return;
+  }
+  Tier* tier = lower_[index].get();
+  const std::string& ckey = flight->ckey;
+  tier->Lookup(
+      ckey, clock_->Now() + options_.origin_timeout,
+      [this, op = PendingOp(tracker_), index, tier,
+       flight = std::move(flight)](absl::StatusOr<Entry> found) mutable {
+        op.Run([&] {
+          if (found.ok()) {
+            const Freshness f = FreshnessAt(*found, clock_->Now());
+            // A refresh wants a copy newer than the one L1 holds.
+            if (f == Freshness::kFresh || (f == Freshness::kRefreshAhead && !flight->refresh)) {
+              Complete(flight, std::move(found), tier->id(), /*origin_failed=*/false);
+              return;
+            }
+            absl::MutexLock l(&mu_);
+            if (!flight->lower_stale.has_value() ||
+                found->fetched_at > flight->lower_stale->entry.fetched_at) {
+              flight->lower_stale = Fallback{*std::move(found), tier->id()};
+            }
+          }
+          // A miss, a failure or an old copy: the next tier decides.
+          LookupLower(index + 1, std::move(flight));
+        });
+      });
+}
+
+void ReadPath::FetchOrigin(std::shared_ptr<Flight> flight) {
+  const absl::Time start = clock_->Now();
+  absl::Status refused;
+  {
+    absl::MutexLock l(&mu_);
+    flight->asks_origin = true;
+    if (shutting_down_) {
+      refused = ShuttingDown();
+    } else if (!records_.empty()) {
+      auto r = records_.find(flight->ckey);
+      if (r != records_.end() && start < r->second.retry_after) {
+        // In backoff after a failure: answer as that failure did, without
+        // asking the origin again.
+        const KeyRecord& rec = r->second;
+        const std::string note =
+            absl::StrCat("not asked again for ", absl::FormatDuration(rec.retry_after - start),
+                         " after ", rec.failures, " failure", rec.failures == 1 ? "" : "s",
+                         " in a row (cache.retry_backoff)");
+        refused = OriginDown(rec.last_error)
+                      ? absl::UnavailableError(absl::StrCat("the origin failed for ",
+                                                            Describe(flight->ns, flight->key), " (",
+                                                            rec.last_error.message(), "); ", note))
+                      : absl::Status(rec.last_error.code(),
+                                     absl::StrCat(rec.last_error.message(), "; ", note));
+        stats_.backoff_answers += flight->waiters.size();
+      }
+    }
+    if (refused.ok()) ++stats_.origin_fetches;
+  }
+  if (!refused.ok()) {
+    Complete(flight, std::move(refused), TierId::kOrigin, /*origin_failed=*/false);
+    return;
+  }
+  const Flight* f = flight.get();
+  origin_->Fetch(
+      f->ns, f->key,
+      FetchContext{.deadline = start + options_.origin_timeout, .cancel = shutdown_.token()},
+      [this, op = PendingOp(tracker_), start,
+       flight = std::move(flight)](absl::StatusOr<OriginValue> value) mutable {
+        op.Run([&] {
+          const absl::Time now = clock_->Now();
+          if (!value.ok()) {
+            absl::Status status = value.status();
+            if (status.code() == absl::StatusCode::kNotFound) {
+              status = absl::NotFoundError(
+                  absl::StrCat(Describe(flight->ns, flight->key), " not found"));
+            }
+            const bool failed = status.code() != absl::StatusCode::kNotFound &&
+                                status.code() != absl::StatusCode::kCancelled;
+            Complete(flight, std::move(status), TierId::kOrigin, failed);
+            return;
+          }
+          Entry entry = MakeEntry(*std::move(value), now);
+          entry.fill_time = now - start;
+          Complete(flight, std::move(entry), TierId::kOrigin, /*origin_failed=*/false);
+        });
+      });
+}
+
+void ReadPath::Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<Entry> result,
+                        TierId source, bool origin_failed) {
+  const absl::Time now = clock_->Now();
+  const std::string& ckey = flight->ckey;
+  absl::flat_hash_map<uint64_t, std::unique_ptr<Waiter>> waiters;
+  std::optional<Fallback> lower;
+  bool store = false;
+  {
+    absl::MutexLock l(&mu_);
+    if (flight->detached) {
+      detached_.erase(flight);
+    } else {
+      flights_.erase(ckey);
+      // Under mu_, so that an Invalidate (which detaches under mu_) either
+      // comes first and nothing is cached, or after and erases what was.
+      if (result.ok()) {
+        l1_->Insert(ckey, *result);
+        records_.erase(ckey);
+        store = source == TierId::kOrigin;
+      } else if (source == TierId::kOrigin &&
+                 result.status().code() == absl::StatusCode::kNotFound) {
+        // Only the origin's explicit "no such key" removes a cached value.
+        l1_->Erase(ckey);
+        if (options_.negative_ttl > absl::ZeroDuration()) {
+          if (KeyRecord* r = Record(ckey, now)) {
+            *r = KeyRecord{};
+            r->negative_until = now + options_.negative_ttl;
+          }
+        } else {
+          records_.erase(ckey);
+        }
+      } else if (origin_failed && options_.retry_backoff > absl::ZeroDuration()) {
+        if (KeyRecord* r = Record(ckey, now)) {
+          r->failures = std::min(r->failures + 1, 30);
+          absl::Duration backoff = options_.retry_backoff;
+          for (int i = 1; i < r->failures && backoff < options_.max_retry_backoff; ++i) {
+            backoff *= 2;
+          }
+          r->retry_after = now + Jittered(std::min(backoff, options_.max_retry_backoff));
+          r->last_error = result.status();
+        }
+      }
+    }
+    if (flight->refresh) --background_refreshes_;
+    if (origin_failed) ++stats_.origin_failures;
+    waiters.swap(flight->waiters);
+    lower = std::move(flight->lower_stale);
+  }
+  if (store) {
+    for (const auto& tier : lower_) {
+      tier->Store(ckey, *result, [op = PendingOp(tracker_)](absl::Status) {});
+    }
+  }
+
+  const bool down = !result.ok() && OriginDown(result.status());
+  uint64_t stale_served = 0;
+  for (auto& [id, w] : waiters) {
+    Disarm(*w);
+    if (result.ok()) {
+      // Shares the value: no copy per waiter.
+      std::move(w->done)(ToResult(*result, source, /*stale=*/false, now));
       continue;
     }
-    if (origin_down) {
-      std::move(w.done)(absl::UnavailableError(
-          absl::StrCat("origin unavailable and no value within max_stale: ", status.message())));
-    } else {
-      std::move(w.done)(status);
+    if (down) {
+      if (std::optional<ReadResult> stale = StaleFallback(*w, lower, now)) {
+        ++stale_served;
+        std::move(w->done)(*std::move(stale));
+        continue;
+      }
+      std::move(w->done)(absl::UnavailableError(absl::StrCat(
+          "origin unavailable and no value within max_stale: ", result.status().message())));
+      continue;
     }
+    std::move(w->done)(result.status());
+  }
+  if (stale_served > 0) {
+    absl::MutexLock l(&mu_);
+    stats_.stale_served += stale_served;
   }
 }
 
+ReadPath::KeyRecord* ReadPath::Record(const std::string& ckey, absl::Time now) {
+  auto it = records_.find(ckey);
+  if (it != records_.end()) return &it->second;
+  if (records_.size() >= options_.max_key_records) {
+    // Drop the records that no longer hold anything back.
+    absl::erase_if(records_, [now](const auto& kv) {
+      return kv.second.negative_until <= now && kv.second.retry_after <= now;
+    });
+    if (records_.size() >= options_.max_key_records) return nullptr;
+  }
+  return &records_[ckey];
+}
+
+void ReadPath::DetachLocked(const std::shared_ptr<Flight>& flight) {
+  if (flight->detached) return;
+  auto it = flights_.find(flight->ckey);
+  if (it != flights_.end() && it->second == flight) flights_.erase(it);
+  flight->detached = true;
+  detached_.insert(flight);
+  ++stats_.detached_fills;
+}
+
 Entry ReadPath::MakeEntry(OriginValue value, absl::Time fetched_at) const {
-  const absl::Duration ttl = value.ttl > absl::ZeroDuration() ? value.ttl : options_.ttl;
+  const absl::Duration ttl = Jittered(value.ttl > absl::ZeroDuration() ? value.ttl : options_.ttl);
   Entry e;
   e.value = std::move(value.value);
   e.version = value.version;
@@ -196,7 +595,15 @@ Entry ReadPath::MakeEntry(OriginValue value, absl::Time fetched_at) const {
   return e;
 }
 
-ReadResult ReadPath::ToResult(Entry e, TierId tier, bool stale, absl::Time now) const {
+absl::Duration ReadPath::Jittered(absl::Duration d) const {
+  if (options_.ttl_jitter <= 0) return d;
+  thread_local std::minstd_rand gen{std::random_device()()};
+  std::uniform_real_distribution<double> factor(1.0 - options_.ttl_jitter,
+                                                1.0 + options_.ttl_jitter);
+  return d * factor(gen);
+}
+
+ReadResult ReadPath::ToResult(Entry e, TierId tier, bool stale, absl::Time now) {
   ReadResult r;
   r.value = std::move(e.value);
   r.version = e.version;
@@ -211,12 +618,20 @@ void ReadPath::Invalidate(absl::string_view ns, const std::vector<std::string>& 
   absl::flat_hash_set<std::string> ckeys;
   for (const std::string& k : keys) ckeys.insert(CompositeKey(ns, k));
   const std::string cprefix = prefix.empty() ? std::string() : CompositeKey(ns, prefix);
+  auto matches = [&](const std::string& ckey) {
+    return ckeys.contains(ckey) || (!cprefix.empty() && absl::StartsWith(ckey, cprefix));
+  };
   {
     absl::MutexLock l(&mu_);
-    for (auto& [ckey, flight] : flights_) {
-      if (ckeys.contains(ckey) || (!cprefix.empty() && absl::StartsWith(ckey, cprefix))) {
-        flight->invalidated = true;
-      }
+    std::vector<std::shared_ptr<Flight>> doomed;
+    for (const auto& [ckey, flight] : flights_) {
+      if (matches(ckey)) doomed.push_back(flight);
+    }
+    for (const auto& flight : doomed) DetachLocked(flight);
+    for (const std::string& ckey : ckeys) records_.erase(ckey);
+    if (!cprefix.empty()) {
+      auto it = records_.lower_bound(cprefix);
+      while (it != records_.end() && absl::StartsWith(it->first, cprefix)) it = records_.erase(it);
     }
   }
   uint64_t erased = 0;
@@ -262,6 +677,36 @@ void ReadPath::Invalidate(absl::string_view ns, const std::vector<std::string>& 
                   }
                 });
   }
+}
+
+bool ReadPath::Shutdown(absl::Duration timeout) {
+  // Real time: what is waited for runs on real threads.
+  const absl::Time deadline = absl::Now() + timeout;
+  std::vector<std::unique_ptr<Waiter>> waiting;
+  {
+    absl::MutexLock l(&mu_);
+    shutting_down_ = true;
+    auto take = [&](Flight& f) {
+      for (auto& [id, w] : f.waiters) waiting.push_back(std::move(w));
+      f.waiters.clear();
+    };
+    for (auto& [ckey, flight] : flights_) take(*flight);
+    for (const auto& flight : detached_) take(*flight);
+  }
+  for (auto& w : waiting) {
+    Disarm(*w);
+    std::move(w->done)(ShuttingDown());
+  }
+  shutdown_.Cancel();
+  const bool idle = tracker_->WaitIdle(deadline);
+  if (!idle && timeout > absl::ZeroDuration()) {
+    FANOUT_LOG(ERROR) << "read path: " << tracker_->pending()
+                      << " tier or origin calls still outstanding after "
+                      << absl::FormatDuration(timeout) << "; their answers will be dropped";
+  }
+  // Whatever finishes from now on does not touch the read path.
+  tracker_->Close();
+  return idle;
 }
 
 ReadPathStats ReadPath::Stats() const {

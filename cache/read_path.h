@@ -5,11 +5,15 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/btree_map.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -18,6 +22,7 @@
 #include "cache/l1_cache.h"
 #include "cache/origin.h"
 #include "cache/tier.h"
+#include "common/cancellation.h"
 #include "common/executor.h"
 
 namespace fanout::cache {
@@ -27,17 +32,46 @@ struct ReadPathOptions {
   absl::Duration ttl = absl::Seconds(60);
   // Reads after this fraction of the ttl start a background refresh.
   double refresh_ahead = 0.8;
+  // Each entry's ttl is scaled by a random factor in [1 - j, 1 + j], so that
+  // keys filled together do not refresh or expire together. 0 = exact.
+  double ttl_jitter = 0.1;
   // How long after expiry a value is kept for stale answers.
   absl::Duration stale_ttl = absl::Hours(24);
   // How stale an answer a caller accepts unless it says otherwise.
   absl::Duration default_max_stale = absl::Hours(1);
-  // Deadline of one origin fetch.
+  // Deadline of one origin fetch (and of one lower-tier lookup).
   absl::Duration origin_timeout = absl::Seconds(2);
+  // How long the origin's "no such key" is remembered: reads of the key
+  // answer NotFound without asking again. Zero = not remembered.
+  absl::Duration negative_ttl = absl::Seconds(5);
+  // After an origin failure for a key, the origin is not asked for that key
+  // again for this long (with ±ttl_jitter), doubling with each failure in a
+  // row up to max_retry_backoff. Zero = no backoff.
+  absl::Duration retry_backoff = absl::Seconds(1);
+  absl::Duration max_retry_backoff = absl::Seconds(30);
+  // Most background refreshes in flight; refresh-ahead reads past it serve
+  // the cached value and skip the refresh (a later read retries).
+  int max_background_refreshes = 64;
+  // A waiting read is answered this long before its deadline (at most half
+  // of the time it has left), so its answer reaches the caller in time.
+  absl::Duration deadline_margin = absl::Milliseconds(20);
+  // Most keys whose NotFound or failure is remembered; past it, older
+  // records that have run out are dropped, else new ones are not kept.
+  size_t max_key_records = 100000;
 };
 
 struct ReadOptions {
   absl::Duration max_stale = absl::ZeroDuration();  // zero = default_max_stale
-  bool bypass_cache = false;  // read from the origin, refresh the tiers
+  // Read from the origin (not the lower tiers) and refresh the tiers. The
+  // cached value is still the fallback when the origin fails.
+  bool bypass_cache = false;
+  // The caller's deadline. A read still waiting shortly before it is
+  // answered with its stale copy (within max_stale) or DeadlineExceeded, and
+  // detached from the fill, which goes on for the others.
+  absl::Time deadline = absl::InfiniteFuture();
+  // Cancelled when the caller goes away: a waiting read is answered
+  // Cancelled at once and detached from the fill.
+  CancellationToken cancel;
 };
 
 struct ReadResult {
@@ -49,80 +83,184 @@ struct ReadResult {
 };
 
 struct ReadPathStats {
-  uint64_t origin_fetches = 0;    // fills started
-  uint64_t coalesced = 0;         // reads that joined a fill already under way
-  uint64_t refreshes_ahead = 0;   // background refreshes started
-  uint64_t stale_served = 0;      // stale answers given because the origin failed
-  uint64_t origin_failures = 0;   // fills that ended without a value (not NotFound)
+  uint64_t origin_fetches = 0;     // origin fetches started
+  uint64_t coalesced = 0;          // reads that joined a fill already under way
+  uint64_t refreshes_ahead = 0;    // background refreshes started
+  uint64_t refreshes_skipped = 0;  // refreshes not started: max_background_refreshes reached
+  uint64_t stale_served = 0;       // stale answers given because the origin failed or was late
+  uint64_t origin_failures = 0;    // origin fetches that ended without a value (not NotFound)
+  uint64_t negative_hits = 0;      // reads answered NotFound from the remembered NotFound
+  uint64_t backoff_answers = 0;    // reads answered without a fetch: the key was in backoff
+  uint64_t deadline_answers = 0;   // reads answered before their deadline, the fill still running
+  uint64_t cancelled = 0;          // reads whose caller cancelled while they waited
+  uint64_t detached_fills = 0;     // fills detached by Invalidate or a bypass_cache read
 };
 
 // Thread-safe. Get and Invalidate return at once and call `done` exactly
 // once, possibly inline (an L1 hit answers on the caller's thread), else on
-// the thread that completed the tier or origin call. No lock is held while
-// calling a tier, the origin or a callback.
+// the thread that completed the tier or origin call, the executor's (a
+// deadline) or the one that cancelled the caller's token. Background
+// refreshes start on the executor. No read path lock
+// is held while calling a tier, the origin or a callback.
+//
+// A Get goes through these steps, each its own function below: L1 (ReadL1:
+// answer a fresh copy, or a copy in the refresh window and start a
+// background refresh), then (ReadBelowL1) the remembered NotFound and one
+// fill per key: the lower tiers
+// in order (LookupLower; a stale copy found there is remembered as a
+// fallback), then the origin (unless the key is in backoff), then Complete,
+// which caches the value (or the NotFound, or the backoff) and answers
+// every reader still waiting.
+//
+// Work outstanding (tier and origin calls, tier stores, deadline timers) is
+// counted; Shutdown cancels origin fetches and waits for it.
 class ReadPath {
  public:
   using GetDone = absl::AnyInvocable<void(absl::StatusOr<ReadResult>) &&>;
   using InvalidateDone = absl::AnyInvocable<void(absl::StatusOr<uint64_t>) &&>;
 
   // `lower` tiers are tried in order after L1 (L2, then L3). `origin` and
-  // `clock` are not owned and must outlive this.
+  // `executor` (deadline timers and the clock, executor->clock()) are not
+  // owned and must outlive this.
   ReadPath(const ReadPathOptions& options, std::unique_ptr<L1Cache> l1,
-           std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Clock* clock);
+           std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Executor* executor);
+  // Answers the reads still waiting (Unavailable) and drops the work still
+  // outstanding without waiting for it: call Shutdown first to let it end.
+  ~ReadPath();
   ReadPath(const ReadPath&) = delete;
   ReadPath& operator=(const ReadPath&) = delete;
 
-  // NotFound when the origin has no such key; Unavailable when the origin
-  // cannot answer and no value within max_stale is held.
+  // NotFound when the origin has no such key (remembered for negative_ttl);
+  // Unavailable when the origin cannot answer (or the key is in backoff) and
+  // no value within max_stale is held; DeadlineExceeded when the caller's
+  // deadline comes first and no such value is held; Cancelled when the
+  // caller cancels. `ns` and `key` are copied before `done` can run.
+  // The same as ReadL1, then ReadBelowL1 if L1 could not answer.
   void Get(absl::string_view ns, absl::string_view key, const ReadOptions& options, GetDone done);
+
+  // A read L1 could not answer, with what L1 held. Move-only.
+  class PendingRead {
+   public:
+    PendingRead(PendingRead&&) = default;
+    PendingRead& operator=(PendingRead&&) = default;
+    absl::string_view ns() const { return absl::string_view(ckey_).substr(0, ns_size_); }
+    absl::string_view key() const { return absl::string_view(ckey_).substr(ns_size_ + 1); }
+
+   private:
+    friend class ReadPath;
+    PendingRead() = default;
+    std::string ckey_;  // CompositeKey(ns, key)
+    size_t ns_size_ = 0;
+    std::optional<Entry> held_;  // L1's copy, for a fallback
+    absl::Duration max_stale_;
+    bool bypass_ = false;
+  };
+
+  // The first step of a Get, synchronous: the answer when L1 holds the key
+  // fresh, or in its refresh window (then a background refresh is started
+  // on the executor, with its own copy of the key); else a PendingRead to
+  // pass to ReadBelowL1. options.deadline and options.cancel are not used.
+  std::variant<ReadResult, PendingRead> ReadL1(absl::string_view ns, absl::string_view key,
+                                               const ReadOptions& options);
+  // The rest of a Get, under the caller's deadline and cancellation.
+  void ReadBelowL1(PendingRead read, absl::Time deadline, const CancellationToken& cancel,
+                   GetDone done);
 
   // Erases `keys` and every key starting with `prefix` (if non-empty) in `ns`
   // from L1 and the lower tiers; the survival tier keeps them as stale-only
-  // copies (EraseMode::kSupersede) unless purge_survival.
-  // A fill under way for an erased key delivers its value to its waiters but
-  // does not cache it. Reports how many L1 entries were erased.
+  // copies (EraseMode::kSupersede) unless purge_survival. Forgets their
+  // remembered NotFound and backoff. Fills under way for matching keys are
+  // detached: they answer the readers already waiting but cache nothing,
+  // and the next read starts a new fill. Reports how many L1 entries were
+  // erased.
   void Invalidate(absl::string_view ns, const std::vector<std::string>& keys,
                   absl::string_view prefix, bool purge_survival, InvalidateDone done);
+
+  // Refuses new reads (Unavailable), answers the reads still waiting
+  // (Unavailable), cancels origin fetches (FetchContext::cancel) and waits
+  // until every outstanding tier call, origin fetch, tier store and timer
+  // has finished, at most `timeout`. Work that finishes after that is
+  // dropped without touching the read path, which may then be destroyed.
+  // Blocks: call it from a thread of your own, never an executor, gRPC or
+  // origin thread. Returns false when the timeout passed first. Idempotent.
+  bool Shutdown(absl::Duration timeout);
 
   L1Cache& l1() { return *l1_; }
   ReadPathStats Stats() const;
 
  private:
-  struct Waiter {
-    GetDone done;
-    absl::Duration max_stale;
-    std::optional<Entry> stale;  // what this reader may fall back to
+  class Tracker;
+  class PendingOp;
+  struct Waiter;
+  struct Flight;
+  // What the read path remembers about a key's last origin answers.
+  struct KeyRecord {
+    absl::Time negative_until = absl::InfinitePast();  // NotFound until then
+    absl::Time retry_after = absl::InfinitePast();     // backoff until then
+    int failures = 0;                                  // origin failures in a row
+    absl::Status last_error;
   };
-  // One fill of one key, shared by every reader waiting for it.
-  struct Flight {
-    std::string ckey;
-    std::string ns;
-    std::string key;
-    // Guarded by ReadPath::mu_.
-  std::vector<Waiter> waiters;
-    // An Invalidate raced the fill: deliver the value, do not cache it.
-    bool invalidated = false;  // guarded by ReadPath::mu_
+  // A copy held for when the origin cannot answer, and the tier it came from.
+  struct Fallback {
+    Entry entry;
+    TierId tier = TierId::kL1;
   };
 
-  void Fill(std::string ckey, absl::string_view ns, absl::string_view key,
-            std::optional<Waiter> waiter);
+  // The steps of a fill, in order.
+  std::shared_ptr<Flight> StartRefresh(std::string ckey, absl::string_view ns,
+                                       absl::string_view key, absl::Time now);
   void LookupLower(size_t index, std::shared_ptr<Flight> flight);
   void FetchOrigin(std::shared_ptr<Flight> flight);
-  void Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<Entry> result,
-                TierId source);
+  void Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<Entry> result, TierId source,
+                bool origin_failed);
+
+  // Waiters: register the deadline and cancellation of waiter `id` of
+  // `flight`; answer one before its fill ends (deadline, cancellation).
+  void Arm(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Time deadline,
+           const CancellationToken& cancel);
+  void AnswerEarly(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Status why);
+  // Cancels the timer and drops the cancellation callback of a waiter taken
+  // out of its flight. Call without mu_ held.
+  void Disarm(Waiter& w);
+  // The freshest copy a waiter may fall back to (its L1 copy or the fill's
+  // lower-tier copy) within its max_stale, as a stale answer.
+  static std::optional<ReadResult> StaleFallback(const Waiter& w,
+                                                 const std::optional<Fallback>& lower,
+                                                 absl::Time now);
+
+  // The record of `ckey`, created if need be; null when records are full.
+  KeyRecord* Record(const std::string& ckey, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DetachLocked(const std::shared_ptr<Flight>& flight) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   Entry MakeEntry(OriginValue value, absl::Time fetched_at) const;
+  absl::Duration Jittered(absl::Duration d) const;
   // Takes `e` by value: an L1 hit moves its copy in rather than copying the
   // value once more.
-  ReadResult ToResult(Entry e, TierId tier, bool stale, absl::Time now) const;
+  static ReadResult ToResult(Entry e, TierId tier, bool stale, absl::Time now);
 
   const ReadPathOptions options_;
+  // Declared before the tiers: tiers that finish their work while being
+  // destroyed still find it.
+  const std::shared_ptr<Tracker> tracker_;
   const std::unique_ptr<L1Cache> l1_;
   const std::vector<std::unique_ptr<Tier>> lower_;
   Origin* const origin_;
+  Executor* const executor_;
   Clock* const clock_;
+  // Cancelled by Shutdown; every origin fetch runs under it.
+  CancellationSource shutdown_;
 
   mutable absl::Mutex mu_;
+  bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;
+  // Fills that later reads of the key join.
   absl::flat_hash_map<std::string, std::shared_ptr<Flight>> flights_ ABSL_GUARDED_BY(mu_);
+  // Fills detached by Invalidate or a bypass_cache read, still under way.
+  absl::flat_hash_set<std::shared_ptr<Flight>> detached_ ABSL_GUARDED_BY(mu_);
+  // Remembered NotFound and backoff, by composite key (ordered for prefix
+  // invalidation). At most options_.max_key_records.
+  absl::btree_map<std::string, KeyRecord> records_ ABSL_GUARDED_BY(mu_);
+  int background_refreshes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_waiter_id_ ABSL_GUARDED_BY(mu_) = 1;
   ReadPathStats stats_ ABSL_GUARDED_BY(mu_);
 };
 

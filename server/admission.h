@@ -1,8 +1,10 @@
-// Admission of calls: a bound on calls in flight, and the drain gate that
-// refuses new calls during shutdown while those in flight finish.
+// Admission of calls: a bound on the work in flight (calls, weighed by their
+// work), and the drain gate that refuses new calls during shutdown while
+// those in flight finish.
 #ifndef FANOUT_SERVER_ADMISSION_H_
 #define FANOUT_SERVER_ADMISSION_H_
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -16,40 +18,45 @@ class Admission {
  public:
   explicit Admission(int64_t max_in_flight) : max_(max_in_flight) {}
 
-  // Holds one slot until destroyed.
+  // Holds its slots until destroyed.
   class Ticket {
    public:
     Ticket() = default;
-    explicit Ticket(Admission* a) : a_(a) {}
-    Ticket(Ticket&& o) noexcept : a_(o.a_) { o.a_ = nullptr; }
+    Ticket(Admission* a, int64_t weight) : a_(a), weight_(weight) {}
+    Ticket(Ticket&& o) noexcept : a_(o.a_), weight_(o.weight_) { o.a_ = nullptr; }
     Ticket& operator=(Ticket&& o) noexcept {
       Release();
       a_ = o.a_;
+      weight_ = o.weight_;
       o.a_ = nullptr;
       return *this;
     }
     ~Ticket() { Release(); }
     void Release() {
-      if (a_ != nullptr) a_->in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+      if (a_ != nullptr) a_->in_flight_.fetch_sub(weight_, std::memory_order_acq_rel);
       a_ = nullptr;
     }
 
    private:
     Admission* a_ = nullptr;
+    int64_t weight_ = 0;
   };
 
+  // Takes `weight` slots (a call's work, e.g. the distinct keys of a batch;
+  // at least 1, at most max_in_flight so that any call can run alone).
   // ResourceExhausted past max_in_flight; Unavailable once closed.
-  absl::Status Enter(Ticket* ticket) {
+  absl::Status Enter(Ticket* ticket, int64_t weight = 1) {
     if (closed_.load(std::memory_order_acquire)) {
       return absl::UnavailableError("fanoutd is shutting down");
     }
-    const int64_t n = in_flight_.fetch_add(1, std::memory_order_acq_rel) + 1;
+    weight = std::clamp<int64_t>(weight, 1, max_);
+    const int64_t n = in_flight_.fetch_add(weight, std::memory_order_acq_rel) + weight;
     if (n > max_) {
-      in_flight_.fetch_sub(1, std::memory_order_acq_rel);
+      in_flight_.fetch_sub(weight, std::memory_order_acq_rel);
       return absl::ResourceExhaustedError(absl::StrCat(
           "too many calls in flight (limits.max_in_flight = ", max_, "); retry later"));
     }
-    *ticket = Ticket(this);
+    *ticket = Ticket(this, weight);
     return absl::OkStatus();
   }
 

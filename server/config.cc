@@ -295,11 +295,15 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   limits.Bytes("max_namespace_bytes", &c.limits.max_namespace_bytes);
   limits.Bytes("max_value_bytes", &c.limits.max_value_bytes);
   limits.Int("max_batch_keys", &c.limits.max_batch_keys, 1, 100000);
+  limits.Bytes("max_batch_bytes", &c.limits.max_batch_bytes);
   limits.Int("max_in_flight", &c.limits.max_in_flight, 1, 10000000);
   limits.Duration("request_timeout", &c.limits.request_timeout);
   limits.CheckUnknown();
   if (c.limits.max_value_bytes > (1ull << 30)) {
     limits.Fail("limits.max_value_bytes: must be at most 1GiB");
+  }
+  if (c.limits.max_batch_bytes > (1ull << 30)) {
+    limits.Fail("limits.max_batch_bytes: must be at most 1GiB");
   }
 
   Section cache = top.Child("cache");
@@ -319,6 +323,10 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   cache.Double("refresh_ahead", &c.cache.refresh_ahead, 0.01, 1.0);
   cache.Duration("max_stale", &c.cache.max_stale, /*allow_zero=*/true);
   cache.Duration("stale_ttl", &c.cache.stale_ttl, /*allow_zero=*/true);
+  cache.Duration("negative_ttl", &c.cache.negative_ttl, /*allow_zero=*/true);
+  cache.Duration("retry_backoff", &c.cache.retry_backoff, /*allow_zero=*/true);
+  cache.Duration("max_retry_backoff", &c.cache.max_retry_backoff);
+  cache.Int("max_background_refreshes", &c.cache.max_background_refreshes, 1, 1000000);
   Section l2 = cache.Child("l2");
   l2.String("redis", &c.cache.l2.redis);
   l2.String("password", &c.cache.l2.password);

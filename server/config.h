@@ -31,6 +31,9 @@ struct LimitsSection {
   uint64_t max_namespace_bytes = 256;
   uint64_t max_value_bytes = 1 << 20;
   int max_batch_keys = 1000;
+  // Most value bytes in one BatchGet response (the default gRPC client
+  // accepts 4 MiB messages).
+  uint64_t max_batch_bytes = 4ull << 20;
   int max_in_flight = 10000;
   // Deadline of a call that brings none, and the ceiling of those that do.
   absl::Duration request_timeout = absl::Seconds(30);
@@ -57,6 +60,10 @@ struct CacheSection {
   double refresh_ahead = 0.8;
   absl::Duration max_stale = absl::Hours(1);
   absl::Duration stale_ttl = absl::Hours(24);
+  absl::Duration negative_ttl = absl::Seconds(5);
+  absl::Duration retry_backoff = absl::Seconds(1);
+  absl::Duration max_retry_backoff = absl::Seconds(30);
+  int max_background_refreshes = 64;
   // The survival tier (L3); an empty path means no L3.
   std::string l3_path;
   uint64_t l3_max_bytes = 1ull << 30;

@@ -256,12 +256,17 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   rp.stale_ttl = config.cache.stale_ttl;
   rp.default_max_stale = config.cache.max_stale;
   rp.origin_timeout = config.origin.timeout;
+  rp.negative_ttl = config.cache.negative_ttl;
+  rp.retry_backoff = config.cache.retry_backoff;
+  rp.max_retry_backoff = config.cache.max_retry_backoff;
+  rp.max_background_refreshes = config.cache.max_background_refreshes;
   std::vector<std::unique_ptr<cache::Tier>> lower;  // L2 first, then L3
   ASSIGN_OR_RETURN(std::unique_ptr<cache::Tier> l2, MakeL2(config.cache.l2));
   if (l2 != nullptr) lower.push_back(std::move(l2));
   cache::RocksDbTier* l3 = AddSurvivalTier(config, &lower);
-  d->read_path_ = std::make_unique<cache::ReadPath>(
-      rp, cache::NewWTinyLfuCache(l1), std::move(lower), d->origin_.get(), Clock::Real());
+  d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1),
+                                                    std::move(lower), d->origin_.get(),
+                                                    d->executor_.get());
   if (l3 != nullptr && config.cache.l3_warm_l1) {
     WarmL1FromL3(*l3, d->read_path_->l1(), config.cache.l1_capacity);
   }
@@ -270,7 +275,7 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
 
   d->health_ = std::make_unique<HealthService>();
   d->sidecar_ = std::make_unique<SidecarService>(config, d->read_path_.get(), d->router_.get(),
-                                                 &d->admission_);
+                                                 &d->admission_, d->executor_.get());
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -359,8 +364,13 @@ Fanoutd::~Fanoutd() {
     server_->Shutdown(absl::ToChronoTime(absl::Now()));
     server_->Wait();
   }
-  // The executor goes before the services it calls back into; the router
-  // (whose calls have all ended with the server) before the executor.
+  // Each part goes after the ones that call into it: the server (its calls
+  // have ended), then the read path (its background refreshes and tier
+  // stores have no call waiting: it cancels their origin fetches and waits
+  // for them), the origin, the router, and last the executor they run on.
+  if (read_path_ != nullptr) read_path_->Shutdown(config_.origin.timeout);
+  read_path_.reset();
+  origin_.reset();
   router_.reset();
   // Reads still queued or running answer through the executor.
   io_pool_.reset();

@@ -1,8 +1,14 @@
 #include "server/sidecar_service.h"
 
+#include <malloc.h>
+
 #include <atomic>
 #include <memory>
+#include <optional>
+#include <variant>
+#include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "common/cancellation.h"
 #include "common/status_macros.h"
@@ -17,16 +23,20 @@ using fanout::v1::GetResponse;
 
 fanout::v1::Tier ToProto(cache::TierId tier) {
   switch (tier) {
-    case cache::TierId::kL1: return fanout::v1::TIER_L1;
-    case cache::TierId::kL2: return fanout::v1::TIER_L2;
-    case cache::TierId::kL3: return fanout::v1::TIER_L3;
-    case cache::TierId::kOrigin: return fanout::v1::TIER_ORIGIN;
+    case cache::TierId::kL1:
+      return fanout::v1::TIER_L1;
+    case cache::TierId::kL2:
+      return fanout::v1::TIER_L2;
+    case cache::TierId::kL3:
+      return fanout::v1::TIER_L3;
+    case cache::TierId::kOrigin:
+      return fanout::v1::TIER_ORIGIN;
   }
   return fanout::v1::TIER_UNSPECIFIED;
 }
 
 template <typename Out>
-void FillResult(cache::ReadResult& r, Out* out) {
+void FillResult(const cache::ReadResult& r, Out* out) {
   out->set_value(r.value.ToString());
   out->set_served_by(ToProto(r.served_by));
   out->set_stale(r.stale);
@@ -42,11 +52,23 @@ absl::Status ValidateMaxStale(int64_t max_stale_ms) {
   return absl::OkStatus();
 }
 
-cache::ReadOptions ReadOptionsFor(int64_t max_stale_ms, bool bypass_cache) {
+cache::ReadOptions ReadOptionsFor(int64_t max_stale_ms, bool bypass_cache, absl::Time deadline,
+                                  const CancellationToken& cancel) {
   cache::ReadOptions o;
   o.max_stale = absl::Milliseconds(max_stale_ms);
   o.bypass_cache = bypass_cache;
+  o.deadline = deadline;
+  o.cancel = cancel;
   return o;
+}
+
+// The call's deadline: the caller's, bounded by limits.request_timeout.
+absl::Time CallDeadline(const grpc::CallbackServerContext* context, const LimitsSection& limits) {
+  absl::Time deadline = absl::Now() + limits.request_timeout;
+  if (context->deadline() != std::chrono::system_clock::time_point::max()) {
+    deadline = std::min(deadline, absl::FromChrono(context->deadline()));
+  }
+  return deadline;
 }
 
 // A call whose reactor finishes at once: for RPCs not served by this build.
@@ -65,8 +87,7 @@ class FinishedWriter final : public grpc::ServerWriteReactor<Response> {
 class RouteReactor final : public grpc::ServerUnaryReactor {
  public:
   RouteReactor(router::Router* router, const fanout::v1::RouteRequest* request,
-               fanout::v1::RouteResponse* response, absl::Time deadline,
-               Admission::Ticket ticket)
+               fanout::v1::RouteResponse* response, absl::Time deadline, Admission::Ticket ticket)
       : ticket_(std::move(ticket)) {
     router->Route(*request, source_.token(), deadline,
                   [this, response](absl::StatusOr<fanout::v1::RouteResponse> result) {
@@ -83,94 +104,296 @@ class RouteReactor final : public grpc::ServerUnaryReactor {
   Admission::Ticket ticket_;
 };
 
+// Gives the heap memory of large responses back to the system. glibc keeps
+// freed memory in its arenas (a large block freed raises its mmap threshold,
+// so the next ones come from the heap), so one huge BatchGet would hold its
+// peak RSS for good. malloc_trim walks every arena and takes their locks, so
+// it runs on the executor, shortly after the response is freed, at most one
+// pending at a time.
+class MemoryReleaser {
+ public:
+  // Past this many response bytes freed, a trim is scheduled.
+  static constexpr uint64_t kTrimAfterBytes = 32ull << 20;
+
+  explicit MemoryReleaser(Executor* executor) : executor_(executor) {}
+
+  void Freed(uint64_t bytes) {
+#ifdef __GLIBC__
+    if (bytes < kTrimAfterBytes || executor_ == nullptr) return;
+    if (scheduled_.exchange(true, std::memory_order_acq_rel)) return;
+    executor_->ScheduleAfter(absl::Milliseconds(50), [this] {
+      scheduled_.store(false, std::memory_order_release);
+      trims_.fetch_add(1, std::memory_order_relaxed);
+      malloc_trim(0);
+    });
+#else
+    (void)bytes;
+#endif
+  }
+  uint64_t trims() const { return trims_.load(std::memory_order_relaxed); }
+
+ private:
+  Executor* const executor_;
+  std::atomic<bool> scheduled_{false};
+  std::atomic<uint64_t> trims_{0};
+};
+
+namespace {
+
+// One Get call that L1 could not answer. The caller's cancellation
+// (OnCancel) answers the read at once (releasing its admission slot) and
+// detaches it from its fill; the read's completion is the only place that
+// finishes the call.
+class GetReactor final : public grpc::ServerUnaryReactor {
+ public:
+  GetReactor(GetResponse* response, Admission::Ticket ticket)
+      : response_(response), ticket_(std::move(ticket)) {}
+
+  // May finish inline.
+  void Start(cache::ReadPath* read_path, cache::ReadPath::PendingRead read, absl::Time deadline) {
+    read_path->ReadBelowL1(std::move(read), deadline, source_.token(),
+                           [this](absl::StatusOr<cache::ReadResult> result) {
+                             ticket_.Release();
+                             if (result.ok()) FillResult(*result, response_);
+                             Finish(ToGrpcStatus(result.status()));
+                           });
+  }
+  void OnCancel() override { source_.Cancel(); }
+  void OnDone() override { delete this; }
+
+ private:
+  GetResponse* const response_;
+  Admission::Ticket ticket_;
+  CancellationSource source_;
+};
+
+// The state of one BatchGet call, shared by its reads: each distinct key is
+// read once; the results are held (sharing the cached values) until the last
+// arrives, and only then copied into the response, once per position that
+// asked for the key. The value bytes the response would carry are counted
+// as results arrive: past limits.max_batch_bytes the call fails at once and
+// its other reads are cancelled. Exactly one thread finishes the call; after
+// that nothing touches the request, the response or the reactor.
+class BatchGetJoin {
+ public:
+  BatchGetJoin(grpc::ServerUnaryReactor* reactor, const fanout::v1::BatchGetRequest* request,
+               fanout::v1::BatchGetResponse* response, uint64_t max_bytes)
+      : reactor_(reactor), request_(request), response_(response), max_bytes_(max_bytes) {}
+
+  // Plans the reads: `errors` holds each position's key check.
+  // Returns the number of distinct keys to read.
+  size_t Plan(std::vector<absl::Status> errors) {
+    errors_ = std::move(errors);
+    slot_of_.assign(errors_.size(), -1);
+    absl::flat_hash_map<absl::string_view, int> seen;
+    for (size_t i = 0; i < errors_.size(); ++i) {
+      if (!errors_[i].ok()) continue;
+      auto [it, inserted] = seen.try_emplace(request_->keys(static_cast<int>(i)),
+                                             static_cast<int>(first_position_.size()));
+      if (inserted) {
+        first_position_.push_back(static_cast<int>(i));
+        copies_.push_back(0);
+      }
+      slot_of_[i] = it->second;
+      ++copies_[it->second];
+    }
+    results_.resize(first_position_.size());
+    pending_.store(static_cast<int>(first_position_.size()) + 1, std::memory_order_relaxed);
+    return first_position_.size();
+  }
+
+  void set_ticket(Admission::Ticket ticket) { ticket_ = std::move(ticket); }
+  CancellationSource& cancel() { return cancel_; }
+  size_t distinct() const { return first_position_.size(); }
+  const std::string& key(size_t slot) const { return request_->keys(first_position_[slot]); }
+  bool finished() const { return finished_.load(std::memory_order_acquire); }
+  // Value bytes the response carries (set before the call finishes).
+  uint64_t response_bytes() const { return response_bytes_; }
+
+  // The result of distinct key `slot`; any thread, once per slot.
+  void Arrive(size_t slot, absl::StatusOr<cache::ReadResult> result) {
+    if (result.ok() && !finished()) {
+      const uint64_t bytes = result->value.size() * static_cast<uint64_t>(copies_[slot]);
+      const uint64_t total = bytes_.fetch_add(bytes, std::memory_order_acq_rel) + bytes;
+      if (total > max_bytes_) Fail(slot, bytes);
+    }
+    results_[slot] = std::move(result);
+    Release();
+  }
+  // Every read has been started.
+  void Started() { Release(); }
+
+ private:
+  void Release() {
+    if (pending_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+    if (finished_.exchange(true, std::memory_order_acq_rel)) return;
+    for (size_t i = 0; i < errors_.size(); ++i) {
+      fanout::v1::BatchGetItem* item = response_->add_items();
+      item->set_key(request_->keys(static_cast<int>(i)));
+      const absl::Status* error = &errors_[i];
+      if (error->ok()) {
+        const absl::StatusOr<cache::ReadResult>& r = *results_[slot_of_[i]];
+        if (r.ok()) {
+          FillResult(*r, item);
+          continue;
+        }
+        error = &r.status();
+      }
+      item->set_code(static_cast<int32_t>(error->code()));
+      item->set_error(std::string(error->message()));
+    }
+    response_bytes_ = bytes_.load(std::memory_order_acquire);
+    ticket_.Release();
+    reactor_->Finish(grpc::Status::OK);
+  }
+
+  void Fail(size_t slot, uint64_t bytes) {
+    if (finished_.exchange(true, std::memory_order_acq_rel)) return;
+    const int position = first_position_[slot];
+    const absl::Status error = absl::ResourceExhaustedError(
+        absl::StrCat("the response would carry more than limits.max_batch_bytes (", max_bytes_,
+                     " bytes) of values: at keys[", position, "] \"", request_->keys(position),
+                     "\" (", bytes / copies_[slot], " bytes",
+                     copies_[slot] > 1 ? absl::StrCat(" x ", copies_[slot], " copies") : "",
+                     "); ask for fewer keys"));
+    cancel_.Cancel();
+    ticket_.Release();
+    reactor_->Finish(ToGrpcStatus(error));
+  }
+
+  grpc::ServerUnaryReactor* const reactor_;
+  const fanout::v1::BatchGetRequest* const request_;
+  fanout::v1::BatchGetResponse* const response_;
+  const uint64_t max_bytes_;
+  Admission::Ticket ticket_;
+  CancellationSource cancel_;
+  std::vector<absl::Status> errors_;  // per position
+  std::vector<int> slot_of_;          // per position: its distinct key, -1 if invalid
+  std::vector<int> first_position_;   // per distinct key
+  std::vector<int> copies_;           // per distinct key: positions asking for it
+  // Per distinct key, written once by its read before it releases pending_.
+  std::vector<std::optional<absl::StatusOr<cache::ReadResult>>> results_;
+  // Reads not yet arrived, plus one until every read has started.
+  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> bytes_{0};
+  std::atomic<bool> finished_{false};
+  uint64_t response_bytes_ = 0;
+};
+
+class BatchGetReactor final : public grpc::ServerUnaryReactor {
+ public:
+  BatchGetReactor(const fanout::v1::BatchGetRequest* request,
+                  fanout::v1::BatchGetResponse* response, uint64_t max_bytes,
+                  MemoryReleaser* releaser)
+      : join_(std::make_shared<BatchGetJoin>(this, request, response, max_bytes)),
+        releaser_(releaser) {}
+
+  const std::shared_ptr<BatchGetJoin>& join() { return join_; }
+  void OnCancel() override { join_->cancel().Cancel(); }
+  void OnDone() override {
+    // gRPC frees the response right after this returns.
+    releaser_->Freed(join_->response_bytes());
+    delete this;
+  }
+
+ private:
+  const std::shared_ptr<BatchGetJoin> join_;
+  MemoryReleaser* const releaser_;
+};
+
+}  // namespace
+
 SidecarService::SidecarService(const Config& config, cache::ReadPath* read_path,
-                               router::Router* router, Admission* admission)
-    : config_(config), read_path_(read_path), router_(router), admission_(admission) {}
+                               router::Router* router, Admission* admission, Executor* executor)
+    : config_(config),
+      read_path_(read_path),
+      router_(router),
+      admission_(admission),
+      releaser_(std::make_unique<MemoryReleaser>(executor)) {}
+
+SidecarService::~SidecarService() = default;
 
 absl::Status SidecarService::AdmitRead(absl::Status status, absl::string_view ns,
-                                       int64_t max_stale_ms, Admission::Ticket* ticket) const {
+                                       int64_t max_stale_ms, int64_t weight,
+                                       Admission::Ticket* ticket) const {
   if (status.ok()) status = ValidateNamespace(ns, config_.limits);
   if (status.ok()) status = ValidateMaxStale(max_stale_ms);
-  if (status.ok()) status = admission_->Enter(ticket);
+  if (status.ok()) status = admission_->Enter(ticket, weight);
   return status;
 }
 
 grpc::ServerUnaryReactor* SidecarService::Get(grpc::CallbackServerContext* context,
                                               const fanout::v1::GetRequest* request,
                                               GetResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Admission::Ticket ticket;
   const absl::Status valid =
       AdmitRead(ValidateKey("key", request->key(), config_.limits), request->namespace_(),
-                request->max_stale_ms(), &ticket);
+                request->max_stale_ms(), /*weight=*/1, &ticket);
   if (!valid.ok()) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     reactor->Finish(ToGrpcStatus(valid));
     return reactor;
   }
-  read_path_->Get(request->namespace_(), request->key(),
-                  ReadOptionsFor(request->max_stale_ms(), request->bypass_cache()),
-                  [reactor, response, ticket = std::move(ticket)](
-                      absl::StatusOr<cache::ReadResult> result) mutable {
-                    ticket.Release();
-                    if (result.ok()) FillResult(*result, response);
-                    reactor->Finish(ToGrpcStatus(result.status()));
-                  });
+  // An L1 hit (the hot path) answers here, on the default reactor; only a
+  // read that must wait gets a reactor of its own, for the caller's
+  // cancellation, and the call's deadline.
+  std::variant<cache::ReadResult, cache::ReadPath::PendingRead> first =
+      read_path_->ReadL1(request->namespace_(), request->key(),
+                         ReadOptionsFor(request->max_stale_ms(), request->bypass_cache(),
+                                        absl::InfiniteFuture(), CancellationToken()));
+  if (const cache::ReadResult* hit = std::get_if<cache::ReadResult>(&first)) {
+    ticket.Release();
+    FillResult(*hit, response);
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(grpc::Status::OK);
+    return reactor;
+  }
+  auto* reactor = new GetReactor(response, std::move(ticket));
+  reactor->Start(read_path_, std::get<cache::ReadPath::PendingRead>(std::move(first)),
+                 CallDeadline(context, config_.limits));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* SidecarService::BatchGet(grpc::CallbackServerContext* context,
                                                    const fanout::v1::BatchGetRequest* request,
                                                    fanout::v1::BatchGetResponse* response) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::Status valid = ValidateBatchSize("keys", request->keys_size(), config_.limits);
+  std::vector<absl::Status> key_errors;
+  if (valid.ok()) {
+    key_errors.reserve(request->keys_size());
+    for (int i = 0; i < request->keys_size(); ++i) {
+      key_errors.push_back(
+          ValidateKey(absl::StrCat("keys[", i, "]"), request->keys(i), config_.limits));
+    }
+  }
+  auto* reactor =
+      new BatchGetReactor(request, response, config_.limits.max_batch_bytes, releaser_.get());
+  const std::shared_ptr<BatchGetJoin> join = reactor->join();
+  // Admission counts the work: one slot per distinct key read.
+  const size_t distinct = valid.ok() ? join->Plan(std::move(key_errors)) : 0;
   Admission::Ticket ticket;
-  const absl::Status valid =
-      AdmitRead(ValidateBatchSize("keys", request->keys_size(), config_.limits),
-                request->namespace_(), request->max_stale_ms(), &ticket);
+  valid = AdmitRead(std::move(valid), request->namespace_(), request->max_stale_ms(),
+                    static_cast<int64_t>(distinct), &ticket);
   if (!valid.ok()) {
     reactor->Finish(ToGrpcStatus(valid));
     return reactor;
   }
-  // Every item exists before any read starts, so that completions on other
-  // threads write only their own item.
-  for (const std::string& key : request->keys()) response->add_items()->set_key(key);
-
-  struct Join {
-    std::atomic<int> pending;
-    grpc::ServerUnaryReactor* reactor;
-    Admission::Ticket ticket;
-  };
-  auto join = std::make_shared<Join>();
-  join->pending = request->keys_size();
-  join->reactor = reactor;
-  join->ticket = std::move(ticket);
-  auto finish_one = [join]() {
-    if (join->pending.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-      join->ticket.Release();
-      join->reactor->Finish(grpc::Status::OK);
-    }
-  };
-  const cache::ReadOptions options = ReadOptionsFor(request->max_stale_ms(), false);
-  for (int i = 0; i < request->keys_size(); ++i) {
-    BatchGetItem* item = response->mutable_items(i);
-    absl::Status key_valid = ValidateKey(absl::StrCat("keys[", i, "]"), item->key(),
-                                         config_.limits);
-    if (!key_valid.ok()) {
-      item->set_code(static_cast<int32_t>(key_valid.code()));
-      item->set_error(std::string(key_valid.message()));
-      finish_one();
+  join->set_ticket(std::move(ticket));
+  const cache::ReadOptions options =
+      ReadOptionsFor(request->max_stale_ms(), /*bypass_cache=*/false,
+                     CallDeadline(context, config_.limits), join->cancel().token());
+  for (size_t slot = 0; slot < distinct; ++slot) {
+    if (join->finished()) {
+      // Failed already (the response grew too large): read no more.
+      join->Arrive(slot, absl::CancelledError("the batch failed"));
       continue;
     }
-    read_path_->Get(request->namespace_(), item->key(), options,
-                    [item, finish_one](absl::StatusOr<cache::ReadResult> result) {
-                      if (result.ok()) {
-                        FillResult(*result, item);
-                      } else {
-                        item->set_code(static_cast<int32_t>(result.status().code()));
-                        item->set_error(std::string(result.status().message()));
-                      }
-                      finish_one();
+    read_path_->Get(request->namespace_(), join->key(slot), options,
+                    [join, slot](absl::StatusOr<cache::ReadResult> result) {
+                      join->Arrive(slot, std::move(result));
                     });
   }
+  join->Started();
   return reactor;
 }
 
@@ -195,18 +418,17 @@ grpc::ServerUnaryReactor* SidecarService::Invalidate(grpc::CallbackServerContext
     return reactor;
   }
   std::vector<std::string> keys(request->keys().begin(), request->keys().end());
-  read_path_->Invalidate(request->namespace_(), keys, request->prefix(),
-                         request->purge_survival(),
-                         [reactor, response, ticket = std::move(ticket)](
-                             absl::StatusOr<uint64_t> evicted) mutable {
-                           ticket.Release();
-                           if (evicted.ok()) {
-                             response->set_evicted(static_cast<int64_t>(*evicted));
-                             // No other pods are reachable until a shared tier is configured.
-                             response->set_broadcast(false);
-                           }
-                           reactor->Finish(ToGrpcStatus(evicted.status()));
-                         });
+  read_path_->Invalidate(
+      request->namespace_(), keys, request->prefix(), request->purge_survival(),
+      [reactor, response, ticket = std::move(ticket)](absl::StatusOr<uint64_t> evicted) mutable {
+        ticket.Release();
+        if (evicted.ok()) {
+          response->set_evicted(static_cast<int64_t>(*evicted));
+          // No other pods are reachable until a shared tier is configured.
+          response->set_broadcast(false);
+        }
+        reactor->Finish(ToGrpcStatus(evicted.status()));
+      });
   return reactor;
 }
 

@@ -6,7 +6,10 @@
 #ifndef FANOUT_SERVER_SIDECAR_SERVICE_H_
 #define FANOUT_SERVER_SIDECAR_SERVICE_H_
 
+#include <memory>
+
 #include "cache/read_path.h"
+#include "common/executor.h"
 #include "fanout/v1/sidecar.grpc.pb.h"
 #include "router/router.h"
 #include "server/admission.h"
@@ -14,11 +17,16 @@
 
 namespace fanout::server {
 
+class MemoryReleaser;
+
 class SidecarService final : public fanout::v1::Sidecar::CallbackService {
  public:
-  // `read_path`, `router` and `admission`: not owned; must outlive the service.
+  // `read_path`, `router`, `admission` and `executor` (for giving memory
+  // back after large responses; may be null): not owned; must outlive the
+  // service.
   SidecarService(const Config& config, cache::ReadPath* read_path, router::Router* router,
-                 Admission* admission);
+                 Admission* admission, Executor* executor);
+  ~SidecarService() override;
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context,
                                 const fanout::v1::GetRequest* request,
@@ -37,14 +45,15 @@ class SidecarService final : public fanout::v1::Sidecar::CallbackService {
 
  private:
   // Continues `status` (the checks particular to the call) with the checks
-  // every read shares, then takes an admission slot into *ticket.
+  // every read shares, then takes `weight` admission slots into *ticket.
   absl::Status AdmitRead(absl::Status status, absl::string_view ns, int64_t max_stale_ms,
-                         Admission::Ticket* ticket) const;
+                         int64_t weight, Admission::Ticket* ticket) const;
 
   const Config config_;
   cache::ReadPath* const read_path_;
   router::Router* const router_;
   Admission* const admission_;
+  const std::unique_ptr<MemoryReleaser> releaser_;
 };
 
 }  // namespace fanout::server

@@ -1,8 +1,11 @@
 #include "cache/read_path.h"
 
+#include <functional>
 #include <optional>
+#include <thread>
 
 #include "absl/container/flat_hash_map.h"
+#include "cache/l1/wtinylfu_cache.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fake_origin.h"
 #include "tests/testing/fake_tier.h"
@@ -15,29 +18,79 @@ namespace {
 using ::fanout::testing::FakeOrigin;
 using ::fanout::testing::FakeTier;
 using ::fanout::testing::StatusIs;
+using ::testing::HasSubstr;
 
-class ReadPathTest : public ::testing::Test {
+using Slot = std::shared_ptr<std::optional<absl::StatusOr<ReadResult>>>;
+
+// The read path runs over both L1 engines: production uses W-TinyLFU, which
+// may decline an insert; these tests use small values, which its window
+// always admits, and never assume more than that.
+struct Engine {
+  std::string name;
+  std::function<std::unique_ptr<L1Cache>()> make;
+  friend void PrintTo(const Engine& e, std::ostream* os) { *os << e.name; }
+};
+
+class ReadPathTest : public ::testing::TestWithParam<Engine> {
  protected:
-  ReadPathTest() { Build({}); }
-
-  void Build(std::vector<std::unique_ptr<Tier>> lower) {
+  ReadPathTest() {
     options_.ttl = absl::Seconds(10);
     options_.refresh_ahead = 0.5;
     options_.stale_ttl = absl::Seconds(100);
     options_.default_max_stale = absl::Seconds(30);
-    path_ = std::make_unique<ReadPath>(options_, NewLruL1Cache({}), std::move(lower), &origin_,
-                                       executor_.clock());
+    options_.ttl_jitter = 0;  // exact windows; one test covers the jitter
+    options_.negative_ttl = absl::Seconds(5);
+    options_.retry_backoff = absl::Seconds(1);
+    options_.max_retry_backoff = absl::Seconds(8);
+    Build({});
+  }
+
+  void Build(std::vector<std::unique_ptr<Tier>> lower) {
+    path_.reset();
+    path_ = std::make_unique<ReadPath>(options_, GetParam().make(), std::move(lower), &origin_,
+                                       &executor_);
+  }
+  // Rebuilds with one lower tier (L2 or L3) and returns it.
+  FakeTier* BuildWithTier(TierId id) {
+    auto tier = std::make_unique<FakeTier>(id, executor_.clock());
+    FakeTier* raw = tier.get();
+    std::vector<std::unique_ptr<Tier>> lower;
+    lower.push_back(std::move(tier));
+    Build(std::move(lower));
+    return raw;
   }
 
   // Starts a Get; the result lands in the returned slot when it completes.
-  std::shared_ptr<std::optional<absl::StatusOr<ReadResult>>> StartGet(
-      absl::string_view key, ReadOptions options = {}) {
+  Slot StartGet(absl::string_view key, ReadOptions options = {}) {
     auto slot = std::make_shared<std::optional<absl::StatusOr<ReadResult>>>();
     path_->Get("ns", key, options, [slot](absl::StatusOr<ReadResult> r) { *slot = std::move(r); });
     return slot;
   }
+  // Fills `key` from the origin with `value`.
+  void Fill(absl::string_view key, std::string value, int64_t version = 1) {
+    auto r = StartGet(key);
+    origin_.AnswerValue(std::move(value), version);
+    ASSERT_TRUE(r->has_value());
+    ASSERT_OK(r->value());
+  }
 
-  void Advance(absl::Duration d) { executor_.fake_clock().Advance(d); }
+  ReadOptions WithDeadline(absl::Duration d) {
+    ReadOptions o;
+    o.deadline = Now() + d;
+    return o;
+  }
+  absl::Time Now() { return executor_.clock()->Now(); }
+  // Moves the fake clock, firing the timers that come due.
+  void Advance(absl::Duration d) { executor_.AdvanceTime(d); }
+  Entry EntryAt(std::string value, absl::Time fetched_at) {
+    Entry e;
+    e.value = std::move(value);
+    e.fetched_at = fetched_at;
+    e.fresh_until = fetched_at + absl::Seconds(5);
+    e.expires_at = fetched_at + absl::Seconds(10);
+    e.stale_until = fetched_at + absl::Seconds(100);
+    return e;
+  }
 
   ReadPathOptions options_;
   testing::ManualExecutor executor_;
@@ -45,7 +98,7 @@ class ReadPathTest : public ::testing::Test {
   std::unique_ptr<ReadPath> path_;
 };
 
-TEST_F(ReadPathTest, GetMissFetchesOriginThenServesFromL1) {
+TEST_P(ReadPathTest, GetMissFetchesOriginThenServesFromL1) {
   auto first = StartGet("flags/a");
   ASSERT_EQ(origin_.pending(), 1u);
   EXPECT_EQ(origin_.pending_key(0), "flags/a");
@@ -65,27 +118,33 @@ TEST_F(ReadPathTest, GetMissFetchesOriginThenServesFromL1) {
   EXPECT_EQ(origin_.fetches(), 1);
 }
 
-TEST_F(ReadPathTest, GetCoalescesConcurrentMissesIntoOneFetch) {
-  std::vector<std::shared_ptr<std::optional<absl::StatusOr<ReadResult>>>> reads;
+TEST_P(ReadPathTest, GetCoalescesConcurrentMissesIntoOneFetchSharingTheValue) {
+  std::vector<Slot> reads;
   for (int i = 0; i < 50; ++i) reads.push_back(StartGet("hot"));
   EXPECT_EQ(origin_.fetches(), 1);
-  origin_.AnswerValue("v");
+  origin_.AnswerValue(std::string(4096, 'v'));
+  const char* bytes = nullptr;
   for (const auto& r : reads) {
     ASSERT_TRUE(r->has_value());
-    EXPECT_EQ(r->value()->value, "v");
+    ASSERT_OK(r->value());
+    EXPECT_EQ(r->value()->value.size(), 4096u);
+    // One buffer for every waiter: no copy per waiter.
+    if (bytes == nullptr) bytes = r->value()->value.view().data();
+    EXPECT_EQ(r->value()->value.view().data(), bytes);
   }
   EXPECT_EQ(path_->Stats().coalesced, 49u);
 }
 
-TEST_F(ReadPathTest, GetInRefreshWindowServesCachedAndRefreshesOnce) {
-  StartGet("k");
-  origin_.AnswerValue("old", 1);
+TEST_P(ReadPathTest, GetInRefreshWindowServesCachedAndRefreshesOnce) {
+  Fill("k", "old", 1);
   Advance(absl::Seconds(6));  // past fresh_until (5 s), before expiry (10 s)
   auto r1 = StartGet("k");
   auto r2 = StartGet("k");
   ASSERT_TRUE(r1->has_value());
   EXPECT_EQ(r1->value()->value, "old");
   EXPECT_EQ(r2->value()->value, "old");
+  EXPECT_EQ(origin_.fetches(), 1);  // the refresh starts on the executor
+  executor_.RunUntilIdle();
   EXPECT_EQ(origin_.fetches(), 2);  // one background refresh for both reads
   origin_.AnswerValue("new", 2);
   auto r3 = StartGet("k");
@@ -94,9 +153,69 @@ TEST_F(ReadPathTest, GetInRefreshWindowServesCachedAndRefreshesOnce) {
   EXPECT_EQ(path_->Stats().refreshes_ahead, 1u);
 }
 
-TEST_F(ReadPathTest, GetServesStaleWhenOriginDown) {
-  StartGet("k");
-  origin_.AnswerValue("last-known", 3);
+TEST_P(ReadPathTest, GetRefreshAheadCopiesTheKeyBeforeAnswering) {
+  Fill("flags/refresh-me", "old");
+  Advance(absl::Seconds(6));
+  // The caller's request (holding the key) ends as soon as it is answered.
+  auto key = std::make_unique<std::string>("flags/refresh-me");
+  auto ns = std::make_unique<std::string>("ns");
+  std::optional<absl::StatusOr<ReadResult>> result;
+  path_->Get(*ns, *key, {}, [&](absl::StatusOr<ReadResult> r) {
+    result = std::move(r);
+    key->assign(key->size(), 'X');
+    ns->assign(ns->size(), 'Y');
+    key.reset();
+    ns.reset();
+  });
+  ASSERT_TRUE(result.has_value());
+  EXPECT_EQ(result->value().value, "old");
+  executor_.RunUntilIdle();
+  ASSERT_EQ(origin_.pending(), 1u);
+  EXPECT_EQ(origin_.pending_key(0), "flags/refresh-me");
+  origin_.AnswerValue("new");
+  EXPECT_EQ(StartGet("flags/refresh-me")->value()->value, "new");
+}
+
+TEST_P(ReadPathTest, GetRefreshAheadFailureKeepsCachedValueAndBacksOff) {
+  Fill("k", "good");
+  Advance(absl::Seconds(6));
+  EXPECT_EQ(StartGet("k")->value()->value, "good");
+  executor_.RunUntilIdle();
+  ASSERT_EQ(origin_.pending(), 1u);
+  origin_.Answer(absl::UnavailableError("origin down"));
+  EXPECT_EQ(path_->Stats().origin_failures, 1u);
+  // The failed refresh neither evicted nor replaced the value, and reads in
+  // the backoff start no new refresh.
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(StartGet("k")->value()->value, "good");
+  executor_.RunUntilIdle();
+  EXPECT_EQ(origin_.fetches(), 2);
+  Advance(absl::Seconds(1));  // the backoff (1 s) has passed
+  EXPECT_EQ(StartGet("k")->value()->value, "good");
+  executor_.RunUntilIdle();
+  EXPECT_EQ(origin_.fetches(), 3);
+  origin_.AnswerValue("fresh");
+  EXPECT_EQ(StartGet("k")->value()->value, "fresh");
+}
+
+TEST_P(ReadPathTest, GetRefreshAheadBeyondCapSkipsTheRefresh) {
+  options_.max_background_refreshes = 2;
+  Build({});
+  for (const char* k : {"a", "b", "c"}) Fill(k, "v");
+  Advance(absl::Seconds(6));
+  for (const char* k : {"a", "b", "c"}) EXPECT_EQ(StartGet(k)->value()->value, "v");
+  executor_.RunUntilIdle();
+  EXPECT_EQ(origin_.pending(), 2u);
+  EXPECT_EQ(path_->Stats().refreshes_skipped, 1u);
+  origin_.AnswerValue("v2");
+  // A slot is free again: the skipped key refreshes on its next read.
+  StartGet("c");
+  executor_.RunUntilIdle();
+  EXPECT_EQ(origin_.pending(), 2u);
+  EXPECT_EQ(origin_.pending_key(1), "c");
+}
+
+TEST_P(ReadPathTest, GetServesStaleWhenOriginDown) {
+  Fill("k", "last-known", 3);
   Advance(absl::Seconds(20));  // expired 10 s ago
   auto r = StartGet("k");
   ASSERT_FALSE(r->has_value());
@@ -109,42 +228,198 @@ TEST_F(ReadPathTest, GetServesStaleWhenOriginDown) {
   EXPECT_EQ(path_->Stats().stale_served, 1u);
 }
 
-TEST_F(ReadPathTest, GetUnavailableWhenStaleBeyondCallersMaxStale) {
-  StartGet("k");
-  origin_.AnswerValue("v");
+TEST_P(ReadPathTest, GetUnavailableWhenStaleBeyondCallersMaxStale) {
+  Fill("k", "v");
   Advance(absl::Seconds(20));
   ReadOptions strict;
   strict.max_stale = absl::Seconds(5);
   auto r = StartGet("k", strict);
   origin_.Answer(absl::UnavailableError("down"));
-  EXPECT_THAT(r->value(), StatusIs(absl::StatusCode::kUnavailable,
-                                   ::testing::HasSubstr("max_stale")));
+  EXPECT_THAT(r->value(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("max_stale")));
 }
 
-TEST_F(ReadPathTest, GetOriginFailureIsNotCached) {
+TEST_P(ReadPathTest, GetHangingOriginServesStaleBeforeCallersDeadline) {
+  Fill("k", "last-known");
+  Advance(absl::Seconds(20));
+  auto r = StartGet("k", WithDeadline(absl::Milliseconds(200)));
+  Advance(absl::Milliseconds(179));
+  EXPECT_FALSE(r->has_value());
+  Advance(absl::Milliseconds(1));  // 20 ms before the deadline
+  ASSERT_TRUE(r->has_value());
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->value, "last-known");
+  EXPECT_TRUE(r->value()->stale);
+  EXPECT_EQ(path_->Stats().deadline_answers, 1u);
+  // The fill went on without the caller, and still fills the cache.
+  ASSERT_EQ(origin_.pending(), 1u);
+  origin_.AnswerValue("late");
+  auto after = StartGet("k");
+  ASSERT_TRUE(after->has_value());
+  EXPECT_EQ(after->value()->value, "late");
+  EXPECT_EQ(after->value()->served_by, TierId::kL1);
+}
+
+TEST_P(ReadPathTest, GetHangingOriginWithoutStaleCopyFailsBeforeCallersDeadline) {
+  auto r = StartGet("k", WithDeadline(absl::Milliseconds(30)));
+  auto patient = StartGet("k");
+  Advance(absl::Milliseconds(14));
+  EXPECT_FALSE(r->has_value());
+  Advance(absl::Milliseconds(1));  // half of a short deadline is the margin
+  ASSERT_TRUE(r->has_value());
+  EXPECT_THAT(r->value(), StatusIs(absl::StatusCode::kDeadlineExceeded, HasSubstr("\"k\"")));
+  EXPECT_FALSE(patient->has_value());
+  origin_.AnswerValue("v");
+  EXPECT_EQ(patient->value()->value, "v");
+}
+
+TEST_P(ReadPathTest, GetWithDeadlineAfterTheFillsOwnSetsNoTimer) {
+  StartGet("k", WithDeadline(absl::Seconds(10)));  // origin_timeout is 2 s
+  EXPECT_EQ(executor_.pending_timers(), 0u);
+  StartGet("other", WithDeadline(absl::Seconds(1)));
+  EXPECT_EQ(executor_.pending_timers(), 1u);
+  origin_.AnswerValue("v");
+  origin_.AnswerValue("v");
+  EXPECT_EQ(executor_.pending_timers(), 0u);  // cancelled with its answer
+}
+
+TEST_P(ReadPathTest, GetCancelledCallerIsAnsweredAtOnceAndTheFillGoesOn) {
+  CancellationSource caller;
+  ReadOptions o;
+  o.cancel = caller.token();
+  auto r = StartGet("k", o);
+  auto other = StartGet("k");
+  caller.Cancel();
+  ASSERT_TRUE(r->has_value());
+  EXPECT_THAT(r->value(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_EQ(path_->Stats().cancelled, 1u);
+  EXPECT_FALSE(other->has_value());
+  origin_.AnswerValue("v");
+  EXPECT_EQ(other->value()->value, "v");
+  EXPECT_EQ(StartGet("k")->value()->served_by, TierId::kL1);
+}
+
+TEST_P(ReadPathTest, GetAlreadyCancelledAnswersCancelled) {
+  CancellationSource caller;
+  caller.Cancel();
+  ReadOptions o;
+  o.cancel = caller.token();
+  EXPECT_THAT(StartGet("k", o)->value(), StatusIs(absl::StatusCode::kCancelled));
+}
+
+TEST_P(ReadPathTest, GetOriginFailureBacksOffThenAsksAgain) {
   auto r1 = StartGet("k");
   origin_.Answer(absl::UnavailableError("down"));
   EXPECT_THAT(r1->value(), StatusIs(absl::StatusCode::kUnavailable));
+  // In the backoff: answered at once, naming it, without a fetch.
   auto r2 = StartGet("k");
-  EXPECT_EQ(origin_.fetches(), 2);  // no cached null: the origin is asked again
+  ASSERT_TRUE(r2->has_value());
+  EXPECT_THAT(r2->value(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("cache.retry_backoff")));
+  EXPECT_EQ(origin_.fetches(), 1);
+  EXPECT_EQ(path_->Stats().backoff_answers, 1u);
+  Advance(absl::Seconds(1));
+  auto r3 = StartGet("k");
+  EXPECT_EQ(origin_.fetches(), 2);  // no cached failure past the backoff
+  origin_.Answer(absl::UnavailableError("still down"));
+  // The second failure in a row doubles the backoff.
+  Advance(absl::Milliseconds(1999));
+  StartGet("k");
+  EXPECT_EQ(origin_.fetches(), 2);
+  Advance(absl::Milliseconds(1));
+  auto r4 = StartGet("k");
+  EXPECT_EQ(origin_.fetches(), 3);
   origin_.AnswerValue("back");
-  EXPECT_EQ(r2->value()->value, "back");
+  EXPECT_EQ(r4->value()->value, "back");
 }
 
-TEST_F(ReadPathTest, GetNotFoundNamesKeyAndDropsCachedCopy) {
-  StartGet("gone");
-  origin_.AnswerValue("v");
+TEST_P(ReadPathTest, GetDuringBackoffServesStaleCopyAtOnce) {
+  Fill("k", "last-known");
+  Advance(absl::Seconds(20));
+  auto r1 = StartGet("k");
+  origin_.Answer(absl::UnavailableError("down"));
+  ASSERT_TRUE(r1->value()->stale);
+  auto r2 = StartGet("k");
+  ASSERT_TRUE(r2->has_value());
+  EXPECT_EQ(r2->value()->value, "last-known");
+  EXPECT_TRUE(r2->value()->stale);
+  EXPECT_EQ(origin_.fetches(), 2);
+}
+
+TEST_P(ReadPathTest, GetPermanentOriginErrorIsRepeatedDuringBackoff) {
+  auto r1 = StartGet("k");
+  origin_.Answer(absl::FailedPreconditionError("value is too large (limits.max_value_bytes)"));
+  EXPECT_THAT(r1->value(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(StartGet("k")->value(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("limits.max_value_bytes")));
+  EXPECT_EQ(origin_.fetches(), 1);
+}
+
+TEST_P(ReadPathTest, GetNotFoundIsRememberedForNegativeTtl) {
+  auto r1 = StartGet("missing");
+  origin_.Answer(absl::NotFoundError("no such key"));
+  EXPECT_THAT(r1->value(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("\"missing\"")));
+  auto r2 = StartGet("missing");
+  ASSERT_TRUE(r2->has_value());
+  EXPECT_THAT(r2->value(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("\"missing\"")));
+  EXPECT_EQ(origin_.fetches(), 1);
+  EXPECT_EQ(path_->Stats().negative_hits, 1u);
+  Advance(absl::Seconds(5));
+  StartGet("missing");
+  EXPECT_EQ(origin_.fetches(), 2);
+}
+
+TEST_P(ReadPathTest, GetBypassCacheIgnoresRememberedNotFound) {
+  StartGet("missing");
+  origin_.Answer(absl::NotFoundError("no such key"));
+  ReadOptions bypass;
+  bypass.bypass_cache = true;
+  auto r = StartGet("missing", bypass);
+  EXPECT_EQ(origin_.fetches(), 2);
+  origin_.AnswerValue("created");
+  EXPECT_EQ(r->value()->value, "created");
+}
+
+TEST_P(ReadPathTest, InvalidateForgetsRememberedNotFoundAndBackoff) {
+  StartGet("missing");
+  origin_.Answer(absl::NotFoundError("no such key"));
+  StartGet("flaky");
+  origin_.Answer(absl::UnavailableError("down"));
+  path_->Invalidate("ns", {"missing", "flaky"}, "", false, [](absl::StatusOr<uint64_t>) {});
+  StartGet("missing");
+  StartGet("flaky");
+  EXPECT_EQ(origin_.fetches(), 4);
+}
+
+TEST_P(ReadPathTest, GetOriginFailureNeverEvictsCachedValue) {
+  Fill("k", "good");
+  ReadOptions bypass;
+  bypass.bypass_cache = true;
+  auto r = StartGet("k", bypass);
+  origin_.Answer(absl::InternalError("garbage answer"));
+  // The cached value is the fallback of a bypass_cache read...
+  ASSERT_TRUE(r->has_value());
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->value, "good");
+  EXPECT_TRUE(r->value()->stale);
+  // ... and is still cached.
+  auto after = StartGet("k");
+  ASSERT_TRUE(after->has_value());
+  EXPECT_EQ(after->value()->value, "good");
+  EXPECT_EQ(after->value()->served_by, TierId::kL1);
+}
+
+TEST_P(ReadPathTest, GetNotFoundNamesKeyAndDropsCachedCopy) {
+  Fill("gone", "v");
   ReadOptions bypass;
   bypass.bypass_cache = true;
   auto r = StartGet("gone", bypass);
   origin_.Answer(absl::NotFoundError("no such key"));
-  EXPECT_THAT(r->value(), StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("\"gone\"")));
+  EXPECT_THAT(r->value(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("\"gone\"")));
   EXPECT_EQ(path_->l1().Stats().entries, 0u);
 }
 
-TEST_F(ReadPathTest, GetBypassCacheReadsOriginAndRefreshesL1) {
-  StartGet("k");
-  origin_.AnswerValue("v1");
+TEST_P(ReadPathTest, GetBypassCacheReadsOriginAndRefreshesL1) {
+  Fill("k", "v1");
   ReadOptions bypass;
   bypass.bypass_cache = true;
   auto r = StartGet("k", bypass);
@@ -154,7 +429,37 @@ TEST_F(ReadPathTest, GetBypassCacheReadsOriginAndRefreshesL1) {
   EXPECT_EQ(StartGet("k")->value()->value, "v2");
 }
 
-TEST_F(ReadPathTest, InvalidateDuringFillDoesNotCacheTheValue) {
+TEST_P(ReadPathTest, GetBypassCacheSkipsLowerTiers) {
+  FakeTier* l2 = BuildWithTier(TierId::kL2);
+  l2->Put(CompositeKey("ns", "k"), EntryAt("from-l2", Now()));
+  ReadOptions bypass;
+  bypass.bypass_cache = true;
+  auto r = StartGet("k", bypass);
+  EXPECT_EQ(l2->lookups(), 0);
+  ASSERT_EQ(origin_.pending(), 1u);
+  origin_.AnswerValue("from-origin");
+  EXPECT_EQ(r->value()->served_by, TierId::kOrigin);
+}
+
+TEST_P(ReadPathTest, FillSpreadsExpiryByJitter) {
+  options_.ttl_jitter = 0.1;
+  FakeTier* l2 = BuildWithTier(TierId::kL2);
+  const absl::Time start = Now();
+  absl::flat_hash_map<int64_t, int> distinct;
+  for (int i = 0; i < 40; ++i) {
+    const std::string key = absl::StrCat("k", i);
+    Fill(key, "v");
+    std::optional<Entry> e = l2->Get(CompositeKey("ns", key));
+    ASSERT_TRUE(e.has_value());
+    EXPECT_GE(e->expires_at, start + absl::Seconds(9));
+    EXPECT_LE(e->expires_at, start + absl::Seconds(11));
+    EXPECT_EQ(e->fresh_until - start, (e->expires_at - start) * options_.refresh_ahead);
+    ++distinct[absl::ToInt64Milliseconds(e->expires_at - start)];
+  }
+  EXPECT_GT(distinct.size(), 20u);
+}
+
+TEST_P(ReadPathTest, InvalidateDuringFillDoesNotCacheTheValue) {
   auto r = StartGet("k");
   std::optional<absl::StatusOr<uint64_t>> evicted;
   path_->Invalidate("ns", {"k"}, "", false, [&](absl::StatusOr<uint64_t> n) { evicted = n; });
@@ -164,11 +469,48 @@ TEST_F(ReadPathTest, InvalidateDuringFillDoesNotCacheTheValue) {
   EXPECT_EQ(origin_.fetches(), 2);  // but it was not cached
 }
 
-TEST_F(ReadPathTest, InvalidateErasesKeysAndPrefixInNamespaceOnly) {
-  for (const char* k : {"flags/a", "flags/b", "limits/x"}) {
-    StartGet(k);
-    origin_.AnswerValue("v");
-  }
+TEST_P(ReadPathTest, GetAfterInvalidateDuringFillStartsNewFill) {
+  auto before = StartGet("flags/x");
+  path_->Invalidate("ns", {}, "flags/", false, [](absl::StatusOr<uint64_t>) {});
+  auto after = StartGet("flags/x");
+  ASSERT_EQ(origin_.fetches(), 2);  // did not join the detached fill
+  EXPECT_EQ(path_->Stats().detached_fills, 1u);
+  EXPECT_EQ(path_->Stats().coalesced, 0u);
+  // The detached fill answers last, with the old value: only its own reader
+  // gets it, and it is not cached over the new one.
+  origin_.AnswerValue("old");
+  origin_.Answer(absl::NotFoundError("no such key"));  // the new fill: deleted since
+  EXPECT_EQ(before->value()->value, "old");
+  EXPECT_THAT(after->value(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(StartGet("flags/x")->value(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(origin_.fetches(), 2);  // remembered NotFound, not the old value
+}
+
+TEST_P(ReadPathTest, DetachedFillNotFoundDoesNotEraseNewerValue) {
+  FakeTier* l2 = BuildWithTier(TierId::kL2);
+  l2->set_hang(true);
+  auto before = StartGet("k");  // held in the L2 lookup
+  path_->Invalidate("ns", {"k"}, "", false, [](absl::StatusOr<uint64_t>) {});
+  l2->set_hang(false);  // what is held stays held
+  auto after = StartGet("k");
+  ASSERT_EQ(origin_.pending(), 1u);
+  origin_.AnswerValue("new");
+  EXPECT_EQ(after->value()->value, "new");
+  // The detached fill ends last (L2 now failing), with a NotFound from
+  // before the new value.
+  l2->set_failure(absl::UnavailableError("redis down"));
+  l2->ReleaseHung();
+  ASSERT_EQ(origin_.pending(), 1u);
+  origin_.Answer(absl::NotFoundError("no such key"));
+  EXPECT_THAT(before->value(), StatusIs(absl::StatusCode::kNotFound));
+  auto later = StartGet("k");
+  ASSERT_TRUE(later->has_value());
+  EXPECT_EQ(later->value()->value, "new");
+  EXPECT_EQ(later->value()->served_by, TierId::kL1);
+}
+
+TEST_P(ReadPathTest, InvalidateErasesKeysAndPrefixInNamespaceOnly) {
+  for (const char* k : {"flags/a", "flags/b", "limits/x"}) Fill(k, "v");
   path_->Get("other", "flags/a", {}, [](absl::StatusOr<ReadResult>) {});
   origin_.AnswerValue("v");
   std::optional<absl::StatusOr<uint64_t>> evicted;
@@ -179,19 +521,9 @@ TEST_F(ReadPathTest, InvalidateErasesKeysAndPrefixInNamespaceOnly) {
   EXPECT_EQ(path_->l1().Stats().entries, 1u);  // other/flags/a stays
 }
 
-TEST_F(ReadPathTest, GetMissServedByLowerTierBackfillsL1) {
-  auto l2 = std::make_unique<FakeTier>(TierId::kL2, executor_.clock());
-  FakeTier* l2_raw = l2.get();
-  std::vector<std::unique_ptr<Tier>> lower;
-  lower.push_back(std::move(l2));
-  Build(std::move(lower));
-  Entry e;
-  e.value = "from-redis";
-  e.fetched_at = executor_.clock()->Now();
-  e.fresh_until = e.fetched_at + absl::Seconds(5);
-  e.expires_at = e.fetched_at + absl::Seconds(10);
-  e.stale_until = e.fetched_at + absl::Seconds(100);
-  l2_raw->Put(CompositeKey("ns", "k"), e);
+TEST_P(ReadPathTest, GetMissServedByLowerTierBackfillsL1) {
+  FakeTier* l2 = BuildWithTier(TierId::kL2);
+  l2->Put(CompositeKey("ns", "k"), EntryAt("from-redis", Now()));
 
   auto r = StartGet("k");
   ASSERT_TRUE(r->has_value());
@@ -200,35 +532,136 @@ TEST_F(ReadPathTest, GetMissServedByLowerTierBackfillsL1) {
   EXPECT_EQ(StartGet("k")->value()->served_by, TierId::kL1);
 
   // An origin fill writes through to the lower tier.
-  StartGet("other");
-  origin_.AnswerValue("o");
-  EXPECT_TRUE(l2_raw->Contains(CompositeKey("ns", "other")));
+  Fill("other", "o");
+  EXPECT_TRUE(l2->Contains(CompositeKey("ns", "other")));
 }
 
-TEST_F(ReadPathTest, InvalidateSupersedesSurvivalTierUnlessPurged) {
-  auto l3 = std::make_unique<FakeTier>(TierId::kL3, executor_.clock());
-  FakeTier* l3_raw = l3.get();
-  std::vector<std::unique_ptr<Tier>> lower;
-  lower.push_back(std::move(l3));
-  Build(std::move(lower));
-  const absl::Time now = executor_.clock()->Now();
-  Entry e;
-  e.value = "kept";
-  e.fetched_at = now;
-  e.fresh_until = now + absl::Seconds(5);
-  e.expires_at = now + absl::Seconds(10);
-  e.stale_until = now + absl::Seconds(100);
-  l3_raw->Put(CompositeKey("ns", "k"), e);
+TEST_P(ReadPathTest, GetServesLowerTierStaleCopyWhenOriginDown) {
+  FakeTier* l3 = BuildWithTier(TierId::kL3);
+  l3->Put(CompositeKey("ns", "k"), EntryAt("survived", Now() - absl::Seconds(20)));
+  auto r = StartGet("k");
+  ASSERT_EQ(origin_.pending(), 1u);  // a stale copy does not answer by itself
+  origin_.Answer(absl::UnavailableError("down"));
+  ASSERT_TRUE(r->has_value());
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->value, "survived");
+  EXPECT_EQ(r->value()->served_by, TierId::kL3);
+  EXPECT_TRUE(r->value()->stale);
+}
+
+TEST_P(ReadPathTest, GetFallsBackToFreshestStaleCopyAlongTheChain) {
+  FakeTier* l3 = BuildWithTier(TierId::kL3);
+  Fill("k", "l1-copy");        // fetched at t0
+  Advance(absl::Seconds(15));  // L1 copy expired
+  l3->Put(CompositeKey("ns", "k"), EntryAt("l3-copy", Now() - absl::Seconds(12)));  // t0 + 3 s
+  auto r = StartGet("k");
+  origin_.Answer(absl::UnavailableError("down"));
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->value, "l3-copy");
+  EXPECT_EQ(r->value()->served_by, TierId::kL3);
+  EXPECT_EQ(r->value()->age, absl::Seconds(12));
+}
+
+TEST_P(ReadPathTest, GetDeadlineServesLowerTierStaleCopy) {
+  FakeTier* l3 = BuildWithTier(TierId::kL3);
+  l3->Put(CompositeKey("ns", "k"), EntryAt("survived", Now() - absl::Seconds(20)));
+  auto r = StartGet("k", WithDeadline(absl::Milliseconds(100)));
+  Advance(absl::Milliseconds(80));
+  ASSERT_TRUE(r->has_value());
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->value, "survived");
+  EXPECT_EQ(r->value()->served_by, TierId::kL3);
+}
+
+TEST_P(ReadPathTest, InvalidateSupersedesSurvivalTierUnlessPurged) {
+  FakeTier* l3 = BuildWithTier(TierId::kL3);
+  const absl::Time now = Now();
+  l3->Put(CompositeKey("ns", "k"), EntryAt("kept", now));
 
   path_->Invalidate("ns", {"k"}, "", false, [](absl::StatusOr<uint64_t>) {});
-  std::optional<Entry> kept = l3_raw->Get(CompositeKey("ns", "k"));
+  std::optional<Entry> kept = l3->Get(CompositeKey("ns", "k"));
   ASSERT_TRUE(kept.has_value());
   EXPECT_EQ(kept->value, "kept");
   EXPECT_EQ(FreshnessAt(*kept, now), Freshness::kStale);
 
   path_->Invalidate("ns", {"k"}, "", true, [](absl::StatusOr<uint64_t>) {});
-  EXPECT_FALSE(l3_raw->Contains(CompositeKey("ns", "k")));
+  EXPECT_FALSE(l3->Contains(CompositeKey("ns", "k")));
 }
+
+TEST_P(ReadPathTest, ShutdownCancelsBackgroundRefreshAndWaitsForIt) {
+  FakeTier* l2 = BuildWithTier(TierId::kL2);
+  Fill("k", "v");
+  Advance(absl::Seconds(6));
+  auto other = StartGet("other");
+  StartGet("k");  // starts a background refresh: no caller waits for it
+  executor_.RunUntilIdle();
+  auto waiting = StartGet("third");
+  ASSERT_EQ(origin_.pending(), 3u);
+  ASSERT_EQ(origin_.pending_key(1), "k");
+  l2->set_hang(true);
+  origin_.AnswerValue("o");  // "other": its store to L2 is held
+  ASSERT_OK(other->value());
+  ASSERT_EQ(l2->held(), 1u);
+  ASSERT_FALSE(origin_.pending_context(0).cancel.cancelled());
+
+  std::atomic<bool> done{false};
+  bool idle = false;
+  std::thread shutdown([&] {
+    idle = path_->Shutdown(absl::Seconds(60));
+    done = true;
+  });
+  // The caller still waiting is answered; origin fetches are cancelled.
+  for (int i = 0; i < 5000 && !origin_.pending_context(0).cancel.cancelled(); ++i) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_TRUE(origin_.pending_context(0).cancel.cancelled());
+  EXPECT_TRUE(origin_.pending_context(1).cancel.cancelled());
+  EXPECT_TRUE(waiting->has_value());
+  // Shutdown waits for the refresh, the other fetch and the store.
+  origin_.Answer(absl::CancelledError("cancelled"));
+  origin_.Answer(absl::CancelledError("cancelled"));
+  EXPECT_FALSE(done);
+  l2->set_hang(false);
+  l2->ReleaseHung();
+  shutdown.join();
+  EXPECT_TRUE(idle);
+  ASSERT_TRUE(waiting->has_value());
+  EXPECT_THAT(waiting->value(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("shutting")));
+  EXPECT_THAT(StartGet("new")->value(), StatusIs(absl::StatusCode::kUnavailable));
+  path_.reset();
+}
+
+TEST_P(ReadPathTest, ShutdownTimeoutDropsLateAnswersWithoutTouchingTheReadPath) {
+  Fill("k", "v");
+  Advance(absl::Seconds(6));
+  StartGet("k");  // a background refresh whose origin never answers in time
+  executor_.RunUntilIdle();
+  auto waiting = StartGet("other", WithDeadline(absl::Milliseconds(500)));
+  ASSERT_EQ(origin_.pending(), 2u);
+  EXPECT_FALSE(path_->Shutdown(absl::Milliseconds(20)));
+  EXPECT_THAT(waiting->value(), StatusIs(absl::StatusCode::kUnavailable));
+  path_.reset();
+  // Late answers, and the deadline timer, find the read path gone (ASan
+  // checks that nothing touches it).
+  origin_.AnswerValue("late");
+  origin_.AnswerValue("late");
+  Advance(absl::Seconds(1));
+}
+
+TEST_P(ReadPathTest, DestroyWithoutShutdownAnswersWaitingReads) {
+  auto waiting = StartGet("k", WithDeadline(absl::Milliseconds(500)));
+  path_.reset();
+  EXPECT_THAT(waiting->value(), StatusIs(absl::StatusCode::kUnavailable));
+  origin_.AnswerValue("late");
+  Advance(absl::Seconds(1));
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, ReadPathTest,
+                         ::testing::Values(Engine{"Lru", [] { return NewLruL1Cache({}); }},
+                                           Engine{"WTinyLfu", [] { return NewWTinyLfuCache({}); }}),
+                         [](const ::testing::TestParamInfo<Engine>& info) {
+                           return info.param.name;
+                         });
 
 }  // namespace
 }  // namespace fanout::cache

@@ -161,6 +161,38 @@ TEST(ParseConfigFileOriginTest, ReadsSymlinksAndReadPoolKeysAndNamesBadOnes) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.file.max_queued_reads")));
 }
 
+TEST(ParseConfigTest, ReadsReadPathLimitsWithDefaults) {
+  absl::StatusOr<Config> defaults = ParseConfig("", "test.yaml");
+  ASSERT_OK(defaults);
+  EXPECT_EQ(defaults->limits.max_batch_bytes, 4ull << 20);
+  EXPECT_EQ(defaults->cache.negative_ttl, absl::Seconds(5));
+  EXPECT_EQ(defaults->cache.retry_backoff, absl::Seconds(1));
+  EXPECT_EQ(defaults->cache.max_retry_backoff, absl::Seconds(30));
+  EXPECT_EQ(defaults->cache.max_background_refreshes, 64);
+  absl::StatusOr<Config> c = ParseConfig(R"(
+limits:
+  max_batch_bytes: 16MiB
+cache:
+  negative_ttl: 0
+  retry_backoff: 250ms
+  max_retry_backoff: 1m
+  max_background_refreshes: 8
+)", "test.yaml");
+  ASSERT_OK(c);
+  EXPECT_EQ(c->limits.max_batch_bytes, 16ull << 20);
+  EXPECT_EQ(c->cache.negative_ttl, absl::ZeroDuration());
+  EXPECT_EQ(c->cache.retry_backoff, absl::Milliseconds(250));
+  EXPECT_EQ(c->cache.max_retry_backoff, absl::Minutes(1));
+  EXPECT_EQ(c->cache.max_background_refreshes, 8);
+  EXPECT_THAT(ParseConfig("limits:\n  max_batch_bytes: 2GiB\n", "bad.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("limits.max_batch_bytes")));
+  EXPECT_THAT(ParseConfig("cache:\n  max_background_refreshes: 0\n", "bad.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("cache.max_background_refreshes")));
+  EXPECT_THAT(ParseConfig("cache:\n  max_retry_backoff: 0\n", "bad.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.max_retry_backoff")));
+}
+
 }  // namespace
 }  // namespace fanout::server
 
