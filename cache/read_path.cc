@@ -429,7 +429,9 @@ void ReadPath::FetchOrigin(std::shared_ptr<Flight> flight) {
     flight->asks_origin = true;
     if (shutting_down_) {
       refused = ShuttingDown();
-    } else if (!records_.empty()) {
+    } else if (!flight->bypass && !records_.empty()) {
+      // A bypass_cache read is an explicit request for the origin's answer:
+      // the backoff that spares the origin from ordinary reads does not hold it.
       auto r = records_.find(flight->ckey);
       if (r != records_.end() && start < r->second.retry_after) {
         // In backoff after a failure: answer as that failure did, without

@@ -379,6 +379,20 @@ TEST_P(ReadPathTest, GetBypassCacheIgnoresRememberedNotFound) {
   EXPECT_EQ(r->value()->value, "created");
 }
 
+TEST_P(ReadPathTest, GetBypassCacheAsksTheOriginDuringBackoff) {
+  StartGet("flaky");
+  origin_.Answer(absl::UnavailableError("down"));
+  EXPECT_THAT(StartGet("flaky")->value(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_EQ(origin_.fetches(), 1);  // an ordinary read waits out the backoff
+  ReadOptions bypass;
+  bypass.bypass_cache = true;
+  auto r = StartGet("flaky", bypass);
+  EXPECT_EQ(origin_.fetches(), 2);
+  origin_.AnswerValue("back");
+  ASSERT_TRUE(r->has_value());
+  EXPECT_EQ(r->value()->value, "back");
+}
+
 TEST_P(ReadPathTest, InvalidateForgetsRememberedNotFoundAndBackoff) {
   StartGet("missing");
   origin_.Answer(absl::NotFoundError("no such key"));

@@ -148,9 +148,14 @@ TEST(FileOriginE2eTest, AVanishedRootServesStaleValuesAndNeverEvictsThem) {
 
   fs::remove_all(root.path());
   // The origin cannot answer: retry (4), not "no such key" (3) ...
+  auto uncached = Ctl(d.address(), {"get", "flags/y"});
+  EXPECT_EQ(uncached.code, 4) << uncached.err;
+  EXPECT_THAT(uncached.err, HasSubstr("origin.file.root"));
+  // ... a read that bypasses the cache falls back on the copy it holds, flagged ...
   auto bypass = Ctl(d.address(), {"get", "--bypass", "flags/x"});
-  EXPECT_EQ(bypass.code, 4) << bypass.err;
-  EXPECT_THAT(bypass.err, HasSubstr("origin.file.root"));
+  EXPECT_EQ(bypass.code, 0) << bypass.err;
+  EXPECT_EQ(bypass.out, "v1");
+  EXPECT_THAT(bypass.err, HasSubstr("stale=true"));
   // ... and the cached value is still there, served stale once its ttl ran out.
   auto stale = PollGet(d.address(), "flags/x", [](const testing::RunResult& r) {
     return r.code != 0 || r.err.find("stale=true") != std::string::npos;
@@ -269,8 +274,13 @@ TEST(GrpcOriginE2eTest, GarbageAnswersNeverEvictAGoodValue) {
   for (const std::string& garbage :
        {std::string("\xff\xff\xff\xff"), std::string(), std::string("\x78\x01", 2)}) {
     origin.Answer(garbage);
+    // The origin failed: the held copy answers, flagged stale, and stays.
     auto bypass = Ctl(d.address(), {"get", "--bypass", "k"});
-    EXPECT_EQ(bypass.code, 4) << bypass.err;  // UNAVAILABLE: the origin failed
+    EXPECT_EQ(bypass.code, 0) << bypass.err;
+    EXPECT_EQ(bypass.out, "good");
+    EXPECT_THAT(bypass.err, HasSubstr("stale=true"));
+    auto uncached = Ctl(d.address(), {"get", "--bypass", "never-read"});
+    EXPECT_EQ(uncached.code, 4) << uncached.err;  // UNAVAILABLE: not "no such key"
     auto cached = Ctl(d.address(), {"get", "k"});
     EXPECT_EQ(cached.code, 0) << cached.err;
     EXPECT_EQ(cached.out, "good");
