@@ -143,6 +143,11 @@ class LogLine {
   std::vector<Field> fields_;
 };
 
+// Turns a finished LogLine expression into void (see FANOUT_LOG).
+struct Voidify {
+  void operator&(const LogLine&) const {}
+};
+
 }  // namespace log_internal
 }  // namespace fanout
 
@@ -158,11 +163,14 @@ class LogLine {
     return fanout_log_site;                                                     \
   }())
 
-#define FANOUT_LOG(severity)                                          \
-  if (FANOUT_LOG_LEVEL_##severity < ::fanout::GetLogLevel() ||        \
-      (FANOUT_LOG_LEVEL_##severity >= ::fanout::LogLevel::kWarning && \
-       !FANOUT_LOG_SITE_().Admit(FANOUT_LOG_LEVEL_##severity))) {     \
-  } else                                                              \
-    ::fanout::log_internal::LogLine(FANOUT_LOG_LEVEL_##severity, __FILE__, __LINE__)
+// An expression, not an if statement, so that it is safe inside an unbraced
+// if/else. `&` binds looser than `<<`: the whole line is built first.
+#define FANOUT_LOG(severity)                                       \
+  !(FANOUT_LOG_LEVEL_##severity >= ::fanout::GetLogLevel() &&      \
+    (FANOUT_LOG_LEVEL_##severity < ::fanout::LogLevel::kWarning || \
+     FANOUT_LOG_SITE_().Admit(FANOUT_LOG_LEVEL_##severity)))       \
+      ? (void)0                                                    \
+      : ::fanout::log_internal::Voidify() &                        \
+            ::fanout::log_internal::LogLine(FANOUT_LOG_LEVEL_##severity, __FILE__, __LINE__)
 
 #endif  // FANOUT_COMMON_LOG_H_

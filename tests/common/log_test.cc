@@ -147,6 +147,16 @@ TEST_F(LogTest, LevelBelowThresholdIsNotFormatted) {
   EXPECT_THAT(sink_.lines(), SizeIs(1));
 }
 
+TEST_F(LogTest, LogInsideUnbracedIfElseLeavesTheElseToTheIf) {
+  bool took_else = false;
+  if (sink_.lines().size() > 100)
+    FANOUT_LOG(INFO) << "not written";
+  else
+    took_else = true;
+  EXPECT_TRUE(took_else);
+  EXPECT_THAT(sink_.lines(), SizeIs(0));
+}
+
 TEST_F(LogTest, RateLimitSuppressesPastTheLimitAndReportsTheCountLater) {
   SetLogRateLimit(3);
   for (int i = 0; i < 10; ++i) LogErrorFromOneSite();
