@@ -13,6 +13,8 @@
 #include "cache/read_path.h"
 #include "common/executor.h"
 #include "router/router.h"
+#include "server/admin_metrics.h"
+#include "server/admin_server.h"
 #include "server/admission.h"
 #include "server/config.h"
 #include "server/health_service.h"
@@ -37,6 +39,9 @@ class Fanoutd {
   // Blocks until Shutdown has finished.
   void Wait();
 
+  // host:port of the admin endpoint; empty when it is off.
+  std::string admin_address() const { return admin_ ? admin_->address() : ""; }
+
   grpc::Server* grpc_server() { return server_.get(); }
   cache::ReadPath* read_path() { return read_path_.get(); }
   router::Router* router() { return router_.get(); }
@@ -53,7 +58,9 @@ class Fanoutd {
   Admission admission_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<SidecarService> sidecar_;
+  std::unique_ptr<Metrics> metrics_;  // outlives the server's interceptors
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<AdminServer> admin_;
 };
 
 }  // namespace fanout::server
