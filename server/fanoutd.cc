@@ -120,9 +120,13 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
-  interceptors.push_back(d->metrics_->rpc().NewInterceptorFactory());
-  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  // Counting calls costs every call (gRPC's interceptor path): only when
+  // someone can read the counts.
+  if (d->admin_ != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counters;
+    counters.push_back(d->metrics_->rpc().NewInterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(counters));
+  }
   if (!config.server.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
   int port = 0;
   builder.AddListeningPort(config.server.listen, grpc::InsecureServerCredentials(), &port);

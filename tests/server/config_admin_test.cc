@@ -58,6 +58,13 @@ TEST(ConfigAdminTest, ParseConfigKeepsTheDocumentAndItsName) {
   EXPECT_EQ(c->document_source, "config.yaml");
 }
 
+TEST(ConfigAdminTest, TheContainerImageConfigurationParses) {
+  auto c = LoadConfigFile(FANOUT_SOURCE_DIR "/deploy/config/container.yaml");
+  ASSERT_OK(c);
+  EXPECT_EQ(c->admin.listen, "0.0.0.0:7071");
+  EXPECT_EQ(c->log_format, LogFormat::kJson);
+}
+
 TEST(ConfigAdminTest, StartAppliesTheLogFormatAndRateLimit) {
   testing::HoldGrpcCallbackQueue();
   auto c = ParseConfig(
