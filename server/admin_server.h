@@ -37,7 +37,10 @@ struct AdminServerOptions {
   // HTTP worker threads; each serves one connection at a time.
   int threads = 4;
   // A connection that has not sent a whole request by then is closed.
-  absl::Duration request_timeout = absl::Seconds(3);
+  // Workers serve one connection at a time, so idle connections delay
+  // others by up to this long per worker: kubelet and Prometheus send their
+  // request at once.
+  absl::Duration request_timeout = absl::Seconds(1);
 };
 
 // What the endpoint reports. Called on HTTP worker threads, concurrently:

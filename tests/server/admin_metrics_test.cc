@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <regex>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -42,25 +41,40 @@ using ::testing::Not;
 // "name{labels}" -> value, for every sample line; labels sorted by name.
 using Samples = std::map<std::string, double>;
 
+// The name="value" pairs inside a sample's braces, each as written.
+std::vector<std::string> SplitLabels(absl::string_view inside) {
+  std::vector<std::string> labels;
+  size_t start = 0;
+  bool quoted = false;
+  for (size_t i = 0; i < inside.size(); ++i) {
+    if (inside[i] == '\\') {
+      ++i;
+    } else if (inside[i] == '"') {
+      quoted = !quoted;
+    } else if (inside[i] == ',' && !quoted) {
+      labels.emplace_back(inside.substr(start, i - start));
+      start = i + 1;
+    }
+  }
+  if (start < inside.size()) labels.emplace_back(inside.substr(start));
+  return labels;
+}
+
 Samples ParseSamples(const std::string& text) {
-  static const std::regex kLabel(R"re(([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)")re");
   Samples out;
   for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
     if (absl::StartsWith(line, "#")) continue;
     const size_t space = line.rfind(' ');
     double value = 0;
     EXPECT_TRUE(absl::SimpleAtod(line.substr(space + 1), &value)) << line;
-    const std::string series(line.substr(0, space));
+    const absl::string_view series = line.substr(0, space);
     const size_t brace = series.find('{');
-    if (brace == std::string::npos) {
-      out[series] = value;
+    if (brace == absl::string_view::npos) {
+      out[std::string(series)] = value;
       continue;
     }
-    std::vector<std::string> labels;
-    const std::string inside = series.substr(brace);
-    for (std::sregex_iterator it(inside.begin(), inside.end(), kLabel), end; it != end; ++it) {
-      labels.push_back(it->str());
-    }
+    std::vector<std::string> labels =
+        SplitLabels(series.substr(brace + 1, series.size() - brace - 2));
     std::sort(labels.begin(), labels.end());
     out[absl::StrCat(series.substr(0, brace), "{", absl::StrJoin(labels, ","), "}")] = value;
   }
