@@ -360,7 +360,10 @@ absl::StatusOr<std::unique_ptr<FakeBackend>> FakeBackend::Start(FakeBackendOptio
 }
 
 void HoldGrpcCallbackQueue() {
-  static FakeBackend* const held = [] {
+  // Volatile: a pointer that is never read would be optimized away, and leak
+  // checkers would then report the held server as leaked rather than still
+  // in use.
+  static FakeBackend* volatile const held = [] {
     absl::StatusOr<std::unique_ptr<FakeBackend>> backend = FakeBackend::Start({});
     return backend.ok() ? backend->release() : nullptr;
   }();
