@@ -10,8 +10,13 @@ packages=(
   libabsl-dev libhiredis-dev librocksdb-dev libyaml-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   redis-server redis-tools valgrind
+  prometheus-cpp-dev libcivetweb-dev libcurl4-openssl-dev
+  python3 python3-yaml python3-prometheus-client
   nodejs npm
 )
+# kubectl renders the Kubernetes manifests in a test; any kubectl will do,
+# else Debian's.
+if ! command -v kubectl >/dev/null; then packages+=(kubernetes-client); fi
 
 sudo_cmd=()
 if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi

@@ -14,6 +14,7 @@
 #include "cache/tiers/redis/redis_address.h"
 #include "common/status_macros.h"
 #include "common/units.h"
+#include "server/admin_server.h"
 #include "server/embedded_default.h"
 
 namespace fanout::server {
@@ -288,7 +289,24 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
     if (parsed.ok()) c.log_level = *parsed;
     else log.Fail(absl::StrCat("log.level: ", parsed.status().message()));
   }
+  std::string format;
+  log.String("format", &format);
+  if (!format.empty()) {
+    absl::StatusOr<LogFormat> parsed = ParseLogFormat(format);
+    if (parsed.ok()) c.log_format = *parsed;
+    else log.Fail(absl::StrCat("log.format: ", parsed.status().message()));
+  }
+  log.Int("rate_limit", &c.log_rate_limit, 0, 1000000);
   log.CheckUnknown();
+
+  Section admin = top.Child("admin");
+  c.admin.listen_set = admin.Has("listen");
+  admin.String("listen", &c.admin.listen);
+  admin.CheckUnknown();
+  if (!c.admin.listen.empty()) {
+    absl::Status valid = ValidateAdminListen(c.admin.listen);
+    if (!valid.ok()) admin.Fail(absl::StrCat("admin.listen: ", valid.message()));
+  }
 
   Section limits = top.Child("limits");
   limits.Bytes("max_key_bytes", &c.limits.max_key_bytes);
@@ -396,6 +414,8 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   if (!error.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", error.message()));
   }
+  c.document = std::string(yaml);
+  c.document_source = std::string(source);
   return c;
 }
 

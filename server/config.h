@@ -83,13 +83,26 @@ struct OriginSection {
   std::string grpc_target;
 };
 
+struct AdminSection {
+  std::string listen = "127.0.0.1:7071";  // IPV4:PORT or localhost:PORT; empty = off
+  // Whether the file set admin.listen: an address it names that cannot be
+  // bound stops start-up; the default one only warns.
+  bool listen_set = false;
+};
+
 struct Config {
   ServerSection server;
   LogLevel log_level = LogLevel::kInfo;
+  LogFormat log_format = LogFormat::kText;
+  int log_rate_limit = 10;  // warning and error lines a second per call site; 0 = no limit
+  AdminSection admin;
   LimitsSection limits;
   CacheSection cache;
   OriginSection origin;
   std::vector<router::RouteConfig> routes;  // in file order
+  // The YAML text this was parsed from, and its name (for /debug/config).
+  std::string document;
+  std::string document_source;
 };
 
 // Parses YAML text; `source` names it in errors ("config.yaml", "<embedded>").

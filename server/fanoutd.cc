@@ -221,6 +221,32 @@ void HoldGrpcCallbackQueue() {
   (void)holder;
 }
 
+// Starts the admin endpoint, or returns null when admin.listen is empty or
+// the default address is taken (an address the file names must be bound).
+absl::StatusOr<std::unique_ptr<AdminServer>> StartAdmin(const Config& config, Metrics* metrics,
+                                                        HealthService* health) {
+  if (config.admin.listen.empty()) return nullptr;
+  AdminSources sources;
+  sources.ready = [health] { return health->IsServing(); };
+  absl::StatusOr<std::string> redacted = RedactConfigYaml(config.document);
+  sources.config_yaml =
+      absl::StrCat("# ", config.document_source,
+                   ", secrets redacted; command-line flags override it and are not shown\n",
+                   redacted.ok() ? *redacted : "");
+  sources.collectables = metrics->collectables();
+  AdminServerOptions options;
+  options.listen = config.admin.listen;
+  absl::StatusOr<std::unique_ptr<AdminServer>> admin =
+      AdminServer::Start(options, std::move(sources));
+  if (!admin.ok() && !config.admin.listen_set) {
+    FANOUT_LOG(WARNING) << "admin endpoint off: " << admin.status().message()
+                        << " (set admin.listen to a free address, or to \"\" for none)";
+    return nullptr;
+  }
+  if (admin.ok()) FANOUT_LOG(INFO) << "admin endpoint on http://" << (*admin)->address();
+  return admin;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
@@ -231,6 +257,8 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   RETURN_IF_ERROR(CheckUnixSocketFree(*listen, config.server.listen));
   HoldGrpcCallbackQueue();
 
+  SetLogFormat(config.log_format);
+  SetLogRateLimit(config.log_rate_limit);
   std::unique_ptr<Fanoutd> d(new Fanoutd(config));
   int threads = config.server.threads;
   if (threads == 0) {
@@ -277,8 +305,23 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   d->sidecar_ = std::make_unique<SidecarService>(config, d->read_path_.get(), d->router_.get(),
                                                  &d->admission_, d->executor_.get());
 
+  d->metrics_ = std::make_unique<Metrics>(ComponentCollector::Sources{
+      .read_path = d->read_path_.get(),
+      .l1 = &d->read_path_->l1(),
+      .l1_capacity_bytes = config.cache.l1_capacity,
+      .tiers = {},
+      .router = d->router_.get()});
+  ASSIGN_OR_RETURN(d->admin_, StartAdmin(config, d->metrics_.get(), d->health_.get()));
+
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
+  // Counting calls costs every call (gRPC's interceptor path): only when
+  // someone can read the counts.
+  if (d->admin_ != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counters;
+    counters.push_back(d->metrics_->rpc().NewInterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(counters));
+  }
   if (!config.server.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
   // gRPC sets SO_REUSEPORT by default: a second server on a busy port would
   // start and quietly take a share of the connections.
@@ -360,6 +403,7 @@ void Fanoutd::Drain(absl::Time deadline) {
 void Fanoutd::Wait() { server_->Wait(); }
 
 Fanoutd::~Fanoutd() {
+  admin_.reset();  // it reads the components below
   if (server_ != nullptr) {
     server_->Shutdown(absl::ToChronoTime(absl::Now()));
     server_->Wait();

@@ -17,6 +17,8 @@
 #include "common/blocking_pool.h"
 #include "common/executor.h"
 #include "router/router.h"
+#include "server/admin_metrics.h"
+#include "server/admin_server.h"
 #include "server/admission.h"
 #include "server/call_tracker.h"
 #include "server/config.h"
@@ -57,6 +59,8 @@ class Fanoutd {
 
   // Calls being served (every service), for tests and shutdown logs.
   int64_t calls_in_flight() const { return calls_.in_flight(); }
+  // host:port of the admin endpoint; empty when it is off.
+  std::string admin_address() const { return admin_ ? admin_->address() : ""; }
 
   grpc::Server* grpc_server() { return server_.get(); }
   cache::ReadPath* read_path() { return read_path_.get(); }
@@ -79,7 +83,9 @@ class Fanoutd {
   Admission admission_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<SidecarService> sidecar_;
+  std::unique_ptr<Metrics> metrics_;  // outlives the server's interceptors
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<AdminServer> admin_;
 };
 
 }  // namespace fanout::server

@@ -126,6 +126,12 @@ void HealthService::Shutdown() {
   for (HealthWatcher* w : watchers_) w->Push(HealthCheckResponse::NOT_SERVING, /*end_after=*/true);
 }
 
+bool HealthService::IsServing() {
+  absl::MutexLock l(&mu_);
+  auto it = status_.find("");
+  return it != status_.end() && it->second == HealthCheckResponse::SERVING;
+}
+
 void HealthService::Unregister(HealthWatcher* watcher) {
   absl::MutexLock l(&mu_);
   watchers_.erase(watcher);

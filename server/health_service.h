@@ -27,6 +27,8 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   void SetServing(bool serving);
   // NOT_SERVING for good, and every Watch stream ends (OK) after saying so.
   void Shutdown();
+  // Whether the whole server ("") is SERVING.
+  bool IsServing();
 
   grpc::ServerUnaryReactor* Check(grpc::CallbackServerContext* context,
                                   const grpc::health::v1::HealthCheckRequest* request,

@@ -1,0 +1,1 @@
+{"requests_per_second": 20, "burst": 5}
