@@ -184,8 +184,9 @@ TEST_F(AdminMetricsTest, RequestsAnswersAndComponentsMoveWithRealCalls) {
   EXPECT_EQ(m[R"(fanout_get_answers_total{stale="false",tier="origin"})"], 2);
   EXPECT_EQ(m[R"(fanout_get_answers_total{stale="false",tier="l1"})"], 3);
   EXPECT_EQ(m[R"(fanout_get_answers_total{stale="true",tier="l1"})"], 0);
-  // Origin fills: checkout, absent, dark, absent again (misses are not cached).
-  EXPECT_EQ(m["fanout_origin_fetches_total"], 4);
+  // Origin fills: checkout, absent, dark; absent again is remembered
+  // (cache.negative_ttl), not fetched.
+  EXPECT_EQ(m["fanout_origin_fetches_total"], 3);
   EXPECT_EQ(m[R"(fanout_l1_lookups_total{result="hit"})"], 3);
   EXPECT_EQ(m[R"(fanout_l1_lookups_total{result="miss"})"], 4);
   EXPECT_EQ(m["fanout_l1_entries"], 2);
