@@ -38,7 +38,7 @@
 #include "absl/time/clock.h"
 #include "bench/histogram.h"
 #include "cache/l1/wtinylfu_cache.h"
-#include "cache/tiers/rocksdb_tier.h"
+#include "cache/tiers/rocksdb/rocksdb_tier.h"
 #include "rocksdb/db.h"
 
 ABSL_FLAG(std::string, mode, "read", "read or fill");

@@ -20,7 +20,7 @@
 #include "cache/origins/file_origin.h"
 #include "cache/origins/grpc_origin.h"
 #include "cache/tiers/redis/redis_tier.h"
-#include "cache/tiers/rocksdb_tier.h"
+#include "cache/tiers/rocksdb/rocksdb_tier.h"
 #include "common/address.h"
 #include "common/cpu_quota.h"
 #include "common/log.h"

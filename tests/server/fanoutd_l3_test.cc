@@ -5,7 +5,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "cache/tiers/rocksdb_tier.h"
+#include "cache/tiers/rocksdb/rocksdb_tier.h"
 #include "client/client.h"
 #include "gtest/gtest.h"
 #include "server/config.h"

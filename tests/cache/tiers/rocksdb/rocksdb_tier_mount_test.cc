@@ -14,7 +14,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "cache/tiers/rocksdb_tier.h"
+#include "cache/tiers/rocksdb/rocksdb_tier.h"
 #include "tests/cache/tiers/tier_contract.h"
 #include "tests/testing/subprocess.h"
 

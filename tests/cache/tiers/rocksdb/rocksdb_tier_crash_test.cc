@@ -14,8 +14,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
-#include "cache/tiers/rocksdb_tier.h"
-#include "tests/cache/tiers/rocksdb_crash_value.h"
+#include "cache/tiers/rocksdb/rocksdb_tier.h"
+#include "tests/cache/tiers/rocksdb/rocksdb_crash_value.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 

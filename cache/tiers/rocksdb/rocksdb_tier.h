@@ -57,8 +57,8 @@
 //     (bounded) and applied to lookups, so an invalidated value is never
 //     served as fresh by this process; they are written when the tier is
 //     writable again.
-#ifndef FANOUT_CACHE_TIERS_ROCKSDB_TIER_H_
-#define FANOUT_CACHE_TIERS_ROCKSDB_TIER_H_
+#ifndef FANOUT_CACHE_TIERS_ROCKSDB_ROCKSDB_TIER_H_
+#define FANOUT_CACHE_TIERS_ROCKSDB_ROCKSDB_TIER_H_
 
 #include <atomic>
 #include <cstdint>
@@ -275,4 +275,4 @@ class RocksDbTier final : public Tier {
 
 }  // namespace fanout::cache
 
-#endif  // FANOUT_CACHE_TIERS_ROCKSDB_TIER_H_
+#endif  // FANOUT_CACHE_TIERS_ROCKSDB_ROCKSDB_TIER_H_

@@ -1,4 +1,4 @@
-#include "cache/tiers/rocksdb_tier.h"
+#include "cache/tiers/rocksdb/rocksdb_tier.h"
 
 #include <pthread.h>
 

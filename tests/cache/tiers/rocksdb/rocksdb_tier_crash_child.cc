@@ -18,8 +18,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "cache/tiers/rocksdb_tier.h"
-#include "tests/cache/tiers/rocksdb_crash_value.h"
+#include "cache/tiers/rocksdb/rocksdb_tier.h"
+#include "tests/cache/tiers/rocksdb/rocksdb_crash_value.h"
 
 int main(int argc, char** argv) {
   if (argc != 4) {

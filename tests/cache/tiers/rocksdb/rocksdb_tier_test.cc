@@ -2,7 +2,7 @@
 // persistent, local tier has to get right: restarts, the disk (reads off the
 // caller's thread, deadlines of queued reads, the write-behind queue), the
 // compaction filter and the disk cap, and bad directories and disks.
-#include "cache/tiers/rocksdb_tier.h"
+#include "cache/tiers/rocksdb/rocksdb_tier.h"
 
 #include <stdlib.h>
 
@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "rocksdb/db.h"
-#include "tests/cache/tiers/rocksdb_fault_env.h"
+#include "tests/cache/tiers/rocksdb/rocksdb_fault_env.h"
 #include "tests/cache/tiers/tier_contract.h"
 #include "tests/testing/fake_clock.h"
 
