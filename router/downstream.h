@@ -53,7 +53,10 @@ using DownstreamFactory =
 // The production Downstream: generic unary gRPC calls (grpc::GenericStub)
 // over one insecure channel to `address`, created here and reused by every
 // call. The deadline becomes the call's gRPC deadline; cancellation becomes
-// ClientContext::TryCancel. InvalidArgument for an empty address.
+// ClientContext::TryCancel. A lost connection is retried with a backoff of
+// at most kReconnectBackoffMs, so a restarted backend is used again within
+// about a second. InvalidArgument for an empty address.
+inline constexpr int kReconnectBackoffMs = 1000;
 absl::StatusOr<std::shared_ptr<Downstream>> NewGrpcDownstream(const std::string& address);
 
 }  // namespace fanout::router

@@ -23,11 +23,11 @@
 namespace fanout::router {
 namespace {
 
+using ::fanout::testing::BranchOf;
+using ::fanout::testing::CarriedRouteResponse;
 using ::fanout::testing::FakeBackend;
 using ::fanout::testing::FakeBackendCounters;
 using ::fanout::testing::FakeBackendOptions;
-using ::fanout::testing::BranchOf;
-using ::fanout::testing::CarriedRouteResponse;
 using ::fanout::testing::StatusIs;
 using ::fanout::v1::Branch;
 using ::fanout::v1::RouteRequest;
@@ -131,9 +131,8 @@ class RouterGrpcTest : public ::testing::Test {
   // cancelled before its call reached the backend at all.
   static bool CancelledOrNeverCalled(const FakeBackend& backend,
                                      const FakeBackendCounters& before) {
-    return backend.WaitFor([&](const FakeBackendCounters& c) {
-      return c.cancelled >= 1 || c.calls == before.calls;
-    });
+    return backend.WaitFor(
+        [&](const FakeBackendCounters& c) { return c.cancelled >= 1 || c.calls == before.calls; });
   }
 
   std::unique_ptr<ThreadPoolExecutor> executor_;
@@ -352,7 +351,7 @@ TEST_F(RouterGrpcTest, CostReachesBackendAsMetadata) {
   RouteRequest request;
   request.set_cost(1);
   ASSERT_OK(RouteAndWait(request).result);  // warms the connection
-  request.set_cost(300);  // 300 ms at 1 ms per unit
+  request.set_cost(300);                    // 300 ms at 1 ms per unit
   Outcome heavy = RouteAndWait(request);
   ASSERT_OK(heavy.result);
   EXPECT_GE(heavy.elapsed, absl::Milliseconds(300));
@@ -360,6 +359,33 @@ TEST_F(RouterGrpcTest, CostReachesBackendAsMetadata) {
   Outcome light = RouteAndWait(request);
   ASSERT_OK(light.result);
   EXPECT_LT(light.elapsed, heavy.elapsed);
+}
+
+TEST_F(RouterGrpcTest, BackendRestartedOnTheSameAddressIsUsedAgainWithinSeconds) {
+  FakeBackend& first = AddBackend("b", absl::ZeroDuration());
+  Build(Policy::kFirstSuccess);
+  WarmUp();
+  const std::string address = first.address();
+  backends_.clear();  // stops it: the channel loses its connection
+  RouteRequest request;
+  EXPECT_FALSE(RouteAndWait(request).result.ok());
+  FakeBackendOptions options;
+  options.name = "b";
+  options.listen = address;
+  absl::StatusOr<std::unique_ptr<FakeBackend>> again =
+      FakeBackend::Start(options, backend_executor_.get());
+  ASSERT_OK(again);
+  // gRPC's default backoff would keep the channel away for up to two minutes;
+  // ours retries within about a second. Bounded generously for a loaded machine.
+  const absl::Time give_up = absl::Now() + absl::Seconds(15);
+  absl::StatusOr<RouteResponse> result = absl::UnknownError("not tried");
+  while (absl::Now() < give_up) {
+    result = RouteAndWait(request).result;
+    if (result.ok()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_OK(result);
+  EXPECT_EQ(result->backend(), "b");
 }
 
 }  // namespace
