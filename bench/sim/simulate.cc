@@ -115,8 +115,8 @@ SimResult SimulateLfu(absl::Span<const uint64_t> trace, uint64_t capacity) {
 }
 
 SimResult SimulateWTinyLfu(absl::Span<const uint64_t> trace, uint64_t capacity,
-                           cache::WTinyLfuPolicyOptions options, int shards,
-                           uint64_t hash_seed) {
+                           cache::WTinyLfuPolicyOptions options, int shards, uint64_t hash_seed,
+                           const SimProbe& probe, uint64_t probe_every) {
   struct Node : cache::PolicyNode {
     uint64_t key = 0;
   };
@@ -133,6 +133,12 @@ SimResult SimulateWTinyLfu(absl::Span<const uint64_t> trace, uint64_t capacity,
   }
   absl::flat_hash_map<uint64_t, std::unique_ptr<Node>> nodes;
   std::vector<cache::PolicyNode*> evicted;
+  const auto maybe_probe = [&] {
+    if (probe && ((probe_every != 0 && result.accesses % probe_every == 0) ||
+                  result.accesses == trace.size())) {
+      probe(result, *policies[0]);
+    }
+  };
   for (uint64_t key : trace) {
     ++result.accesses;
     const uint64_t hash = Mix(key ^ hash_seed);
@@ -141,6 +147,7 @@ SimResult SimulateWTinyLfu(absl::Span<const uint64_t> trace, uint64_t capacity,
     if (it != nodes.end()) {
       ++result.hits;
       policy.RecordHit(it->second.get());
+      maybe_probe();
       continue;
     }
     policy.RecordMiss(hash);
@@ -152,6 +159,7 @@ SimResult SimulateWTinyLfu(absl::Span<const uint64_t> trace, uint64_t capacity,
     nodes.emplace(key, std::move(node));
     for (cache::PolicyNode* p : evicted) nodes.erase(static_cast<Node*>(p)->key);
     evicted.clear();
+    maybe_probe();
   }
   return result;
 }
