@@ -16,8 +16,8 @@ namespace fanout::cache {
 // is halved, so the estimate follows recent popularity, not all-time counts.
 // The sample size is ten times the number of entries the table is sized for.
 //
-// Memory: 8 bytes per entry sized for (rounded up to a power of two, at
-// least 64 bytes). Not thread-safe.
+// Memory: 8 bytes per entry sized for (rounded up to a power of two), at
+// least 8 KiB. Not thread-safe.
 class FrequencySketch {
  public:
   // Sized for about `expected_entries` distinct keys (at least one).
