@@ -127,6 +127,12 @@ SimResult SimulateWTinyLfu(absl::Span<const uint64_t> trace, uint64_t capacity,
   }
   shards = std::max(shards, 1);
   options.capacity = std::max<uint64_t>(capacity / static_cast<uint64_t>(shards), 1);
+  // The shards share one window sizer, as the cache's do.
+  std::unique_ptr<cache::WindowSizer> sizer;
+  if (options.adaptive_window && options.sizer == nullptr) {
+    sizer = std::make_unique<cache::WindowSizer>(options.initial_window_fraction);
+    options.sizer = sizer.get();
+  }
   std::vector<std::unique_ptr<cache::WTinyLfuPolicy>> policies;
   for (int i = 0; i < shards; ++i) {
     policies.push_back(std::make_unique<cache::WTinyLfuPolicy>(options));

@@ -36,9 +36,10 @@ SimResult SimulateLfu(absl::Span<const uint64_t> trace, uint64_t capacity);
 
 // The cache's own policy (cache::WTinyLfuPolicy) with unit weights;
 // options.capacity is replaced by `capacity`. With shards > 1 the keys are
-// split by hash over that many policies of capacity / shards each, as the L1
-// cache does. Keys are hashed with a fixed function of `hash_seed`, so a run
-// repeats exactly; the cache seeds its hash per process instead.
+// split by hash over that many policies of capacity / shards each, sharing
+// one WindowSizer (unless options.sizer is given), as the L1 cache does.
+// Keys are hashed with a fixed function of `hash_seed`, so a run repeats
+// exactly; the cache seeds its hash per process instead.
 //
 // If `probe` is set it is called after every `probe_every` accesses (and
 // after the last) with the counts so far and the first shard's policy, to

@@ -20,10 +20,10 @@ namespace {
 constexpr int kDefaultShards = 16;
 constexpr int kMaxShards = 1024;
 constexpr uint64_t kMinDefaultShardBytes = 64 << 10;
-// Sizes each shard's frequency sketch before it has seen its entries; it
-// grows with the resident count.
-constexpr uint64_t kAssumedEntryBytes = 1024;
-constexpr uint64_t kMinSketchEntries = 64;
+// Each shard's sketch and refused-key table start sized for this many
+// entries and grow with the resident count, so that a large budget costs
+// nothing until it is used.
+constexpr uint64_t kInitialEntries = 64;
 
 int ShardCount(const L1Options& options) {
   if (options.shards > 0) {
@@ -42,10 +42,12 @@ class WTinyLfuCache final : public L1Cache {
         shard_capacity_(std::max<uint64_t>(options.capacity_bytes / (shard_mask_ + 1), 1)),
         max_entry_bytes_(std::min(
             shard_capacity_, static_cast<uint64_t>(static_cast<double>(options.capacity_bytes) *
-                                                   options.max_entry_fraction))) {
+                                                   options.max_entry_fraction))),
+        sizer_(WTinyLfuPolicyOptions{}.initial_window_fraction) {
     WTinyLfuPolicyOptions policy;
     policy.capacity = shard_capacity_;
-    policy.expected_entries = std::max(shard_capacity_ / kAssumedEntryBytes, kMinSketchEntries);
+    policy.expected_entries = kInitialEntries;
+    policy.sizer = &sizer_;
     for (uint64_t i = 0; i <= shard_mask_; ++i) {
       shards_.push_back(std::make_unique<Shard>(policy));
     }
@@ -246,6 +248,7 @@ class WTinyLfuCache final : public L1Cache {
   const uint64_t shard_mask_;
   const uint64_t shard_capacity_;
   const uint64_t max_entry_bytes_;
+  WindowSizer sizer_;  // shared by the shards' policies
   std::vector<std::unique_ptr<Shard>> shards_;
 };
 

@@ -12,10 +12,13 @@
 // shard lock is released, and entries are freed outside the lock.
 //
 // Sharding costs some hit ratio against one global policy (each shard
-// decides alone, within its own budget); with 16 shards and a budget of
-// hundreds of entries or more the difference is within a point (the "x16
-// shards" column of bench/RESULTS.md), and it keeps the read path to one
-// mutex that other keys' readers rarely contend for.
+// admits and evicts alone, within its own budget); with 16 shards and a
+// budget of hundreds of entries or more the difference is within a point
+// (the "x16 shards" column of bench/RESULTS.md), and it keeps the read path
+// to one mutex that other keys' readers rarely contend for. The shards share
+// one WindowSizer (wtinylfu_policy.h), so the window's share of the budget is
+// decided from the whole cache's lookups; a shard reports to it (a mutex)
+// once every few hundred of its lookups.
 //
 // Bounds: a Lookup or Insert is O(1) amortized; an Insert may evict many
 // small entries to make room for a large one. A periodic aging pass of the
