@@ -51,10 +51,25 @@ struct L1Options {
   int shards = 0;
 };
 
-// Bytes an entry is charged: key, value and a fixed per-entry overhead.
+// Bytes the heap takes for a request of `n` bytes: glibc's malloc on 64-bit
+// Linux adds an 8-byte header, rounds to 16 bytes and hands out at least 32.
+constexpr uint64_t HeapBytes(uint64_t n) { return n + 8 <= 32 ? 32 : (n + 8 + 15) / 16 * 16; }
+
+// Heap bytes of a std::string holding `n` bytes: none up to 15 (libstdc++
+// keeps those inside the string object), else a buffer of n + 1.
+constexpr uint64_t StringHeapBytes(uint64_t n) { return n <= 15 ? 0 : HeapBytes(n + 1); }
+
+// What an entry costs besides its key's and value's heap buffers, measured
+// for the W-TinyLFU engine (bench/RESULTS.md, "L1 memory"): its node (policy
+// links, key string, Entry; 192 heap bytes), the value's shared holder (64),
+// and on average 80 bytes of index slot, frequency sketch and refused-key
+// table, which grow in powers of two. The LRU engine's cost is about 50 bytes
+// less; it is charged the same.
+inline constexpr uint64_t kPerEntryOverhead = 192 + 64 + 80;
+
+// Bytes an entry is charged against the budget: what it costs in memory.
 inline uint64_t ChargeOf(absl::string_view key, const Entry& e) {
-  constexpr uint64_t kPerEntryOverhead = 96;
-  return key.size() + e.value.size() + kPerEntryOverhead;
+  return StringHeapBytes(key.size()) + StringHeapBytes(e.value.size()) + kPerEntryOverhead;
 }
 
 // Thread-safe. Reads never take a cache-wide lock.

@@ -259,6 +259,9 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   l1.Bytes("capacity", &c.cache.l1_capacity, 4096);
   l1.Double("max_entry_fraction", &c.cache.l1_max_entry_fraction, 0.0001, 1.0);
   l1.CheckUnknown();
+  if (c.cache.l1_capacity > (1ull << 40)) {
+    l1.Fail("cache.l1.capacity: must be at most 1024GiB");
+  }
   cache.Duration("ttl", &c.cache.ttl);
   cache.Double("refresh_ahead", &c.cache.refresh_ahead, 0.01, 1.0);
   cache.Duration("max_stale", &c.cache.max_stale, /*allow_zero=*/true);

@@ -1,4 +1,6 @@
 // The L1Cache contract (cache/l1_cache.h), run over every implementation.
+#include <malloc.h>
+
 #include <atomic>
 #include <string>
 #include <thread>
@@ -18,6 +20,26 @@ namespace {
 
 using ::fanout::testing::MakeEntry;
 const absl::Time kNow = ::fanout::testing::kEntryEpoch;
+
+// Sanitizers replace malloc, and with it what mallinfo2 reports.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kHeapMeasurable = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+constexpr bool kHeapMeasurable = false;
+#else
+constexpr bool kHeapMeasurable = true;
+#endif
+#else
+constexpr bool kHeapMeasurable = true;
+#endif
+
+// Bytes the process has from malloc now (small and mmap-ed blocks).
+uint64_t HeapInUse() {
+  const struct mallinfo2 m = mallinfo2();
+  return m.uordblks + m.hblkhd;
+}
 
 struct Removal {
   std::string key;
@@ -276,6 +298,30 @@ TYPED_TEST(L1CacheContractTest, ConcurrentUseKeepsTheBudgetAndCounts) {
   EXPECT_LE(stats.bytes, options.capacity_bytes);
   EXPECT_EQ(stats.hits + stats.stale_hits + stats.misses, lookups.load());
   EXPECT_EQ(this->log_.removals().size(), stats.evicted_size + stats.replaced);
+}
+
+TYPED_TEST(L1CacheContractTest, StatsBytesAreWhatTheEntriesTakeFromTheHeap) {
+  if (!kHeapMeasurable) GTEST_SKIP() << "a sanitizer owns malloc";
+  for (const size_t value_bytes : {size_t{10}, size_t{200}, size_t{2000}}) {
+    L1Options options;
+    options.capacity_bytes = 1ull << 32;
+    options.max_entry_fraction = 1;
+    auto cache = this->New(options);
+    constexpr int kEntries = 50'000;
+    std::vector<std::string> keys;
+    for (int i = 0; i < kEntries; ++i)
+      keys.push_back(CompositeKey("tenant", absl::StrCat("config/item-", i)));
+    const uint64_t before = HeapInUse();
+    for (int i = 0; i < kEntries; ++i) {
+      Entry e = MakeEntry(std::string(value_bytes, 'v'));
+      ASSERT_TRUE(cache->Insert(keys[i], std::move(e)));
+    }
+    const double used = static_cast<double>(HeapInUse() - before);
+    const double charged = static_cast<double>(cache->Stats().bytes);
+    // Within 20%: the index and the policy's tables grow in powers of two.
+    EXPECT_GT(charged, 0.8 * used) << value_bytes << "-byte values";
+    EXPECT_LT(charged, 1.2 * used) << value_bytes << "-byte values";
+  }
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // in l1_cache_contract_test.cc.
 #include "cache/l1/wtinylfu_cache.h"
 
+#include <malloc.h>
+
 #include <atomic>
 #include <random>
 #include <string>
@@ -19,10 +21,10 @@ namespace {
 using ::fanout::testing::MakeEntry;
 const absl::Time kNow = ::fanout::testing::kEntryEpoch;
 
-// Keys of 9 bytes and values of 95: every entry is charged 200 bytes.
+// Keys of 9 bytes and values of 95: every entry is charged the same.
 std::string Key(int i) { return absl::StrFormat("key%06d", i); }
 Entry Value200() { return MakeEntry(std::string(95, 'v')); }
-constexpr uint64_t kCharge = 200;
+const uint64_t kCharge = ChargeOf(Key(0), Value200());
 
 // A cache-aside read: look up, and insert on a miss. Returns true on a hit.
 bool Read(L1Cache& cache, const std::string& key) {
@@ -225,6 +227,23 @@ TEST(WTinyLfuCacheTest, ConcurrentReadersAndWritersKeepInvariants) {
             reported.load());
   EXPECT_GT(stats.hits, 0u);
   EXPECT_GT(stats.evicted_size, 0u);
+}
+
+TEST(WTinyLfuCacheTest, NewWithHugeCapacityAllocatesOnlyAsEntriesArrive) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "a sanitizer owns malloc";
+#endif
+  const auto heap = [] {
+    const struct mallinfo2 m = mallinfo2();
+    return m.uordblks + m.hblkhd;
+  };
+  const uint64_t before = heap();
+  L1Options options;
+  options.capacity_bytes = 1ull << 40;  // 1 TiB
+  auto cache = NewWTinyLfuCache(options);
+  EXPECT_LT(heap() - before, 1u << 20);
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(cache->Insert(Key(i), Value200()));
+  EXPECT_LT(heap() - before, 2u << 20);
 }
 
 }  // namespace
