@@ -32,7 +32,7 @@ struct L1Stats {
   uint64_t replaced = 0;
   uint64_t rejected_too_large = 0;  // inserts of one value over the per-entry limit
   uint64_t not_admitted = 0;        // inserts the eviction policy declined at once
-  uint64_t bytes = 0;               // charged bytes now held
+  uint64_t bytes = 0;               // charged bytes now held (see ErasePrefix)
   uint64_t entries = 0;
 };
 
@@ -91,8 +91,13 @@ class L1Cache {
   // Removes one key. Returns true if it was present.
   virtual bool Erase(absl::string_view key) = 0;
 
-  // Removes every key starting with `prefix`; returns how many. Readers are
-  // not blocked for the whole scan.
+  // Removes every key starting with `prefix`. Once it returns, no Lookup
+  // finds an entry it covers; an Insert after it is unaffected. An
+  // implementation may defer the removal itself: such entries stay in memory
+  // (and in Stats().bytes and entries), unreachable, until later calls remove
+  // them, and are reported to the listener (kInvalidated) then. Returns how
+  // many matching entries it removed before returning: all of them unless
+  // some were deferred.
   virtual uint64_t ErasePrefix(absl::string_view prefix) = 0;
 
   virtual L1Stats Stats() const = 0;

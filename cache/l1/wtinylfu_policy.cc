@@ -286,6 +286,21 @@ void WTinyLfuPolicy::Remove(PolicyNode* node) {
   --size_;
 }
 
+PolicyNode* WTinyLfuPolicy::First() {
+  for (Region region : {kWindow, kProbation, kProtected}) {
+    if (PolicyNode* node = Front(region)) return node;
+  }
+  return nullptr;
+}
+
+PolicyNode* WTinyLfuPolicy::After(PolicyNode* node) {
+  if (PolicyNode* next = Next(node)) return next;
+  for (int region = node->region + 1; region < kRegions; ++region) {
+    if (PolicyNode* first = Front(static_cast<Region>(region))) return first;
+  }
+  return nullptr;
+}
+
 void WTinyLfuPolicy::Drop(PolicyNode* node, std::vector<PolicyNode*>* evicted) {
   filled_ = true;
   Remove(node);

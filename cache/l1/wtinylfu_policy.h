@@ -127,6 +127,10 @@ struct PolicyNode {
   PolicyNode* next = nullptr;
   uint64_t due = 0;
   uint8_t region = 0;
+
+  // The caller's, in what would otherwise be padding; the policy leaves it
+  // alone.
+  uint32_t tag = 0;
 };
 
 struct WTinyLfuPolicyOptions {
@@ -173,6 +177,14 @@ class WTinyLfuPolicy {
 
   // Stops tracking `node` (tracked). O(1).
   void Remove(PolicyNode* node);
+
+  // Every tracked node, window first, then probation, then protected, each
+  // from least to most recent: First() and then After() until null. O(1)
+  // each. A walk that spans other calls may see a node twice or miss one that
+  // moved between regions meanwhile (a hit, an eviction, a resize), and
+  // `node` must still be tracked when passed to After().
+  PolicyNode* First();
+  PolicyNode* After(PolicyNode* node);
 
   int Frequency(uint64_t hash) const { return sketch_.Frequency(hash); }
   uint64_t capacity() const { return capacity_; }

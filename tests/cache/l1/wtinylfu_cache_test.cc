@@ -10,6 +10,8 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cache/l1_cache.h"
 #include "gtest/gtest.h"
@@ -227,6 +229,35 @@ TEST(WTinyLfuCacheTest, ConcurrentReadersAndWritersKeepInvariants) {
             reported.load());
   EXPECT_GT(stats.hits, 0u);
   EXPECT_GT(stats.evicted_size, 0u);
+}
+
+TEST(WTinyLfuCacheTest, ErasePrefixOfLargeShardLeavesTheRestToLaterCalls) {
+  L1Options options;
+  options.capacity_bytes = 64 << 20;
+  options.shards = 1;
+  std::vector<std::string> removed;
+  options.on_removal = [&](absl::string_view key, const Entry&, RemovalCause cause) {
+    EXPECT_EQ(cause, RemovalCause::kInvalidated);
+    removed.emplace_back(key);
+  };
+  auto cache = NewWTinyLfuCache(options);
+  for (int i = 0; i < 5000; ++i) ASSERT_TRUE(cache->Insert(absl::StrCat("gone/", i), Value200()));
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(cache->Insert(absl::StrCat("kept/", i), Value200()));
+  // The caller's thread checks a bounded number of entries, not 5100.
+  const uint64_t erased = cache->ErasePrefix("gone/");
+  EXPECT_GT(erased, 0u);
+  EXPECT_LE(erased, 1024u);
+  EXPECT_EQ(removed.size(), erased);
+  EXPECT_EQ(cache->Stats().entries, 5100 - erased);
+  // Lookups of other keys finish the job, 8 entries each.
+  Entry out;
+  for (int round = 0; round < 10; ++round) {
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE(cache->Lookup(absl::StrCat("kept/", i), kNow, &out));
+  }
+  EXPECT_EQ(cache->Stats().entries, 100u);
+  EXPECT_EQ(cache->Stats().invalidated, 5000u);
+  EXPECT_EQ(removed.size(), 5000u);
+  for (const std::string& key : removed) EXPECT_TRUE(absl::StartsWith(key, "gone/")) << key;
 }
 
 TEST(WTinyLfuCacheTest, NewWithHugeCapacityAllocatesOnlyAsEntriesArrive) {
