@@ -91,6 +91,7 @@ int FrequencySketch::Frequency(uint64_t hash) const {
 }
 
 void FrequencySketch::Reset() {
+  ++agings_;
   uint64_t odd = 0;
   for (uint64_t& word : table_) {
     odd += std::popcount(word & kOneMask);

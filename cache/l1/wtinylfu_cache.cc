@@ -75,7 +75,8 @@ class WTinyLfuCache final : public L1Cache {
     {
       absl::MutexLock l(&s.mu);
       auto it = s.index.find(key);
-      if (it != s.index.end() && Invalidated(s, *it->second)) {
+      const bool pending = !s.prefixes.empty();
+      if (pending && it != s.index.end() && Invalidated(s, *it->second)) {
         ++s.stats.invalidated;
         RemoveLocked(s, it, RemovalCause::kInvalidated, removals);
         it = s.index.end();
@@ -90,7 +91,7 @@ class WTinyLfuCache final : public L1Cache {
         RemoveLocked(s, it, RemovalCause::kExpired, removals);
       } else {
         Node* node = it->second.get();
-        if (!s.prefixes.empty() && Before(node->tag, s.epoch)) {
+        if (pending && Before(node->tag, s.epoch)) {
           node->tag = s.epoch;  // checked just now
           --s.unchecked;
         }
@@ -103,7 +104,7 @@ class WTinyLfuCache final : public L1Cache {
           ++s.stats.hits;
         }
       }
-      if (!s.prefixes.empty()) Sweep(s, kSweepPerCall, removals);
+      if (pending) Sweep(s, kSweepPerCall, removals);
     }
     Notify(removals);
     return result;

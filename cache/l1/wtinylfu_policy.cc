@@ -171,14 +171,18 @@ uint64_t& WTinyLfuPolicy::WeightOf(Region region) {
 }
 
 uint64_t WTinyLfuPolicy::DistanceFromEnd(const PolicyNode* node) const {
-  // Modular: exits_ may step back when nodes join a least recent end.
-  const uint64_t distance = node->due - exits_[node->region];
-  return distance > capacity_ ? node->weight : std::max(distance, node->weight);
+  // Modular: exits_ steps back when nodes join a least recent end (and then
+  // the dues of the nodes that joined are set anew).
+  return node->due - exits_[node->region];
 }
 
 void WTinyLfuPolicy::RecordHit(PolicyNode* node) {
-  CountMarginalHit(node);
-  CountLookup();
+  if (counting_) {
+    // Most hits are far from their region's end: one subtraction.
+    const uint64_t distance = DistanceFromEnd(node);
+    if (distance <= depth_) CountEndHit(node, distance);
+    CountLookup();
+  }
   sketch_.Increment(node->hash);
   const Region region = static_cast<Region>(node->region);
   Unlink(node);
@@ -192,28 +196,25 @@ void WTinyLfuPolicy::RecordHit(PolicyNode* node) {
   }
 }
 
-// Counts a hit that a window larger by D would not have had to earn, or that
-// a main region smaller by D would have lost (see the header).
-void WTinyLfuPolicy::CountMarginalHit(const PolicyNode* node) {
-  if (!adaptive_) return;
-  const uint64_t distance = DistanceFromEnd(node);
+// Counts a hit `distance` (at most D) from its region's end that a window
+// larger by D would not have had to earn, or that a main region smaller by D
+// would have lost (see the header).
+void WTinyLfuPolicy::CountEndHit(const PolicyNode* node, uint64_t distance) {
   switch (node->region) {
-    case kWindow:
-      if (distance <= depth_) {
-        // Leaving the window now, would it have won admission? If so a
-        // smaller window would have kept it (in the main region) as well.
-        const PolicyNode* victim = Front(kProbation);
-        const int node_frequency = sketch_.Frequency(node->hash);
-        const int victim_frequency = victim == nullptr ? 16 : sketch_.Frequency(victim->hash);
-        if (node_frequency < victim_frequency) {
-          evidence_.window_end_halves += 2;
-        } else if (node_frequency == victim_frequency) {
-          evidence_.window_end_halves += 1;
-        }
+    case kWindow: {
+      // Leaving the window now, would it have won admission? If so a smaller
+      // window would have kept it (in the main region) as well.
+      const int frequency = sketch_.Frequency(node->hash);
+      const int victim_frequency = VictimFrequency();
+      if (frequency < victim_frequency) {
+        evidence_.window_end_halves += 2;
+      } else if (frequency == victim_frequency) {
+        evidence_.window_end_halves += 1;
       }
       break;
+    }
     case kProbation:
-      if (distance <= depth_) ++evidence_.main_end_hits;
+      ++evidence_.main_end_hits;
       break;
     case kProtected:
       if (probation_weight_ < depth_ && distance <= depth_ - probation_weight_) {
@@ -225,15 +226,24 @@ void WTinyLfuPolicy::CountMarginalHit(const PolicyNode* node) {
   }
 }
 
-// Counts a lookup towards the window-sizing evidence and reports it every
-// kReportEvery lookups. Until the cache has first filled nothing is evicted,
-// so there is nothing to weigh: the evidence is dropped.
-void WTinyLfuPolicy::CountLookup() {
-  if (sizer_ == nullptr) return;
-  if (!filled_) {
-    evidence_ = WindowEvidence{};
-    return;
+// The estimate of probation's least recent node, the next victim (16 if
+// there is none: nothing would be refused). Cached while that node stays the
+// victim and the sketch does not age; counts others add meanwhile by
+// collision are ignored.
+int WTinyLfuPolicy::VictimFrequency() {
+  const PolicyNode* victim = Front(kProbation);
+  if (victim == nullptr) return 16;
+  if (victim->hash != victim_hash_ || sketch_.agings() != victim_agings_) {
+    victim_hash_ = victim->hash;
+    victim_agings_ = sketch_.agings();
+    victim_frequency_ = sketch_.Frequency(victim->hash);
   }
+  return victim_frequency_;
+}
+
+// Counts a lookup towards the window-sizing evidence and reports it every
+// kReportEvery lookups.
+void WTinyLfuPolicy::CountLookup() {
   if (++evidence_.lookups < kReportEvery) return;
   sizer_->Report(sizer_id_, evidence_, size_);
   evidence_ = WindowEvidence{};
@@ -241,7 +251,7 @@ void WTinyLfuPolicy::CountLookup() {
 
 void WTinyLfuPolicy::RecordMiss(uint64_t hash) {
   sketch_.Increment(hash);
-  if (!adaptive_) return;
+  if (!counting_) return;
   CountLookup();
   Refused& slot = refused_[hash & refused_mask_];
   if (slot.fingerprint == Fingerprint(hash)) {
@@ -302,7 +312,12 @@ PolicyNode* WTinyLfuPolicy::After(PolicyNode* node) {
 }
 
 void WTinyLfuPolicy::Drop(PolicyNode* node, std::vector<PolicyNode*>* evicted) {
-  filled_ = true;
+  if (!filled_) {
+    // Until the cache first fills nothing is evicted: there was nothing to
+    // weigh, and the window-sizing evidence starts now.
+    filled_ = true;
+    counting_ = sizer_ != nullptr;
+  }
   Remove(node);
   evicted->push_back(node);
 }

@@ -29,7 +29,7 @@
 // only the window serves the new keys; and where recency is all there is, a
 // 1% window leaves most of the cache to keys admitted for a frequency that
 // means nothing. So once the cache has first filled, the policy weighs, over
-// samples of max(5000, entries / 2) lookups, what moving D = 25% of the
+// samples of max(4000, entries / 2) lookups, what moving D = 25% of the
 // capacity would win or lose:
 //   window gain   misses on keys that the admission test refused within the
 //                 last D of weight to leave the window (a window larger by D
@@ -43,9 +43,12 @@
 // window holds where it is. Otherwise the window moves towards the larger by
 // up to 25% of the capacity, in proportion to how lopsided the counts are and
 // how many lookups the difference is worth (a full step at 3% of the
-// sample). Unlike comparing the hit ratio of successive samples (what hill
-// climbing does), both counts come from the same sample, so a phase change
-// or a scan within it does not pass for the effect of the last move.
+// sample). A sample ends early, after max(1000, entries / 2) lookups, if its
+// difference is already worth a full step and twice as far beyond noise, so
+// that a rotated hot set does not wait out a whole sample. Unlike comparing
+// the hit ratio of successive samples (what hill climbing does), both counts
+// come from the same sample, so a phase change or a scan within it does not
+// pass for the effect of the last move.
 // Nodes the window takes from the main region join its least recent end, so
 // that stale ones leave first.
 //
@@ -55,8 +58,9 @@
 // (Alone, a shard of a 16-way cache would take 16 times as many lookups to
 // gather a sample.)
 //
-// Memory besides the caller's nodes: 16 bytes of sketch and 8 bytes of
-// recently refused keys per resident entry.
+// Memory besides the caller's nodes (PolicyNode is 48 bytes of them): per
+// resident entry, rounded up to powers of two, 16 bytes of sketch (at least
+// 8 KiB in all) and 8 bytes of recently refused keys.
 //
 // Not thread-safe: callers serialize every call.
 #ifndef FANOUT_CACHE_L1_WTINYLFU_POLICY_H_
@@ -221,7 +225,8 @@ class WTinyLfuPolicy {
   void Refuse(PolicyNode* candidate, std::vector<PolicyNode*>* evicted);
   bool Admit(uint64_t candidate_hash, uint64_t victim_hash);
   void DemoteFromProtected();
-  void CountMarginalHit(const PolicyNode* node);
+  void CountEndHit(const PolicyNode* node, uint64_t distance);
+  int VictimFrequency();
   void CountLookup();
   void GrowRefusedTable(uint64_t entries);
   void Climb();
@@ -265,7 +270,12 @@ class WTinyLfuPolicy {
   WindowEvidence evidence_;       // not yet reported
   std::vector<Refused> refused_;  // direct-mapped by hash; as many slots as entries
   uint64_t refused_mask_ = 0;
-  bool filled_ = false;     // evicted at least once
+  bool filled_ = false;    // evicted at least once
+  bool counting_ = false;  // gathering evidence: filled and adaptive
+  // VictimFrequency()'s cache.
+  uint64_t victim_hash_ = 0;
+  uint64_t victim_agings_ = 0;
+  int victim_frequency_ = 0;
   int64_t adjustment_ = 0;  // weight to move into (+) or out of (-) the window
 };
 
