@@ -16,7 +16,18 @@
 //                                    (mallinfo2), the resident set growth and
 //                                    the charge (L1Stats::bytes):
 //     memory ENGINE KEY_BYTES VALUE_BYTES ENTRIES HEAP RSS CHARGED
+//
+//   valgrind --tool=callgrind --instr-atstart=no fanout-l1-bench
+//       --count_ops=read|mixed --impl=baseline|wtinylfu|lru
+//                                    instead of the benchmarks, one thread
+//                                    inserts every key once, runs the
+//                                    workload's first 400k operations and
+//                                    has callgrind count the instructions of
+//                                    the last 200k: a measure of the work per
+//                                    operation that load on the machine does
+//                                    not move.
 #include <malloc.h>
+#include <valgrind/callgrind.h>
 
 #include <cstdio>
 #include <cstring>
@@ -248,15 +259,64 @@ void MeasureEntryMemory() {
   }
 }
 
+// Returns false on an unknown workload or implementation.
+bool CountOps(const std::string& workload, const std::string& impl_name) {
+  Impl impl;
+  if (impl_name == "baseline") {
+    impl = Impl::kBaseline;
+  } else if (impl_name == "wtinylfu") {
+    impl = Impl::kWTinyLfu;
+  } else if (impl_name == "lru") {
+    impl = Impl::kLru;
+  } else {
+    return false;
+  }
+  if (workload != "read" && workload != "mixed") return false;
+  const bool mixed = workload == "mixed";
+  const Workload& w = GetWorkload();
+  std::unique_ptr<L1Cache> cache =
+      Make(impl, mixed ? kKeys * ChargeOf(w.keys[0], w.entry) / 4 : 256ull << 20);
+  // Every key once: all resident for reads; for the mixed workload, a full
+  // cache that has evicted (its steady state).
+  for (const std::string& key : w.keys) cache->Insert(key, w.entry);
+  constexpr uint32_t kOps = 400'000;
+  const std::vector<uint32_t>& seq = w.sequences[0];
+  uint64_t hits = 0;
+  Entry out;
+  for (uint32_t i = 0; i < kOps; ++i) {
+    if (i == kOps / 2) CALLGRIND_START_INSTRUMENTATION;
+    const std::string& key = w.keys[seq[i]];
+    if (mixed && i % 10 == 9) {
+      cache->Insert(key, w.entry);
+    } else {
+      hits += cache->Lookup(key, kNow, &out).has_value() ? 1 : 0;
+    }
+  }
+  CALLGRIND_STOP_INSTRUMENTATION;
+  std::printf("ops %s %s %u hits %llu\n", workload.c_str(), impl_name.c_str(), kOps / 2,
+              static_cast<unsigned long long>(hits));
+  return true;
+}
+
 }  // namespace
 }  // namespace fanout::cache
 
 int main(int argc, char** argv) {
+  std::string count_ops;
+  std::string impl = "wtinylfu";
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--entry_memory") == 0) {
+    const std::string arg = argv[i];
+    if (arg == "--entry_memory") {
       fanout::cache::MeasureEntryMemory();
       return 0;
     }
+    if (arg.rfind("--count_ops=", 0) == 0) count_ops = arg.substr(12);
+    if (arg.rfind("--impl=", 0) == 0) impl = arg.substr(7);
+  }
+  if (!count_ops.empty()) {
+    if (fanout::cache::CountOps(count_ops, impl)) return 0;
+    std::fprintf(stderr, "fanout-l1-bench: --count_ops=read|mixed --impl=baseline|wtinylfu|lru\n");
+    return 2;
   }
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
