@@ -89,7 +89,8 @@ class FakeTier final : public cache::Tier {
     {
       absl::MutexLock l(&mu_);
       ++erase_calls_;
-      auto apply = [&](absl::btree_map<std::string, cache::Entry>::iterator it) {
+      auto apply = [&](absl::btree_map<std::string, cache::Entry>::iterator it)
+                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         ++n;
         if (mode == cache::EraseMode::kRemove) return map_.erase(it);
         it->second = cache::Supersede(std::move(it->second), now);
