@@ -17,6 +17,8 @@
 namespace fanout::sim {
 namespace {
 
+constexpr uint64_t kMaxKeys = 100'000'000;
+
 // Shell-quotes a path for popen.
 std::string Quote(const std::string& s) {
   std::string out = "'";
@@ -224,6 +226,10 @@ absl::Status ValidateSyntheticSpec(const SyntheticSpec& spec) {
   using Kind = SyntheticSpec::Kind;
   if (spec.keys == 0 && spec.kind != Kind::kRecency) {
     return absl::InvalidArgumentError("keys must be positive");
+  }
+  // The Zipf sampler holds a table of `keys` doubles.
+  if (spec.keys > kMaxKeys) {
+    return absl::InvalidArgumentError(absl::StrCat("keys must be at most ", kMaxKeys));
   }
   if (spec.kind == Kind::kShiftZipf) {
     if (spec.phase_length == 0) return absl::InvalidArgumentError("phase_length must be positive");

@@ -78,8 +78,8 @@ struct SyntheticSpec {
 absl::Status ParseSyntheticKind(absl::string_view text, SyntheticSpec* spec);
 
 // InvalidArgument naming the field if a parameter of spec.kind is out of
-// range (keys or phase_length of 0, a fraction outside [0, 1], a
-// mean_depth below 0).
+// range (keys of 0 or over 100 million, a phase_length of 0, a fraction
+// outside [0, 1], a mean_depth below 0).
 absl::Status ValidateSyntheticSpec(const SyntheticSpec& spec);
 
 // Deterministic for a given spec (same seed, same trace on every platform).

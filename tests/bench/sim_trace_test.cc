@@ -198,6 +198,9 @@ TEST(ValidateSyntheticSpecTest, ValidateSyntheticSpecNamesTheBadField) {
   spec.keys = 0;
   EXPECT_THAT(ValidateSyntheticSpec(spec),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("keys")));
+  spec.keys = 10'000'000'000;  // a table of 80 GB
+  EXPECT_THAT(ValidateSyntheticSpec(spec),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("keys")));
 }
 
 // The distinct keys of trace[begin, end).
