@@ -103,8 +103,8 @@ class WindowSizer {
   int Join();
 
   // Adds a policy's evidence; `entries` is its resident count. A sample is
-  // complete once max(5000, all policies' entries / 2) lookups are in; the
-  // window's share may then change.
+  // complete once max(4000, all policies' entries / 2) lookups are in (or
+  // decisive earlier, see above); the window's share may then change.
   void Report(int id, const WindowEvidence& evidence, uint64_t entries);
 
   // The window's share of each policy's capacity, from 0.01 to 0.99.
