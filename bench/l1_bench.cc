@@ -8,6 +8,30 @@
 //                                100k keys with room for about a quarter of
 //                                them (the baseline holds them all)
 // items_per_second is the aggregate rate of all threads (real time).
+//
+//   fanout-l1-bench --entry_memory   instead of the benchmarks, what an entry
+//                                    costs: inserts a million entries (250k
+//                                    of 1000-byte values) into each engine and
+//                                    prints, per entry, the heap bytes in use
+//                                    (mallinfo2), the resident set growth and
+//                                    the charge (L1Stats::bytes):
+//     memory ENGINE KEY_BYTES VALUE_BYTES ENTRIES HEAP RSS CHARGED
+//
+//   valgrind --tool=callgrind --instr-atstart=no fanout-l1-bench
+//       --count_ops=read|mixed --impl=baseline|wtinylfu|lru
+//                                    instead of the benchmarks, one thread
+//                                    inserts every key once, runs the
+//                                    workload's first 400k operations and
+//                                    has callgrind count the instructions of
+//                                    the last 200k: a measure of the work per
+//                                    operation that load on the machine does
+//                                    not move.
+#include <malloc.h>
+#include <valgrind/callgrind.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -183,7 +207,120 @@ BENCHMARK_TEMPLATE(BM_Mixed, Impl::kBaseline)->Threads(1)->Threads(2)->UseRealTi
 BENCHMARK_TEMPLATE(BM_Mixed, Impl::kWTinyLfu)->Threads(1)->Threads(2)->UseRealTime();
 BENCHMARK_TEMPLATE(BM_Mixed, Impl::kLru)->Threads(1)->Threads(2)->UseRealTime();
 
+uint64_t HeapInUse() {
+  const struct mallinfo2 m = mallinfo2();
+  return m.uordblks + m.hblkhd;
+}
+
+uint64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  uint64_t pages = 0;
+  uint64_t resident = 0;
+  statm >> pages >> resident;
+  return resident * 4096;
+}
+
+void MeasureEntryMemory() {
+  for (Impl impl : {Impl::kWTinyLfu, Impl::kLru}) {
+    for (const size_t value_bytes : {size_t{10}, size_t{100}, size_t{1000}}) {
+      const int entries = value_bytes >= 1000 ? 250'000 : 1'000'000;
+      std::vector<std::string> keys;
+      keys.reserve(entries);
+      for (int i = 0; i < entries; ++i) {
+        keys.push_back(CompositeKey("tenant", absl::StrFormat("config/item-%07d", i)));
+      }
+      L1Options options;
+      options.capacity_bytes = 64ull << 30;
+      options.max_entry_fraction = 1;
+      std::unique_ptr<L1Cache> cache =
+          impl == Impl::kWTinyLfu ? NewWTinyLfuCache(options) : NewLruL1Cache(options);
+      malloc_trim(0);
+      const uint64_t heap = HeapInUse();
+      const uint64_t rss = ResidentBytes();
+      for (const std::string& key : keys) {
+        Entry e;
+        e.value = std::string(value_bytes, 'v');
+        e.fresh_until = e.expires_at = e.stale_until = kNow + absl::Hours(1);
+        cache->Insert(key, std::move(e));
+      }
+      const L1Stats stats = cache->Stats();
+      const auto per_entry = [&](uint64_t bytes) {
+        return static_cast<double>(bytes) / static_cast<double>(stats.entries);
+      };
+      std::printf("memory %s %zu %zu %llu %.1f %.1f %.1f\n",
+                  impl == Impl::kWTinyLfu ? "wtinylfu" : "lru", keys[0].size(), value_bytes,
+                  static_cast<unsigned long long>(stats.entries), per_entry(HeapInUse() - heap),
+                  per_entry(ResidentBytes() - rss), per_entry(stats.bytes));
+      std::fflush(stdout);
+      cache.reset();
+      keys = {};
+      malloc_trim(0);
+    }
+  }
+}
+
+// Returns false on an unknown workload or implementation.
+bool CountOps(const std::string& workload, const std::string& impl_name) {
+  Impl impl;
+  if (impl_name == "baseline") {
+    impl = Impl::kBaseline;
+  } else if (impl_name == "wtinylfu") {
+    impl = Impl::kWTinyLfu;
+  } else if (impl_name == "lru") {
+    impl = Impl::kLru;
+  } else {
+    return false;
+  }
+  if (workload != "read" && workload != "mixed") return false;
+  const bool mixed = workload == "mixed";
+  const Workload& w = GetWorkload();
+  std::unique_ptr<L1Cache> cache =
+      Make(impl, mixed ? kKeys * ChargeOf(w.keys[0], w.entry) / 4 : 256ull << 20);
+  // Every key once: all resident for reads; for the mixed workload, a full
+  // cache that has evicted (its steady state).
+  for (const std::string& key : w.keys) cache->Insert(key, w.entry);
+  constexpr uint32_t kOps = 400'000;
+  const std::vector<uint32_t>& seq = w.sequences[0];
+  uint64_t hits = 0;
+  Entry out;
+  for (uint32_t i = 0; i < kOps; ++i) {
+    if (i == kOps / 2) CALLGRIND_START_INSTRUMENTATION;
+    const std::string& key = w.keys[seq[i]];
+    if (mixed && i % 10 == 9) {
+      cache->Insert(key, w.entry);
+    } else {
+      hits += cache->Lookup(key, kNow, &out).has_value() ? 1 : 0;
+    }
+  }
+  CALLGRIND_STOP_INSTRUMENTATION;
+  std::printf("ops %s %s %u hits %llu\n", workload.c_str(), impl_name.c_str(), kOps / 2,
+              static_cast<unsigned long long>(hits));
+  return true;
+}
+
 }  // namespace
 }  // namespace fanout::cache
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  std::string count_ops;
+  std::string impl = "wtinylfu";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--entry_memory") {
+      fanout::cache::MeasureEntryMemory();
+      return 0;
+    }
+    if (arg.rfind("--count_ops=", 0) == 0) count_ops = arg.substr(12);
+    if (arg.rfind("--impl=", 0) == 0) impl = arg.substr(7);
+  }
+  if (!count_ops.empty()) {
+    if (fanout::cache::CountOps(count_ops, impl)) return 0;
+    std::fprintf(stderr, "fanout-l1-bench: --count_ops=read|mixed --impl=baseline|wtinylfu|lru\n");
+    return 2;
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -329,6 +329,9 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   l1.Bytes("capacity", &c.cache.l1_capacity, 4096);
   l1.Double("max_entry_fraction", &c.cache.l1_max_entry_fraction, 0.0001, 1.0);
   l1.CheckUnknown();
+  if (c.cache.l1_capacity > (1ull << 40)) {
+    l1.Fail("cache.l1.capacity: must be at most 1024GiB");
+  }
   const bool has_l3 = cache.Has("l3");
   Section l3 = cache.Child("l3");
   l3.String("path", &c.cache.l3_path);

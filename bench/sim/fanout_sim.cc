@@ -4,14 +4,21 @@
 //   policy size hit_ratio
 //
 //   fanout-sim --trace FILE [--format text|u32be] --sizes N,N,...
-//   fanout-sim --synthetic zipf:0.8|zipf:1.0|zipf:1.2|loop|scan-zipf[:A]
+//   fanout-sim --synthetic zipf:A|loop|scan-zipf[:A]|shift-zipf[:A]|recency|mix[:A]
 //              [--length N] [--keys K] [--seed S] [--scan-period P]
-//              [--scan-length L] --sizes N,...
+//              [--scan-length L] [--phase-length N] [--shift-fraction F]
+//              [--new-fraction F] [--mean-depth D] [--mix-fraction F]
+//              --sizes N,...
+// (see SyntheticSpec in trace.h for what each kind and parameter means).
 // Options: --policies wtinylfu,lru,opt,lfu (default all); --shards N splits
 // the W-TinyLFU budget over N hash shards as the cache does (default 1);
-// --fixed-window turns off window adaptation; --hash-seed S varies the key
-// hash of W-TinyLFU (default 0); --write-trace FILE writes the
-// trace (in --format, default text) and exits.
+// --fixed-window turns off window adaptation; --window F starts the window at
+// fraction F of the capacity (default the policy's own); --hash-seed S varies
+// the key hash of W-TinyLFU (default 0); --write-trace FILE writes the
+// trace (in --format, default text) and exits; --timeline N also prints,
+// every N accesses of each W-TinyLFU run, a line
+//   timeline size accesses window_capacity protected_capacity hit_ratio
+// with the first shard's region sizes and the hit ratio of those N accesses.
 // A FILE ending in .xz is read through `xz -dc`; its format defaults to
 // u32be, otherwise to text.
 #include <cstdio>
@@ -38,17 +45,22 @@ struct Flags {
   SyntheticSpec spec;
   int shards = 1;
   uint64_t hash_seed = 0;
+  uint64_t timeline = 0;
+  double window = -1;
   bool fixed_window = false;
 };
 
 [[noreturn]] void Usage(const std::string& error) {
-  std::fprintf(stderr,
-               "fanout-sim: %s\n"
-               "usage: fanout-sim (--trace FILE [--format text|u32be] | --synthetic SPEC\n"
-               "       [--length N] [--keys K] [--seed S] [--scan-period P] [--scan-length L])\n"
-               "       --sizes N,N,... [--policies wtinylfu,lru,opt,lfu] [--shards N]\n"
-               "       [--fixed-window] [--hash-seed S] [--write-trace FILE]\n",
-               error.c_str());
+  std::fprintf(
+      stderr,
+      "fanout-sim: %s\n"
+      "usage: fanout-sim (--trace FILE [--format text|u32be] | --synthetic SPEC\n"
+      "       [--length N] [--keys K] [--seed S] [--scan-period P] [--scan-length L]\n"
+      "       [--phase-length N] [--shift-fraction F] [--new-fraction F]\n"
+      "       [--mean-depth D] [--mix-fraction F])\n"
+      "       --sizes N,N,... [--policies wtinylfu,lru,opt,lfu] [--shards N]\n"
+      "       [--fixed-window] [--window F] [--hash-seed S] [--timeline N] [--write-trace FILE]\n",
+      error.c_str());
   std::exit(2);
 }
 
@@ -56,6 +68,12 @@ uint64_t ParseCount(const std::string& flag, const std::string& value) {
   uint64_t n;
   if (!absl::SimpleAtoi(value, &n)) Usage(flag + " wants an unsigned integer, got '" + value + "'");
   return n;
+}
+
+double ParseNumber(const std::string& flag, const std::string& value) {
+  double v;
+  if (!absl::SimpleAtod(value, &v)) Usage(flag + " wants a number, got '" + value + "'");
+  return v;
 }
 
 Flags ParseFlags(int argc, char** argv) {
@@ -92,6 +110,21 @@ Flags ParseFlags(int argc, char** argv) {
       flags.spec.scan_period = ParseCount(arg, value);
     } else if (arg == "--scan-length") {
       flags.spec.scan_length = ParseCount(arg, value);
+    } else if (arg == "--phase-length") {
+      flags.spec.phase_length = ParseCount(arg, value);
+    } else if (arg == "--shift-fraction") {
+      flags.spec.shift_fraction = ParseNumber(arg, value);
+    } else if (arg == "--new-fraction") {
+      flags.spec.new_fraction = ParseNumber(arg, value);
+    } else if (arg == "--mean-depth") {
+      flags.spec.mean_depth = ParseNumber(arg, value);
+    } else if (arg == "--mix-fraction") {
+      flags.spec.mix_fraction = ParseNumber(arg, value);
+    } else if (arg == "--window") {
+      flags.window = ParseNumber(arg, value);
+      if (!(flags.window >= 0 && flags.window <= 1)) Usage("--window wants a fraction from 0 to 1");
+    } else if (arg == "--timeline") {
+      flags.timeline = ParseCount(arg, value);
     } else if (arg == "--hash-seed") {
       flags.hash_seed = ParseCount(arg, value);
     } else if (arg == "--shards") {
@@ -125,6 +158,9 @@ int Main(int argc, char** argv) {
     if (absl::Status s = ParseSyntheticKind(flags.synthetic, &flags.spec); !s.ok()) {
       Usage(std::string(s.message()));
     }
+    if (absl::Status s = ValidateSyntheticSpec(flags.spec); !s.ok()) {
+      Usage(std::string(s.message()));
+    }
     trace = GenerateTrace(flags.spec);
   } else {
     absl::StatusOr<Trace> read = ReadTrace(flags.trace_path, *format);
@@ -144,11 +180,24 @@ int Main(int argc, char** argv) {
 
   cache::WTinyLfuPolicyOptions options;
   options.adaptive_window = !flags.fixed_window;
+  if (flags.window >= 0) options.initial_window_fraction = flags.window;
   for (const std::string& policy : flags.policies) {
     for (uint64_t size : flags.sizes) {
       SimResult r;
       if (policy == "wtinylfu") {
-        r = SimulateWTinyLfu(trace, size, options, flags.shards, flags.hash_seed);
+        SimResult last;
+        const SimProbe probe = [&](const SimResult& so_far, const cache::WTinyLfuPolicy& p) {
+          const uint64_t n = so_far.accesses - last.accesses;
+          std::printf(
+              "timeline %llu %llu %llu %llu %.4f\n", static_cast<unsigned long long>(size),
+              static_cast<unsigned long long>(so_far.accesses),
+              static_cast<unsigned long long>(p.window_capacity()),
+              static_cast<unsigned long long>(p.protected_capacity()),
+              n == 0 ? 0.0 : static_cast<double>(so_far.hits - last.hits) / static_cast<double>(n));
+          last = so_far;
+        };
+        r = SimulateWTinyLfu(trace, size, options, flags.shards, flags.hash_seed,
+                             flags.timeline != 0 ? probe : SimProbe(), flags.timeline);
       } else if (policy == "lru") {
         r = SimulateLru(trace, size);
       } else if (policy == "opt") {

@@ -115,8 +115,8 @@ SimResult SimulateLfu(absl::Span<const uint64_t> trace, uint64_t capacity) {
 }
 
 SimResult SimulateWTinyLfu(absl::Span<const uint64_t> trace, uint64_t capacity,
-                           cache::WTinyLfuPolicyOptions options, int shards,
-                           uint64_t hash_seed) {
+                           cache::WTinyLfuPolicyOptions options, int shards, uint64_t hash_seed,
+                           const SimProbe& probe, uint64_t probe_every) {
   struct Node : cache::PolicyNode {
     uint64_t key = 0;
   };
@@ -127,12 +127,24 @@ SimResult SimulateWTinyLfu(absl::Span<const uint64_t> trace, uint64_t capacity,
   }
   shards = std::max(shards, 1);
   options.capacity = std::max<uint64_t>(capacity / static_cast<uint64_t>(shards), 1);
+  // The shards share one window sizer, as the cache's do.
+  std::unique_ptr<cache::WindowSizer> sizer;
+  if (options.adaptive_window && options.sizer == nullptr) {
+    sizer = std::make_unique<cache::WindowSizer>(options.initial_window_fraction);
+    options.sizer = sizer.get();
+  }
   std::vector<std::unique_ptr<cache::WTinyLfuPolicy>> policies;
   for (int i = 0; i < shards; ++i) {
     policies.push_back(std::make_unique<cache::WTinyLfuPolicy>(options));
   }
   absl::flat_hash_map<uint64_t, std::unique_ptr<Node>> nodes;
   std::vector<cache::PolicyNode*> evicted;
+  const auto maybe_probe = [&] {
+    if (probe && ((probe_every != 0 && result.accesses % probe_every == 0) ||
+                  result.accesses == trace.size())) {
+      probe(result, *policies[0]);
+    }
+  };
   for (uint64_t key : trace) {
     ++result.accesses;
     const uint64_t hash = Mix(key ^ hash_seed);
@@ -141,6 +153,7 @@ SimResult SimulateWTinyLfu(absl::Span<const uint64_t> trace, uint64_t capacity,
     if (it != nodes.end()) {
       ++result.hits;
       policy.RecordHit(it->second.get());
+      maybe_probe();
       continue;
     }
     policy.RecordMiss(hash);
@@ -152,6 +165,7 @@ SimResult SimulateWTinyLfu(absl::Span<const uint64_t> trace, uint64_t capacity,
     nodes.emplace(key, std::move(node));
     for (cache::PolicyNode* p : evicted) nodes.erase(static_cast<Node*>(p)->key);
     evicted.clear();
+    maybe_probe();
   }
   return result;
 }

@@ -6,6 +6,7 @@
 #define FANOUT_BENCH_SIM_SIMULATE_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/types/span.h"
@@ -35,12 +36,19 @@ SimResult SimulateLfu(absl::Span<const uint64_t> trace, uint64_t capacity);
 
 // The cache's own policy (cache::WTinyLfuPolicy) with unit weights;
 // options.capacity is replaced by `capacity`. With shards > 1 the keys are
-// split by hash over that many policies of capacity / shards each, as the L1
-// cache does. Keys are hashed with a fixed function of `hash_seed`, so a run
-// repeats exactly; the cache seeds its hash per process instead.
+// split by hash over that many policies of capacity / shards each, sharing
+// one WindowSizer (unless options.sizer is given), as the L1 cache does.
+// Keys are hashed with a fixed function of `hash_seed`, so a run repeats
+// exactly; the cache seeds its hash per process instead.
+//
+// If `probe` is set it is called after every `probe_every` accesses (and
+// after the last) with the counts so far and the first shard's policy, to
+// follow the adaptive window over time.
+using SimProbe = std::function<void(const SimResult& so_far, const cache::WTinyLfuPolicy& policy)>;
 SimResult SimulateWTinyLfu(absl::Span<const uint64_t> trace, uint64_t capacity,
                            cache::WTinyLfuPolicyOptions options = {}, int shards = 1,
-                           uint64_t hash_seed = 0);
+                           uint64_t hash_seed = 0, const SimProbe& probe = nullptr,
+                           uint64_t probe_every = 0);
 
 }  // namespace fanout::sim
 

@@ -7,6 +7,10 @@ namespace fanout::cache {
 namespace {
 
 constexpr uint64_t kWordsPerBlock = 8;  // 64 bytes
+// The table's floor (8 KiB): however few entries a sketch is sized for, its
+// keys spread over 128 blocks, so that a one-off key rarely finds all four of
+// its counters raised by others' (which would tie it with a key seen twice).
+constexpr uint64_t kMinWords = 1024;
 constexpr uint64_t kResetMask = 0x7777777777777777ull;
 constexpr uint64_t kOneMask = 0x1111111111111111ull;
 
@@ -41,7 +45,10 @@ FrequencySketch::FrequencySketch(uint64_t expected_entries) {
 
 void FrequencySketch::EnsureCapacity(uint64_t entries) {
   if (entries <= capacity_) return;
-  const uint64_t words = std::max<uint64_t>(std::bit_ceil(entries), kWordsPerBlock);
+  capacity_ = std::bit_ceil(entries);
+  sample_size_ = 10 * capacity_;
+  const uint64_t words = std::max(capacity_, kMinWords);
+  if (words <= table_.size()) return;
   std::vector<uint64_t> table(words);
   if (!table_.empty()) {
     // The block index is the low bits of the mixed hash, so a key's new block
@@ -53,8 +60,6 @@ void FrequencySketch::EnsureCapacity(uint64_t entries) {
   }
   table_ = std::move(table);
   block_mask_ = words / kWordsPerBlock - 1;
-  capacity_ = words;
-  sample_size_ = 10 * capacity_;
 }
 
 void FrequencySketch::Increment(uint64_t hash) {
@@ -86,6 +91,7 @@ int FrequencySketch::Frequency(uint64_t hash) const {
 }
 
 void FrequencySketch::Reset() {
+  ++agings_;
   uint64_t odd = 0;
   for (uint64_t& word : table_) {
     odd += std::popcount(word & kOneMask);

@@ -16,8 +16,8 @@ namespace fanout::cache {
 // is halved, so the estimate follows recent popularity, not all-time counts.
 // The sample size is ten times the number of entries the table is sized for.
 //
-// Memory: 8 bytes per entry sized for (rounded up to a power of two, at
-// least 64 bytes). Not thread-safe.
+// Memory: 8 bytes per entry sized for (rounded up to a power of two), at
+// least 8 KiB. Not thread-safe.
 class FrequencySketch {
  public:
   // Sized for about `expected_entries` distinct keys (at least one).
@@ -37,6 +37,8 @@ class FrequencySketch {
   // The estimated recent count of `hash`, 0..15.
   int Frequency(uint64_t hash) const;
 
+  // Aging passes so far.
+  uint64_t agings() const { return agings_; }
   // Increments between two agings.
   uint64_t sample_size() const { return sample_size_; }
   // Entries the table is sized for.
@@ -50,6 +52,7 @@ class FrequencySketch {
   uint64_t capacity_ = 0;
   uint64_t sample_size_ = 0;
   uint64_t additions_ = 0;  // increments since the last aging, adjusted by it
+  uint64_t agings_ = 0;
 };
 
 }  // namespace fanout::cache

@@ -1,7 +1,6 @@
-#include "bench/sim/simulate.h"
-
 #include <vector>
 
+#include "bench/sim/simulate.h"
 #include "bench/sim/trace.h"
 #include "gtest/gtest.h"
 
@@ -88,6 +87,63 @@ TEST(SimulateWTinyLfuTest, SimulateWTinyLfuIsRepeatableAndShardable) {
   EXPECT_GT(sharded.hits, 0u);
   EXPECT_GT(a.hits, SimulateLru(trace, 500).hits);
   EXPECT_LE(a.hits, SimulateOpt(trace, 500).hits);
+}
+
+// Hit ratio points of `a` over `b`.
+double PointsOver(const SimResult& a, const SimResult& b) {
+  return 100 * (a.hit_ratio() - b.hit_ratio());
+}
+
+TEST(SimulateWTinyLfuTest, SimulateWTinyLfuKeepsUpWithLruOnRecencyTrace) {
+  // Reuse at a geometric stack depth of mean 60: frequency says nothing.
+  SyntheticSpec spec;
+  spec.kind = SyntheticSpec::Kind::kRecency;
+  spec.length = 300'000;
+  const Trace trace = GenerateTrace(spec);
+  for (uint64_t size : {500, 4000}) {
+    EXPECT_GE(PointsOver(SimulateWTinyLfu(trace, size), SimulateLru(trace, size)), -1) << size;
+  }
+}
+
+TEST(SimulateWTinyLfuTest, SimulateWTinyLfuKeepsUpWithLruWhenTheHotSetRotates) {
+  SyntheticSpec spec;
+  spec.kind = SyntheticSpec::Kind::kShiftZipf;
+  spec.keys = 4000;
+  spec.phase_length = 40'000;
+  spec.length = 240'000;
+  const Trace trace = GenerateTrace(spec);
+  EXPECT_GE(PointsOver(SimulateWTinyLfu(trace, 3200), SimulateLru(trace, 3200)), -1);
+  // Where the cache holds a small part of the set, frequency still wins.
+  EXPECT_GE(PointsOver(SimulateWTinyLfu(trace, 400), SimulateLru(trace, 400)), 2);
+}
+
+TEST(SimulateWTinyLfuTest, SimulateWTinyLfuShardsSizeTheirWindowsTogether) {
+  // Alone, each of 16 shards would gather its samples 16 times as slowly.
+  SyntheticSpec spec;
+  spec.kind = SyntheticSpec::Kind::kRecency;
+  spec.new_fraction = 0.1;
+  spec.mean_depth = 400;
+  spec.length = 300'000;
+  const Trace trace = GenerateTrace(spec);
+  const SimResult sharded = SimulateWTinyLfu(trace, 4000, {}, /*shards=*/16);
+  EXPECT_GE(PointsOver(sharded, SimulateLru(trace, 4000)), -1);
+}
+
+TEST(SimulateWTinyLfuTest, SimulateWTinyLfuProbeFollowsTheWindow) {
+  SyntheticSpec spec;
+  spec.kind = SyntheticSpec::Kind::kRecency;
+  spec.length = 100'000;
+  const Trace trace = GenerateTrace(spec);
+  std::vector<uint64_t> accesses;
+  std::vector<uint64_t> windows;
+  const SimProbe probe = [&](const SimResult& so_far, const cache::WTinyLfuPolicy& policy) {
+    accesses.push_back(so_far.accesses);
+    windows.push_back(policy.window_capacity());
+  };
+  const SimResult r = SimulateWTinyLfu(trace, 1000, {}, 1, 0, probe, 30'000);
+  EXPECT_EQ(accesses, (std::vector<uint64_t>{30'000, 60'000, 90'000, 100'000}));
+  EXPECT_EQ(r.accesses, 100'000u);
+  EXPECT_GT(windows.back(), 500u);  // recency: most of the cache
 }
 
 }  // namespace

@@ -105,6 +105,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"cache:\n  ttl: 0\n", "cache.ttl: must be more than zero"},
         BadCase{"cache:\n  refresh_ahead: 2\n", "cache.refresh_ahead"},
         BadCase{"cache:\n  l1:\n    capacity: lots\n", "cache.l1.capacity"},
+        BadCase{"cache:\n  l1:\n    capacity: 1025GiB\n", "cache.l1.capacity: must be at most"},
         BadCase{"limits:\n  max_batch_keys: -1\n", "limits.max_batch_keys"},
         BadCase{"limits:\n  max_key_bytes: 0\n", "limits.max_key_bytes: must be at least 1"},
         BadCase{"server:\n  reflection: maybe\n", "server.reflection"},

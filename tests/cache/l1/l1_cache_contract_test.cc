@@ -1,4 +1,6 @@
 // The L1Cache contract (cache/l1_cache.h), run over every implementation.
+#include <malloc.h>
+
 #include <atomic>
 #include <string>
 #include <thread>
@@ -18,6 +20,26 @@ namespace {
 
 using ::fanout::testing::MakeEntry;
 const absl::Time kNow = ::fanout::testing::kEntryEpoch;
+
+// Sanitizers replace malloc, and with it what mallinfo2 reports.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kHeapMeasurable = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+constexpr bool kHeapMeasurable = false;
+#else
+constexpr bool kHeapMeasurable = true;
+#endif
+#else
+constexpr bool kHeapMeasurable = true;
+#endif
+
+// Bytes the process has from malloc now (small and mmap-ed blocks).
+uint64_t HeapInUse() {
+  const struct mallinfo2 m = mallinfo2();
+  return m.uordblks + m.hblkhd;
+}
 
 struct Removal {
   std::string key;
@@ -276,6 +298,152 @@ TYPED_TEST(L1CacheContractTest, ConcurrentUseKeepsTheBudgetAndCounts) {
   EXPECT_LE(stats.bytes, options.capacity_bytes);
   EXPECT_EQ(stats.hits + stats.stale_hits + stats.misses, lookups.load());
   EXPECT_EQ(this->log_.removals().size(), stats.evicted_size + stats.replaced);
+}
+
+TYPED_TEST(L1CacheContractTest, ErasePrefixHidesEveryMatchingEntryOfALargeCacheAtOnce) {
+  L1Options options;
+  options.capacity_bytes = 256 << 20;
+  auto cache = this->New(options);
+  constexpr int kKeys = 40'000;  // more than any one call may sweep
+  for (int i = 0; i < kKeys; ++i) {
+    ASSERT_TRUE(
+        cache->Insert(CompositeKey(i % 2 == 0 ? "a" : "b", absl::StrCat("k", i)), MakeEntry("v")));
+  }
+  const uint64_t erased = cache->ErasePrefix(CompositeKey("a", ""));
+  EXPECT_LE(erased, kKeys / 2u);
+  Entry out;
+  for (int i = 0; i < kKeys; ++i) {
+    const std::string key = CompositeKey(i % 2 == 0 ? "a" : "b", absl::StrCat("k", i));
+    ASSERT_EQ(cache->Lookup(key, kNow, &out).has_value(), i % 2 == 1) << key;
+  }
+  // Every matching entry has been removed and reported by now (the lookups
+  // of them found them if nothing else did), each once.
+  const L1Stats stats = cache->Stats();
+  EXPECT_EQ(stats.invalidated, kKeys / 2u);
+  EXPECT_EQ(stats.entries, kKeys / 2u);
+  EXPECT_EQ(this->log_.removals().size(), kKeys / 2u);
+  for (const Removal& r : this->log_.removals()) {
+    EXPECT_EQ(r.cause, RemovalCause::kInvalidated);
+    EXPECT_TRUE(absl::StartsWith(r.key, CompositeKey("a", ""))) << r.key;
+  }
+}
+
+TYPED_TEST(L1CacheContractTest, InsertAfterErasePrefixIsVisible) {
+  L1Options options;
+  options.capacity_bytes = 64 << 20;
+  auto cache = this->New(options);
+  for (int i = 0; i < 5000; ++i) cache->Insert(absl::StrCat("p/", i), MakeEntry("old"));
+  cache->ErasePrefix("p/");
+  cache->Insert("p/7", MakeEntry("new"));
+  Entry out;
+  ASSERT_TRUE(cache->Lookup("p/7", kNow, &out));
+  EXPECT_EQ(out.value, "new");
+  EXPECT_FALSE(cache->Lookup("p/8", kNow, &out));
+  // Inserting over an entry that was erased is not a replacement.
+  for (const Removal& r : this->log_.removals()) EXPECT_NE(r.cause, RemovalCause::kReplaced);
+}
+
+TYPED_TEST(L1CacheContractTest, EraseOfKeyErasedByPrefixReturnsFalse) {
+  L1Options options;
+  options.capacity_bytes = 64 << 20;
+  auto cache = this->New(options);
+  for (int i = 0; i < 5000; ++i) cache->Insert(absl::StrCat("p/", i), MakeEntry("v"));
+  cache->Insert("q/1", MakeEntry("v"));
+  cache->ErasePrefix("p/");
+  for (int i = 0; i < 5000; ++i) EXPECT_FALSE(cache->Erase(absl::StrCat("p/", i))) << i;
+  EXPECT_TRUE(cache->Erase("q/1"));
+  EXPECT_EQ(cache->Stats().entries, 0u);
+  EXPECT_EQ(cache->Stats().invalidated, 5001u);
+}
+
+TYPED_TEST(L1CacheContractTest, ErasePrefixCallsInARowEachHideTheirOwnKeys) {
+  L1Options options;
+  options.capacity_bytes = 64 << 20;
+  auto cache = this->New(options);
+  constexpr int kPrefixes = 20;  // more than may be pending at once
+  for (int p = 0; p < kPrefixes; ++p) {
+    for (int i = 0; i < 500; ++i) cache->Insert(absl::StrCat(p, "/", i), MakeEntry("v"));
+  }
+  cache->Insert("keep", MakeEntry("v"));
+  for (int p = 0; p < kPrefixes; ++p) cache->ErasePrefix(absl::StrCat(p, "/"));
+  Entry out;
+  for (int p = 0; p < kPrefixes; ++p) {
+    for (int i = 0; i < 500; ++i) {
+      ASSERT_FALSE(cache->Lookup(absl::StrCat(p, "/", i), kNow, &out)) << p << "/" << i;
+    }
+  }
+  EXPECT_TRUE(cache->Lookup("keep", kNow, &out));
+  EXPECT_EQ(cache->Stats().entries, 1u);
+}
+
+TYPED_TEST(L1CacheContractTest, ConcurrentErasePrefixNeverLeavesAnErasedEntryVisible) {
+  L1Options options;
+  options.capacity_bytes = 8 << 20;
+  std::atomic<uint64_t> reported{0};
+  options.on_removal = [&](absl::string_view, const Entry&, RemovalCause) {
+    reported.fetch_add(1, std::memory_order_relaxed);
+  };
+  auto cache = TypeParam::New(options);
+  std::atomic<uint64_t> inserted{0};
+  std::atomic<int> running{3};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&, t] {
+      uint64_t x = 0x9e3779b97f4a7c15ull * (t + 1);
+      for (int i = 0; i < 30'000; ++i) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const std::string key = absl::StrCat(x % 3 == 0 ? "gone/" : "kept/", x % 20'000);
+        if (x % 4 == 0) {
+          if (cache->Insert(key, MakeEntry("v"))) inserted.fetch_add(1);
+        } else {
+          Entry out;
+          cache->Lookup(key, kNow, &out);
+        }
+      }
+      running.fetch_sub(1);
+    });
+  }
+  int erasures = 0;
+  while (running.load() > 0) {
+    cache->ErasePrefix("gone/");
+    ++erasures;
+  }
+  for (std::thread& th : threads) th.join();
+  EXPECT_GT(erasures, 1);
+  cache->ErasePrefix("gone/");
+  Entry out;
+  for (int i = 0; i < 20'000; ++i) {
+    ASSERT_FALSE(cache->Lookup(absl::StrCat("gone/", i), kNow, &out)) << i;
+  }
+  const L1Stats stats = cache->Stats();
+  EXPECT_EQ(stats.entries + reported.load(), inserted.load());
+  EXPECT_LE(stats.bytes, options.capacity_bytes);
+}
+
+TYPED_TEST(L1CacheContractTest, StatsBytesAreWhatTheEntriesTakeFromTheHeap) {
+  if (!kHeapMeasurable) GTEST_SKIP() << "a sanitizer owns malloc";
+  for (const size_t value_bytes : {size_t{10}, size_t{200}, size_t{2000}}) {
+    L1Options options;
+    options.capacity_bytes = 1ull << 32;
+    options.max_entry_fraction = 1;
+    auto cache = this->New(options);
+    constexpr int kEntries = 50'000;
+    std::vector<std::string> keys;
+    for (int i = 0; i < kEntries; ++i)
+      keys.push_back(CompositeKey("tenant", absl::StrCat("config/item-", i)));
+    const uint64_t before = HeapInUse();
+    for (int i = 0; i < kEntries; ++i) {
+      Entry e = MakeEntry(std::string(value_bytes, 'v'));
+      ASSERT_TRUE(cache->Insert(keys[i], std::move(e)));
+    }
+    const double used = static_cast<double>(HeapInUse() - before);
+    const double charged = static_cast<double>(cache->Stats().bytes);
+    // Within 20%: the index and the policy's tables grow in powers of two.
+    EXPECT_GT(charged, 0.8 * used) << value_bytes << "-byte values";
+    EXPECT_LT(charged, 1.2 * used) << value_bytes << "-byte values";
+  }
 }
 
 }  // namespace

@@ -2,12 +2,16 @@
 // in l1_cache_contract_test.cc.
 #include "cache/l1/wtinylfu_cache.h"
 
+#include <malloc.h>
+
 #include <atomic>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cache/l1_cache.h"
 #include "gtest/gtest.h"
@@ -19,10 +23,10 @@ namespace {
 using ::fanout::testing::MakeEntry;
 const absl::Time kNow = ::fanout::testing::kEntryEpoch;
 
-// Keys of 9 bytes and values of 95: every entry is charged 200 bytes.
+// Keys of 9 bytes and values of 95: every entry is charged the same.
 std::string Key(int i) { return absl::StrFormat("key%06d", i); }
 Entry Value200() { return MakeEntry(std::string(95, 'v')); }
-constexpr uint64_t kCharge = 200;
+const uint64_t kCharge = ChargeOf(Key(0), Value200());
 
 // A cache-aside read: look up, and insert on a miss. Returns true on a hit.
 bool Read(L1Cache& cache, const std::string& key) {
@@ -225,6 +229,52 @@ TEST(WTinyLfuCacheTest, ConcurrentReadersAndWritersKeepInvariants) {
             reported.load());
   EXPECT_GT(stats.hits, 0u);
   EXPECT_GT(stats.evicted_size, 0u);
+}
+
+TEST(WTinyLfuCacheTest, ErasePrefixOfLargeShardLeavesTheRestToLaterCalls) {
+  L1Options options;
+  options.capacity_bytes = 64 << 20;
+  options.shards = 1;
+  std::vector<std::string> removed;
+  options.on_removal = [&](absl::string_view key, const Entry&, RemovalCause cause) {
+    EXPECT_EQ(cause, RemovalCause::kInvalidated);
+    removed.emplace_back(key);
+  };
+  auto cache = NewWTinyLfuCache(options);
+  for (int i = 0; i < 5000; ++i) ASSERT_TRUE(cache->Insert(absl::StrCat("gone/", i), Value200()));
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE(cache->Insert(absl::StrCat("kept/", i), Value200()));
+  // The caller's thread checks a bounded number of entries, not 5100.
+  const uint64_t erased = cache->ErasePrefix("gone/");
+  EXPECT_GT(erased, 0u);
+  EXPECT_LE(erased, 1024u);
+  EXPECT_EQ(removed.size(), erased);
+  EXPECT_EQ(cache->Stats().entries, 5100 - erased);
+  // Lookups of other keys finish the job, 8 entries each.
+  Entry out;
+  for (int round = 0; round < 10; ++round) {
+    for (int i = 0; i < 100; ++i) ASSERT_TRUE(cache->Lookup(absl::StrCat("kept/", i), kNow, &out));
+  }
+  EXPECT_EQ(cache->Stats().entries, 100u);
+  EXPECT_EQ(cache->Stats().invalidated, 5000u);
+  EXPECT_EQ(removed.size(), 5000u);
+  for (const std::string& key : removed) EXPECT_TRUE(absl::StartsWith(key, "gone/")) << key;
+}
+
+TEST(WTinyLfuCacheTest, NewWithHugeCapacityAllocatesOnlyAsEntriesArrive) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "a sanitizer owns malloc";
+#endif
+  const auto heap = [] {
+    const struct mallinfo2 m = mallinfo2();
+    return m.uordblks + m.hblkhd;
+  };
+  const uint64_t before = heap();
+  L1Options options;
+  options.capacity_bytes = 1ull << 40;  // 1 TiB
+  auto cache = NewWTinyLfuCache(options);
+  EXPECT_LT(heap() - before, 1u << 20);
+  for (int i = 0; i < 1000; ++i) ASSERT_TRUE(cache->Insert(Key(i), Value200()));
+  EXPECT_LT(heap() - before, 2u << 20);
 }
 
 }  // namespace
