@@ -158,10 +158,13 @@ TEST_F(FanoutdL3Test, WarmL1StopsAtHalfOfL1sBudget) {
     }
   }
   config_.cache.l3_warm_l1 = true;
-  config_.cache.l1_capacity = 64 << 10;  // room for about 100 of them
+  // About 850 bytes charged each (value, key and the per-entry overhead):
+  // 200 of them are more than half of 256 KiB.
+  config_.cache.l1_capacity = 256 << 10;
   Start();
   const cache::L1Stats stats = daemon_->read_path()->l1().Stats();
   EXPECT_GT(stats.bytes, 0u);
+  EXPECT_LT(stats.entries, 200u);
   EXPECT_LE(stats.bytes, config_.cache.l1_capacity / 2 + 2000);
 }
 
