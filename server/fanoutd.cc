@@ -288,6 +288,7 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   rp.retry_backoff = config.cache.retry_backoff;
   rp.max_retry_backoff = config.cache.max_retry_backoff;
   rp.max_background_refreshes = config.cache.max_background_refreshes;
+  rp.deadline_margin = config.cache.deadline_margin;
   std::vector<std::unique_ptr<cache::Tier>> lower;  // L2 first, then L3
   ASSIGN_OR_RETURN(std::unique_ptr<cache::Tier> l2, MakeL2(config.cache.l2));
   const cache::Tier* l2_tier = l2.get();
