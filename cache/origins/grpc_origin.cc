@@ -133,6 +133,9 @@ absl::StatusOr<std::unique_ptr<Origin>> NewGrpcOrigin(const GrpcOriginOptions& o
   // (RESOURCE_EXHAUSTED, translated above).
   args.SetMaxReceiveMessageSize(
       static_cast<int>(std::min<uint64_t>(options.max_value_bytes + kAnswerOverhead, INT32_MAX)));
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kOriginReconnectBackoffMs / 4);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, kOriginReconnectBackoffMs / 4);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kOriginReconnectBackoffMs);
   auto channel =
       grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
   return std::make_unique<GrpcOrigin>(options, std::move(channel));
