@@ -65,6 +65,7 @@ struct DrillConfig {
   std::string origin;  // host:port
   absl::Duration ttl = absl::Seconds(1);
   absl::Duration retry_backoff = absl::Milliseconds(200);
+  absl::Duration max_retry_backoff = absl::Seconds(30);  // the product's default
   absl::Duration origin_timeout = absl::Seconds(2);
   // Room for answers due together (a hung origin) on a loaded machine.
   absl::Duration deadline_margin = absl::Milliseconds(250);
@@ -77,7 +78,8 @@ inline std::string DrillYaml(const DrillConfig& c) {
                       "  stale_ttl: 1h\n",
                       "  retry_backoff: ", absl::ToInt64Milliseconds(c.retry_backoff), "ms\n",
                       "  deadline_margin: ", absl::ToInt64Milliseconds(c.deadline_margin), "ms\n",
-                      "  l3: {path: \"", c.l3_path, "\"}\n", "origin:\n", "  type: grpc\n",
+                      "  max_retry_backoff: ", absl::ToInt64Milliseconds(c.max_retry_backoff),
+                      "ms\n", "  l3: {path: \"", c.l3_path, "\"}\n", "origin:\n", "  type: grpc\n",
                       "  timeout: ", absl::ToInt64Milliseconds(c.origin_timeout), "ms\n",
                       "  grpc: {target: \"", c.origin, "\"}\n");
 }
