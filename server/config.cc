@@ -348,6 +348,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   cache.Duration("retry_backoff", &c.cache.retry_backoff, /*allow_zero=*/true);
   cache.Duration("max_retry_backoff", &c.cache.max_retry_backoff);
   cache.Int("max_background_refreshes", &c.cache.max_background_refreshes, 1, 1000000);
+  cache.Duration("deadline_margin", &c.cache.deadline_margin);
   Section l2 = cache.Child("l2");
   l2.String("redis", &c.cache.l2.redis);
   l2.String("password", &c.cache.l2.password);

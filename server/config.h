@@ -64,6 +64,8 @@ struct CacheSection {
   absl::Duration retry_backoff = absl::Seconds(1);
   absl::Duration max_retry_backoff = absl::Seconds(30);
   int max_background_refreshes = 64;
+  // A read waiting for the origin is answered this long before its deadline.
+  absl::Duration deadline_margin = absl::Milliseconds(20);
   // The survival tier (L3); an empty path means no L3.
   std::string l3_path;
   uint64_t l3_max_bytes = 1ull << 30;

@@ -288,8 +288,10 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   rp.retry_backoff = config.cache.retry_backoff;
   rp.max_retry_backoff = config.cache.max_retry_backoff;
   rp.max_background_refreshes = config.cache.max_background_refreshes;
+  rp.deadline_margin = config.cache.deadline_margin;
   std::vector<std::unique_ptr<cache::Tier>> lower;  // L2 first, then L3
   ASSIGN_OR_RETURN(std::unique_ptr<cache::Tier> l2, MakeL2(config.cache.l2));
+  const cache::Tier* l2_tier = l2.get();
   if (l2 != nullptr) lower.push_back(std::move(l2));
   cache::RocksDbTier* l3 = AddSurvivalTier(config, &lower);
   d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1),
@@ -309,7 +311,7 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
       .read_path = d->read_path_.get(),
       .l1 = &d->read_path_->l1(),
       .l1_capacity_bytes = config.cache.l1_capacity,
-      .tiers = {},
+      .tiers = {{"l2", l2_tier}, {"l3", l3}},
       .router = d->router_.get()});
   ASSIGN_OR_RETURN(d->admin_, StartAdmin(config, d->metrics_.get(), d->health_.get()));
 

@@ -133,6 +133,12 @@ absl::StatusOr<std::unique_ptr<Origin>> NewGrpcOrigin(const GrpcOriginOptions& o
   // (RESOURCE_EXHAUSTED, translated above).
   args.SetMaxReceiveMessageSize(
       static_cast<int>(std::min<uint64_t>(options.max_value_bytes + kAnswerOverhead, INT32_MAX)));
+  // Only the waits between attempts: gRPC also takes the minimum backoff as
+  // the least time one connection attempt is given, and an origin that
+  // accepts but hangs must keep holding its callers to their deadlines, not
+  // fail them early as unreachable.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kOriginReconnectBackoffMs / 4);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kOriginReconnectBackoffMs);
   auto channel =
       grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
   return std::make_unique<GrpcOrigin>(options, std::move(channel));

@@ -10,6 +10,11 @@
 
 namespace fanout::cache {
 
+// A connection to the origin that cannot be made is retried at most this
+// long apart (gRPC's default backoff grows to two minutes), so an origin
+// back from an outage is asked again within about a second.
+inline constexpr int kOriginReconnectBackoffMs = 1000;
+
 struct GrpcOriginOptions {
   std::string target;  // e.g. "127.0.0.1:7080", "dns:///origin.svc:443", "unix:///run/o.sock"
   uint64_t max_value_bytes = 1 << 20;

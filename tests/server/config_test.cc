@@ -285,3 +285,20 @@ TEST(ParseConfigRoutesTest, BadBackendAddressesFailNamingTheBackend) {
 
 }  // namespace
 }  // namespace fanout::server
+
+namespace fanout::server {
+namespace {
+
+TEST(ParseConfigTest, DeadlineMarginDefaultsTo20msAndMustBePositive) {
+  absl::StatusOr<Config> defaults = ParseConfig("", "test.yaml");
+  ASSERT_OK(defaults);
+  EXPECT_EQ(defaults->cache.deadline_margin, absl::Milliseconds(20));
+  absl::StatusOr<Config> c = ParseConfig("cache:\n  deadline_margin: 250ms\n", "test.yaml");
+  ASSERT_OK(c);
+  EXPECT_EQ(c->cache.deadline_margin, absl::Milliseconds(250));
+  EXPECT_THAT(ParseConfig("cache:\n  deadline_margin: 0\n", "bad.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.deadline_margin")));
+}
+
+}  // namespace
+}  // namespace fanout::server

@@ -20,11 +20,13 @@ namespace fanout::testing {
 
 class FakeGrpcOrigin final : public fanout::v1::Origin::CallbackService {
  public:
-  static std::unique_ptr<FakeGrpcOrigin> Start() {
+  // Listens on `listen` (a free port by default; an address a stopped fake
+  // used, to bring it back).
+  static std::unique_ptr<FakeGrpcOrigin> Start(const std::string& listen = "127.0.0.1:0") {
     std::unique_ptr<FakeGrpcOrigin> o(new FakeGrpcOrigin());
     grpc::ServerBuilder builder;
     int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);
     builder.RegisterService(o.get());
     o->server_ = builder.BuildAndStart();
     o->address_ = absl::StrCat("127.0.0.1:", port);

@@ -3,6 +3,8 @@
 #include <pthread.h>
 
 #include <algorithm>
+#include <cstdarg>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -47,6 +49,11 @@ constexpr size_t kEraseChunk = 1000;
 constexpr size_t kMaxRememberedKeys = 65536;
 constexpr size_t kMaxRememberedPrefixes = 1024;
 constexpr absl::Duration kReadOnlyLogEvery = absl::Minutes(10);
+constexpr uint64_t kMaxInfoLogBytes = 1u << 20;
+// What the writer deletes to learn whether RocksDB takes writes. Entry keys
+// are composite keys (cache/entry.h), which always hold a NUL byte.
+constexpr absl::string_view kProbeKey = "fanout.l3.write-probe";
+constexpr absl::string_view kUntilRestart = " (L3 stays read-only until fanoutd restarts)";
 
 rocksdb::Slice ToSlice(absl::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 absl::string_view ToView(const rocksdb::Slice& s) { return absl::string_view(s.data(), s.size()); }
@@ -119,6 +126,88 @@ class MinStaleUntilCollectorFactory final : public rocksdb::TablePropertiesColle
     return new MinStaleUntilCollector();
   }
   const char* Name() const override { return "fanout.l3.MinStaleUntilFactory"; }
+};
+
+// RocksDB's info log (the LOG file in the DB directory), written so that a
+// line that cannot be written is dropped and counted. RocksDB 7.8's own
+// logger buffers lines and, once a write of them has failed (a full disk),
+// asserts on the next line; Debian's build keeps assertions, so a full
+// disk aborted the process. One file of at most `max_bytes`, plus the
+// previous one as LOG.old. Thread-safe.
+class InfoLog final : public rocksdb::Logger {
+ public:
+  InfoLog(rocksdb::Env* env, std::string path, uint64_t max_bytes,
+          std::shared_ptr<std::atomic<uint64_t>> dropped)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::INFO_LEVEL),
+        env_(env),
+        path_(std::move(path)),
+        max_bytes_(max_bytes),
+        dropped_(std::move(dropped)) {}
+  ~InfoLog() override { CloseImpl().PermitUncheckedError(); }
+
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    static constexpr const char* kLevels[] = {"DEBUG", "INFO", "WARN", "ERROR", "FATAL", "HEADER"};
+    char line[4096];
+    const absl::Time now = absl::Now();
+    size_t n = absl::FormatTime("%Y/%m/%d-%H:%M:%E6S ", now, absl::LocalTimeZone())
+                   .copy(line, sizeof(line) - 1);
+    if (level != rocksdb::InfoLogLevel::INFO_LEVEL &&
+        level < rocksdb::InfoLogLevel::NUM_INFO_LOG_LEVELS) {
+      n += std::snprintf(line + n, sizeof(line) - n, "[%s] ", kLevels[level]);
+    }
+    const int body = std::vsnprintf(line + n, sizeof(line) - n, format, ap);
+    if (body < 0) return;
+    n = std::min(n + static_cast<size_t>(body), sizeof(line) - 2);
+    line[n++] = '\n';
+    absl::MutexLock l(&mu_);
+    if (closed_) return;
+    if (file_ != nullptr && size_ + n > max_bytes_) {
+      file_->Close().PermitUncheckedError();
+      file_.reset();
+      env_->RenameFile(path_, path_ + ".old").PermitUncheckedError();
+      size_ = 0;
+      fresh_ = true;
+    }
+    if (file_ == nullptr) {
+      // A fresh file the first time and after a rotation; after a failed
+      // write, the same file again (appending).
+      rocksdb::Status opened = fresh_
+                                   ? env_->NewWritableFile(path_, &file_, rocksdb::EnvOptions())
+                                   : env_->ReopenWritableFile(path_, &file_, rocksdb::EnvOptions());
+      if (!opened.ok()) file_.reset();
+      fresh_ = false;
+    }
+    if (file_ == nullptr || !file_->Append(rocksdb::Slice(line, n)).ok()) {
+      dropped_->fetch_add(1, std::memory_order_relaxed);
+      if (file_ != nullptr) file_->Close().PermitUncheckedError();
+      file_.reset();
+      return;
+    }
+    size_ += n;
+  }
+
+ protected:
+  rocksdb::Status CloseImpl() override {
+    absl::MutexLock l(&mu_);
+    closed_ = true;
+    if (file_ != nullptr) file_->Close().PermitUncheckedError();
+    file_.reset();
+    return rocksdb::Status::OK();
+  }
+
+ private:
+  rocksdb::Env* const env_;
+  const std::string path_;
+  const uint64_t max_bytes_;
+  const std::shared_ptr<std::atomic<uint64_t>> dropped_;
+  absl::Mutex mu_;
+  std::unique_ptr<rocksdb::WritableFile> file_ ABSL_GUARDED_BY(mu_);
+  uint64_t size_ ABSL_GUARDED_BY(mu_) = 0;
+  bool fresh_ ABSL_GUARDED_BY(mu_) = true;
 };
 
 // Directory entries that do not make a directory "in use": a file system's
@@ -228,6 +317,8 @@ struct RocksDbTier::Counters {
   std::atomic<uint64_t> erased{0};
   std::atomic<uint64_t> undecodable{0};
   std::atomic<uint64_t> queue_depth{0};
+  // Shared with the info logs, which RocksDB may keep after the tier.
+  std::shared_ptr<std::atomic<uint64_t>> log_dropped = std::make_shared<std::atomic<uint64_t>>(0);
 };
 
 class RocksDbTier::ExpiryFilter final : public rocksdb::CompactionFilter {
@@ -446,8 +537,6 @@ absl::Status RocksDbTier::OpenDb() {
   // Files untouched for this long are rewritten (running the filter) even
   // without new writes.
   o.periodic_compaction_seconds = 12 * 3600;
-  o.max_log_file_size = 1u << 20;
-  o.keep_log_file_num = 2;
   o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
   // Compressed only at the bottom, where nine tenths of the data ends up:
   // the levels above are rewritten again soon, and compressing them would
@@ -480,6 +569,10 @@ absl::Status RocksDbTier::OpenDb() {
   }
   if (!HasMarker(path) && LooksEmpty(path)) WriteMarker(path);
 
+  auto info_log = [&] {
+    return std::make_shared<InfoLog>(env, path + "/LOG", kMaxInfoLogBytes, counters_->log_dropped);
+  };
+  o.info_log = info_log();
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(o, path, &raw);
   if (s.ok()) {
@@ -495,6 +588,7 @@ absl::Status RocksDbTier::OpenDb() {
                       << "); moved it aside to " << *moved << " and starting with an empty L3";
     fs::create_directories(path, ec);
     WriteMarker(path);
+    o.info_log = info_log();
     s = rocksdb::DB::Open(o, path, &raw);
     if (!s.ok()) {
       return absl::UnavailableError(
@@ -1014,6 +1108,23 @@ void RocksDbTier::LeaveReadOnly() {
   writable_.store(true, std::memory_order_release);
 }
 
+rocksdb::Status RocksDbTier::ProbeWrite() {
+  rocksdb::WriteOptions write;
+  write.no_slowdown = true;  // a stalled write answers Incomplete instead of waiting
+  return db_->Delete(write, ToSlice(kProbeKey));
+}
+
+bool RocksDbTier::NeedsResume(const rocksdb::Status& s) {
+  // A full disk or the cap: RocksDB's SstFileManager resumes by itself.
+  // Incomplete (a write stall) and the like: nothing is broken. A fatal
+  // error (RocksDB 7.8 rates a failed WAL or flush write that way, unless
+  // the file system calls it retryable, which RocksDB then retries itself):
+  // only reopening the DB clears it.
+  if (s.IsNoSpace() || s.subcode() == rocksdb::Status::kSpaceLimit) return false;
+  if (s.severity() >= rocksdb::Status::Severity::kFatalError) return false;
+  return s.IsIOError() || s.IsCorruption();
+}
+
 bool RocksDbTier::OverFull(double fraction) {
   uint64_t memtables = 0;
   db_->GetIntProperty(rocksdb::DB::Properties::kCurSizeAllMemTables, &memtables);
@@ -1039,11 +1150,19 @@ void RocksDbTier::Maintain() {
       db_->Flush(rocksdb::FlushOptions()).PermitUncheckedError();
       break;
     case ReadOnlyCause::kWriteFailed: {
-      // RocksDB stops writing after a background or WAL error until Resume()
-      // (its SstFileManager also retries on its own for a full disk).
-      rocksdb::Status s = db_->Resume();
-      if (!s.ok()) {
+      // A write RocksDB takes says it is writable again, whatever its
+      // error handler still records. Resume() is for errors nothing else
+      // recovers from, and only while writes are refused (see the header:
+      // called needlessly, it can wait for good).
+      const rocksdb::Status probe = ProbeWrite();
+      if (!probe.ok() && (!NeedsResume(probe) || !db_->Resume().ok())) {
         absl::MutexLock l(&mu_);
+        if (probe.severity() >= rocksdb::Status::Severity::kFatalError &&
+            !absl::StrContains(reason_, kUntilRestart)) {
+          absl::StrAppend(&reason_, kUntilRestart);
+          FANOUT_LOG(ERROR) << "L3: RocksDB cannot resume after " << probe.ToString() << ";"
+                            << kUntilRestart;
+        }
         next_retry_ = absl::Now() + options_.retry_interval;
         return;
       }
@@ -1229,6 +1348,7 @@ RocksDbTierState RocksDbTier::State() const {
   s.opened_read_only = opened_read_only_;
   s.moved_aside = moved_aside_;
   s.sst_bytes = sst_files_->GetTotalSize();
+  s.log_lines_dropped = counters_->log_dropped->load(std::memory_order_relaxed);
   {
     absl::MutexLock l(&mu_);
     s.read_only = cause_ != ReadOnlyCause::kNone;

@@ -46,9 +46,20 @@
 //     marker: most likely a mistyped path) is never touched, and Open fails.
 //   - A write that fails (disk full, the cap, an I/O error) turns the tier
 //     read-only: available=false, stores dropped and counted, logged once per
-//     episode, lookups keep working. Every `retry_interval` the writer tries
-//     RocksDB's Resume() and goes writable again when that succeeds (and the
-//     size is below resume_fraction).
+//     episode, lookups keep working. Every `retry_interval` the writer
+//     probes with a tiny write and goes writable again once RocksDB takes
+//     it (and the size is below resume_fraction). RocksDB recovers from a
+//     full disk or the cap by itself (its SstFileManager polls the free
+//     space every 5 s), and from I/O errors the file system calls
+//     retryable; it cannot from a failed WAL or flush write otherwise (a
+//     fatal error: the tier stays read-only until a restart reopens the DB,
+//     and says so). Only for other errors does the writer call
+//     DB::Resume(), and only while RocksDB refuses writes: Resume() first
+//     waits for every background job, and on a nearly full disk a compaction
+//     without room is retried every second for as long as the disk stays
+//     full (RocksDB 7.8 also keeps a recovered DB marked stopped, so Resume()
+//     does not see that there is nothing to do) - the writer would wait on
+//     it for good, and so would the destructor.
 //   - A directory the process cannot write to (or whose DB another process
 //     holds) is opened read-only: the entries it holds still answer during an
 //     outage, which is what the tier is for; nothing is written until a
@@ -94,7 +105,8 @@ struct RocksDbTierOptions {
   std::string path;
   // Cap on the SST files, enforced by RocksDB's SstFileManager. The WAL and
   // the memtables add up to about 4 × the write buffer (max_bytes / 64,
-  // 256 KiB to 64 MiB) on top; RocksDB's LOG is kept under 2 MiB.
+  // 256 KiB to 64 MiB) on top; RocksDB's LOG is kept under 2 MiB (LOG and
+  // LOG.old; a line that cannot be written is dropped and counted).
   uint64_t max_bytes = 1ull << 30;
   // fsync the WAL on every batch (survives power loss, not only crashes).
   bool sync = false;
@@ -139,6 +151,7 @@ struct RocksDbTierState {
   std::string moved_aside;         // where Open moved an unopenable directory, if it did
   uint64_t sst_bytes = 0;          // SST bytes as the SstFileManager counts them
   uint64_t remembered_erases = 0;  // erases held in memory while read-only
+  uint64_t log_lines_dropped = 0;  // lines of RocksDB's LOG that could not be written
 };
 
 // Thread-safe. See the file comment for the threads it owns: one writer, the
@@ -217,6 +230,10 @@ class RocksDbTier final : public Tier {
   absl::Status WriteErase(const std::vector<std::string>& keys, const std::string& prefix,
                           EraseMode mode, bool dry_run, uint64_t* count);
   void EnterReadOnly(ReadOnlyCause cause, const std::string& reason);
+  // A write of nothing the tier keeps, that never waits on a write stall.
+  rocksdb::Status ProbeWrite();
+  // Whether a write that failed with `s` needs DB::Resume() to be retried.
+  static bool NeedsResume(const rocksdb::Status& s);
   void LeaveReadOnly();
   void Maintain();
   bool OverFull(double fraction);

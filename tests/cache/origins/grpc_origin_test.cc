@@ -73,6 +73,40 @@ TEST_F(GrpcOriginTest, FetchReturnsValueAndVersion) {
   EXPECT_EQ(v->version, 42);
 }
 
+TEST(GrpcOriginReconnectTest, OriginThatWasDownSinceStartIsAskedWithinSecondsOfComingUp) {
+  // An address where nothing listens: the origin is down when the channel
+  // is made (fanoutd restarted during an outage).
+  std::string address;
+  {
+    auto gone = testing::FakeGrpcOrigin::Start();
+    address = gone->address();
+  }
+  GrpcOriginOptions options;
+  options.target = address;
+  auto origin = NewGrpcOrigin(options);
+  ASSERT_OK(origin);
+  // Ten seconds of failed connects: gRPC's default backoff (1 s, × 1.6 per
+  // attempt, up to 120 s) would wait about 6 s before its next attempt by
+  // now; the origin's channel waits at most 1 s.
+  const absl::Time outage_end = absl::Now() + absl::Seconds(10);
+  while (absl::Now() < outage_end) {
+    EXPECT_FALSE(FetchFrom(**origin, "k", absl::Milliseconds(200)).ok());
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  auto server = testing::FakeGrpcOrigin::Start(address);
+  server->Set("k", "back", 2);
+  const absl::Time back = absl::Now();
+  absl::StatusOr<OriginValue> v = absl::UnknownError("not asked");
+  // Generous for a loaded machine, still under what the default would take.
+  while (absl::Now() < back + absl::Milliseconds(4000)) {
+    v = FetchFrom(**origin, "k", absl::Milliseconds(200));
+    if (v.ok()) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  ASSERT_OK(v) << "not asked again within 4 s of the origin's return";
+  EXPECT_EQ(v->value, "back");
+}
+
 TEST_F(GrpcOriginTest, FetchNotFoundWhenOriginSaysSo) {
   EXPECT_THAT(Fetch("absent"), StatusIs(absl::StatusCode::kNotFound));
 }

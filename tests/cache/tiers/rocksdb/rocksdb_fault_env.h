@@ -1,7 +1,10 @@
 // A RocksDB file system with fault knobs, for the survival tier's tests: a
-// full disk (writes fail with NoSpace), a directory the process may not
-// write (every write-side call fails), a disk that hangs (reads or writes
-// held at a gate), and a record of the threads that read table files.
+// full disk (writes fail with NoSpace, or only the WAL's), a WAL that fails
+// with an I/O error, a directory the process may not write (every
+// write-side call fails), a disk that hangs (reads or writes held at a gate,
+// or only the table files created after a point, which holds a flush or a
+// compaction in RocksDB's background), and a record of the threads that
+// read table files.
 //
 //   auto faults = std::make_shared<FaultFs>();
 //   std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
@@ -19,6 +22,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "rocksdb/env.h"
@@ -66,10 +70,16 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
   std::unique_ptr<rocksdb::Env> NewEnv() { return rocksdb::NewCompositeEnv(Self()); }
 
   // Knobs.
-  std::atomic<bool> no_space{false};   // appends fail with NoSpace
-  std::atomic<bool> read_only{false};  // creating, renaming, locking files fail (EACCES)
-  Gate write_gate;                     // appends wait here
-  Gate read_gate;                      // table reads wait here
+  std::atomic<bool> no_space{false};      // appends fail with NoSpace
+  std::atomic<bool> wal_no_space{false};  // appends to WAL files (*.log) fail with NoSpace
+  std::atomic<bool> wal_io_error{false};  // appends to WAL files fail with an I/O error (EIO)
+  std::atomic<bool> read_only{false};     // creating, renaming, locking files fail (EACCES)
+  Gate write_gate;                        // appends wait here (but those to the info LOG)
+  Gate read_gate;                         // table reads wait here
+  // Table files (*.sst) created after the next `n` wait here on their first
+  // append (a flush or a compaction held in RocksDB's background).
+  Gate sst_gate;
+  void HoldTableFilesAfter(int n) { sst_passes_.store(n); }
 
   // Records which threads read table files, while on.
   void RecordReaders(bool on) {
@@ -89,7 +99,7 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
     if (read_only) return Denied(f);
     std::unique_ptr<rocksdb::FSWritableFile> file;
     rocksdb::IOStatus s = target()->NewWritableFile(f, o, &file, d);
-    if (s.ok()) *r = std::make_unique<Writable>(std::move(file), this);
+    if (s.ok()) *r = std::make_unique<Writable>(std::move(file), this, KindOf(f));
     return s;
   }
   rocksdb::IOStatus ReopenWritableFile(const std::string& f, const rocksdb::FileOptions& o,
@@ -98,7 +108,7 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
     if (read_only) return Denied(f);
     std::unique_ptr<rocksdb::FSWritableFile> file;
     rocksdb::IOStatus s = target()->ReopenWritableFile(f, o, &file, d);
-    if (s.ok()) *r = std::make_unique<Writable>(std::move(file), this);
+    if (s.ok()) *r = std::make_unique<Writable>(std::move(file), this, KindOf(f));
     return s;
   }
   rocksdb::IOStatus ReuseWritableFile(const std::string& f, const std::string& old,
@@ -108,7 +118,7 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
     if (read_only) return Denied(f);
     std::unique_ptr<rocksdb::FSWritableFile> file;
     rocksdb::IOStatus s = target()->ReuseWritableFile(f, old, o, &file, d);
-    if (s.ok()) *r = std::make_unique<Writable>(std::move(file), this);
+    if (s.ok()) *r = std::make_unique<Writable>(std::move(file), this, KindOf(f));
     return s;
   }
   rocksdb::IOStatus NewRandomRWFile(const std::string& f, const rocksdb::FileOptions& o,
@@ -154,6 +164,21 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
   }
 
  private:
+  // The info LOG is written by whichever thread logs (RocksDB's background
+  // threads too): holding it would hold threads a test does not mean to.
+  enum class Kind { kOther, kInfoLog, kWal, kTable, kHeldTable };
+  Kind KindOf(const std::string& f) {
+    auto ends_with = [&f](absl::string_view suffix) {
+      return f.size() >= suffix.size() &&
+             f.compare(f.size() - suffix.size(), suffix.size(), suffix.data(), suffix.size()) == 0;
+    };
+    if (ends_with("/LOG") || ends_with("/LOG.old")) return Kind::kInfoLog;
+    if (ends_with(".log")) return Kind::kWal;
+    if (!ends_with(".sst")) return Kind::kOther;
+    const int left = sst_passes_.load();
+    if (left < 0) return Kind::kTable;
+    return sst_passes_.fetch_sub(1) > 0 ? Kind::kTable : Kind::kHeldTable;
+  }
   static rocksdb::IOStatus Denied(const std::string& f) {
     return rocksdb::IOStatus::IOError("While opening " + f, "Permission denied");
   }
@@ -169,24 +194,35 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
 
   class Writable final : public rocksdb::FSWritableFileOwnerWrapper {
    public:
-    Writable(std::unique_ptr<rocksdb::FSWritableFile> f, FaultFs* fs)
-        : FSWritableFileOwnerWrapper(std::move(f)), fs_(fs) {}
+    Writable(std::unique_ptr<rocksdb::FSWritableFile> f, FaultFs* fs, Kind kind)
+        : FSWritableFileOwnerWrapper(std::move(f)), fs_(fs), kind_(kind) {}
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
                              rocksdb::IODebugContext* d) override {
-      fs_->write_gate.Pass();
-      if (fs_->no_space) return rocksdb::IOStatus::NoSpace("FaultFs: no space left on device");
-      return FSWritableFileOwnerWrapper::Append(data, o, d);
+      rocksdb::IOStatus s = Check();
+      return s.ok() ? FSWritableFileOwnerWrapper::Append(data, o, d) : s;
     }
     rocksdb::IOStatus Append(const rocksdb::Slice& data, const rocksdb::IOOptions& o,
                              const rocksdb::DataVerificationInfo& v,
                              rocksdb::IODebugContext* d) override {
-      fs_->write_gate.Pass();
-      if (fs_->no_space) return rocksdb::IOStatus::NoSpace("FaultFs: no space left on device");
-      return FSWritableFileOwnerWrapper::Append(data, o, v, d);
+      rocksdb::IOStatus s = Check();
+      return s.ok() ? FSWritableFileOwnerWrapper::Append(data, o, v, d) : s;
     }
 
    private:
+    rocksdb::IOStatus Check() {
+      if (kind_ != Kind::kInfoLog) fs_->write_gate.Pass();
+      if (kind_ == Kind::kHeldTable) fs_->sst_gate.Pass();
+      if (fs_->no_space || (kind_ == Kind::kWal && fs_->wal_no_space)) {
+        return rocksdb::IOStatus::NoSpace("FaultFs: no space left on device");
+      }
+      if (kind_ == Kind::kWal && fs_->wal_io_error) {
+        return rocksdb::IOStatus::IOError("FaultFs: input/output error");
+      }
+      return rocksdb::IOStatus::OK();
+    }
+
     FaultFs* const fs_;
+    const Kind kind_;
   };
 
   class RandomAccess final : public rocksdb::FSRandomAccessFileOwnerWrapper {
@@ -215,6 +251,7 @@ class FaultFs final : public rocksdb::FileSystemWrapper {
   bool recording_ ABSL_GUARDED_BY(mu_) = false;
   absl::flat_hash_set<std::thread::id> readers_ ABSL_GUARDED_BY(mu_);
   std::atomic<int> table_reads_{0};
+  std::atomic<int> sst_passes_{-1};  // < 0: no table file is held
 };
 
 }  // namespace fanout::testing

@@ -100,11 +100,13 @@ std::string Incompressible(size_t bytes, uint64_t seed) {
 
 TEST(RocksDbTierMountTest, FullFileSystemTurnsReadOnlyKeepsAnsweringAndResumesWhenFreed) {
   if (!InChild()) return RunInChild();
-  const std::string mnt = MountTmpfs("6m");
+  const std::string mnt = MountTmpfs("24m");
   if (mnt.empty()) return;
-  // Room that can be given back later.
+  // Room that can be given back later: more than RocksDB wants free before
+  // it resumes by itself (two write buffers, 2 MiB here) and than the
+  // compaction of the level-0 files the fill leaves needs.
   const std::string filler = mnt + "/filler";
-  std::ofstream(filler, std::ios::binary) << Incompressible(2 << 20, 99);
+  std::ofstream(filler, std::ios::binary) << Incompressible(12 << 20, 99);
 
   RocksDbTierOptions o;
   o.path = mnt + "/l3";
@@ -118,7 +120,7 @@ TEST(RocksDbTierMountTest, FullFileSystemTurnsReadOnlyKeepsAnsweringAndResumesWh
   for (int i = 0; i < 1000 && failed.ok(); ++i) {
     failed = StoreNow(tier, Ck("ns", absl::StrCat("k", i)), EntryNow(Incompressible(16 << 10, i)));
   }
-  ASSERT_FALSE(failed.ok()) << "the 6 MiB file system never filled";
+  ASSERT_FALSE(failed.ok()) << "the 24 MiB file system never filled";
   EXPECT_THAT(failed, StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_FALSE(tier.Stats().available);
   EXPECT_THAT(tier.State().read_only_reason, HasSubstr("No space left on device"));

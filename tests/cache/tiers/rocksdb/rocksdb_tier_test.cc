@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "rocksdb/db.h"
@@ -715,6 +716,119 @@ TEST(RocksDbTierTest, FullDiskTurnsReadOnlyOnceAndResumesWhenSpaceReturns) {
   EXPECT_OK(LookupNow(*tier, Ck("ns", "k3")));
   EXPECT_THAT(LookupNow(*tier, Ck("ns", "before")), StatusIs(absl::StatusCode::kNotFound))
       << "the erase remembered while read-only must have been written";
+}
+
+TEST(RocksDbTierTest, WriteFailureClearsWithoutWaitingForRocksDbsBackgroundWork) {
+  // After a write failure the tier goes writable again as soon as RocksDB
+  // takes writes, even while a background job of RocksDB's never ends.
+  // Such jobs exist: on a nearly full disk a compaction that finds no room
+  // is cancelled and retried every second for as long as the disk stays
+  // full. And RocksDB 7.8 leaves a DB marked stopped once it has recovered
+  // from a background error by itself, so that DB::Resume() then waits for
+  // every background job before anything else. A tier that resumed that
+  // way stayed read-only for good, and its destructor waited for it.
+  TempDir dir;
+  auto faults = std::make_shared<FaultFs>();
+  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
+  FakeClock clock(absl::Now());
+  RocksDbTierOptions o;
+  o.path = dir.Sub("l3");
+  o.env = env.get();
+  o.retry_interval = absl::Milliseconds(200);
+  auto tier = OpenOrDie(o);
+  // Three overlapping level-0 files: the next flush makes four and starts
+  // a compaction that writes a new file.
+  for (int file = 0; file < 3; ++file) {
+    for (const char* key : {"a", "z"}) {
+      ASSERT_OK(StoreNow(*tier, Ck("ns", key), Sized(clock, 4 << 10, absl::Hours(1), file)));
+    }
+    ASSERT_OK(tier->Flush());
+  }
+  ASSERT_OK(StoreNow(*tier, Ck("ns", "in-memtable"), EntryNow("v")));
+  // The next table file (RocksDB's own recovery flushes the memtable) is
+  // written; the one after (that compaction's) is held.
+  faults->HoldTableFilesAfter(1);
+  faults->sst_gate.Close();
+
+  faults->wal_no_space = true;
+  EXPECT_THAT(StoreNow(*tier, Ck("ns", "while-full"), EntryNow("v")),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("space")));
+  faults->wal_no_space = false;
+  EXPECT_FALSE(tier->Stats().available);
+  ASSERT_TRUE(faults->sst_gate.WaitForHeld(1)) << "RocksDB never started the compaction";
+
+  EXPECT_TRUE(Eventually([&] { return tier->Stats().available; }, absl::Seconds(10)))
+      << "still read-only while a compaction runs: " << tier->State().read_only_reason;
+  EXPECT_OK(StoreNow(*tier, Ck("ns", "after"), EntryNow("written")));
+  EXPECT_OK(LookupNow(*tier, Ck("ns", "in-memtable")));
+  faults->sst_gate.Open();
+  tier.reset();
+  tier = OpenOrDie(o);
+  EXPECT_OK(LookupNow(*tier, Ck("ns", "after")));
+}
+
+TEST(RocksDbTierTest, WalWriteErrorKeepsTheTierReadOnlyUntilItIsReopened) {
+  // An I/O error from a WAL write is fatal to RocksDB (no Resume() clears
+  // it): the tier keeps answering reads, says why it stopped writing, and
+  // writes again after a restart.
+  TempDir dir;
+  auto faults = std::make_shared<FaultFs>();
+  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
+  RocksDbTierOptions o;
+  o.path = dir.Sub("l3");
+  o.env = env.get();
+  o.retry_interval = absl::Milliseconds(20);
+  auto tier = OpenOrDie(o);
+  ASSERT_OK(StoreNow(*tier, Ck("ns", "before"), EntryNow("kept")));
+  faults->wal_io_error = true;
+  EXPECT_THAT(StoreNow(*tier, Ck("ns", "k"), EntryNow("v")),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("input/output error")));
+  faults->wal_io_error = false;
+  ASSERT_TRUE(Eventually([&] {
+    return absl::StrContains(tier->State().read_only_reason, "until fanoutd restarts");
+  })) << tier->State().read_only_reason;
+  EXPECT_FALSE(tier->Stats().available);
+  EXPECT_THAT(StoreNow(*tier, Ck("ns", "k2"), EntryNow("v")),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("read-only")));
+  EXPECT_OK(LookupNow(*tier, Ck("ns", "before")));
+  tier.reset();
+  tier = OpenOrDie(o);
+  EXPECT_TRUE(tier->Stats().available);
+  EXPECT_OK(StoreNow(*tier, Ck("ns", "after"), EntryNow("written")));
+  EXPECT_OK(LookupNow(*tier, Ck("ns", "before")));
+}
+
+TEST(RocksDbTierTest, FullDiskDropsRocksDbsLogLinesInsteadOfAborting) {
+  // RocksDB's own info logger asserts on the line after a write of its LOG
+  // failed, and Debian's RocksDB keeps assertions: a full disk killed the
+  // process. The tier's logger drops (and counts) what it cannot write.
+  TempDir dir;
+  auto faults = std::make_shared<FaultFs>();
+  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
+  RocksDbTierOptions o;
+  o.path = dir.Sub("l3");
+  o.env = env.get();
+  o.retry_interval = absl::Milliseconds(20);
+  auto tier = OpenOrDie(o);
+  ASSERT_OK(StoreNow(*tier, Ck("ns", "before"), EntryNow("kept")));
+  ASSERT_THAT(ReadFileBytes(o.path + "/LOG"), HasSubstr("RocksDB version"));
+  EXPECT_EQ(tier->State().log_lines_dropped, 0u);
+
+  faults->no_space = true;
+  EXPECT_THAT(StoreNow(*tier, Ck("ns", "k"), EntryNow("v")),
+              StatusIs(absl::StatusCode::kUnavailable));
+  // RocksDB logs the error, and again while it retries: lines after a
+  // failed one.
+  ASSERT_TRUE(Eventually([&] { return tier->State().log_lines_dropped >= 2; }));
+  EXPECT_OK(LookupNow(*tier, Ck("ns", "before")));
+  faults->no_space = false;
+  ASSERT_TRUE(Eventually([&] { return tier->Stats().available; }))
+      << tier->State().read_only_reason;
+  const uint64_t dropped = tier->State().log_lines_dropped;
+  ASSERT_OK(StoreNow(*tier, Ck("ns", "after"), EntryNow("written")));
+  ASSERT_OK(tier->Flush());
+  EXPECT_EQ(tier->State().log_lines_dropped, dropped) << "the LOG is written again";
+  EXPECT_THAT(ReadFileBytes(o.path + "/LOG"), HasSubstr("Manual flush"));
 }
 
 // --- Iteration ---------------------------------------------------------------
