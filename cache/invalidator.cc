@@ -26,12 +26,15 @@ Invalidator::Invalidator(ReadPath* read_path, InvalidationBus* bus, LinkGuard* g
   const absl::Time now = clock_->Now();
   // What L3 wrote before this start may have been invalidated meanwhile.
   guard_->DistrustLocalBefore(now);
+  // Subscribed first, so that a change of state from now on is heard.
   {
     absl::MutexLock l(&mu_);
-    link_ = bus_->link_state();
+    link_ = LinkState::kDegraded;
+    never_up_ = true;
   }
-  if (bus_->link_state() == LinkState::kDegraded) guard_->SetDegraded(now);
+  guard_->SetDegraded(now);
   bus_->Subscribe(this);
+  if (bus_->link_state() == LinkState::kUp) OnLinkState(LinkState::kUp);
 }
 
 Invalidator::~Invalidator() {
@@ -147,10 +150,30 @@ void Invalidator::OnInvalidation(const Invalidation& invalidation) {
 }
 
 void Invalidator::OnLinkState(LinkState state) {
+  bool first_up = false;
   {
     absl::MutexLock l(&mu_);
     if (link_ == state) return;
     link_ = state;
+    if (state == LinkState::kUp && never_up_) {
+      never_up_ = false;
+      first_up = true;
+    }
+  }
+  if (first_up) {
+    // The bus starts reading where the stream is at its first read: what
+    // this pod cached before that may have been invalidated before it, and
+    // would not be replayed. (Nothing, when the bus was up before the first
+    // call was served.)
+    const uint64_t dropped = read_path_->InvalidateAll();
+    if (dropped > 0) {
+      absl::MutexLock l(&mu_);
+      ++cache_drops_;
+    }
+    if (dropped > 0) {
+      FANOUT_LOG(WARNING) << "invalidation link up for the first time: dropped " << dropped
+                          << " entries cached before it";
+    }
   }
   if (state == LinkState::kDegraded) {
     guard_->SetDegraded(clock_->Now());

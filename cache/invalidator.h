@@ -41,7 +41,7 @@ struct InvalidatorStats {
   uint64_t made = 0;           // invalidations made on this pod
   uint64_t not_broadcast = 0;  // ... that the bus did not take
   uint64_t applied = 0;        // invalidations from other pods applied here
-  uint64_t cache_drops = 0;    // gaps: L1 dropped
+  uint64_t cache_drops = 0;    // gaps (and a first link-up with L1 entries): L1 dropped
   LinkState link = LinkState::kUp;
   InvalidationBusStats bus;  // when has_bus
 };
@@ -104,6 +104,7 @@ class Invalidator final : private InvalidationBus::Subscriber {
   std::vector<InvalidationBus::Subscriber*> listeners_ ABSL_GUARDED_BY(mu_);
   int notifying_ ABSL_GUARDED_BY(mu_) = 0;
   LinkState link_ ABSL_GUARDED_BY(mu_) = LinkState::kUp;
+  bool never_up_ ABSL_GUARDED_BY(mu_) = false;  // with a bus, until its first kUp
   uint64_t made_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t not_broadcast_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t applied_ ABSL_GUARDED_BY(mu_) = 0;

@@ -53,9 +53,10 @@ class SharedView final : public Tier {
 // optionally its own L3, an invalidator on its own fake bus.
 struct Pod {
   Pod(FakeBusLog* log, const std::string& name, testing::ManualExecutor* executor, FakeTier* shared,
-      FakeTier* l3, bool with_bus = true)
+      FakeTier* l3, bool with_bus = true, bool link_up = true)
       : guard(absl::Seconds(5)) {
     if (with_bus) bus = std::make_unique<FakeInvalidationBus>(log, name);
+    if (with_bus && !link_up) bus->SetLink(LinkState::kDegraded);
     ReadPathOptions o;
     o.ttl = absl::Seconds(60);
     o.ttl_jitter = 0;
@@ -227,6 +228,26 @@ TEST_F(InvalidatorTest, LinkDownCapsL1LifetimeUntilItIsBack) {
 
   b.bus->SetLink(LinkState::kUp);
   EXPECT_EQ(b.Get("k")->served_by, TierId::kL1);
+}
+
+TEST_F(InvalidatorTest, FirstLinkUpDropsWhatWasCachedBeforeIt) {
+  // Started while the bus could not be read: invalidations published before
+  // its first read are not replayed to it.
+  Pod b(&log_, "b", &executor_, nullptr, nullptr, /*with_bus=*/true, /*link_up=*/false);
+  ASSERT_OK(b.Get("k", "v1"));
+  ASSERT_EQ(b.Get("k")->served_by, TierId::kL1);
+  b.bus->SetLink(LinkState::kUp);
+  absl::StatusOr<ReadResult> after = b.Get("k", "v2");
+  ASSERT_OK(after);
+  EXPECT_EQ(after->served_by, TierId::kOrigin);
+  EXPECT_EQ(after->value, "v2");
+  EXPECT_EQ(b.invalidator->Stats().cache_drops, 1u);
+  // Later flaps replay: they drop nothing.
+  ASSERT_EQ(b.Get("k")->served_by, TierId::kL1);
+  b.bus->SetLink(LinkState::kDegraded);
+  b.bus->SetLink(LinkState::kUp);
+  EXPECT_EQ(b.Get("k")->served_by, TierId::kL1);
+  EXPECT_EQ(b.invalidator->Stats().cache_drops, 1u);
 }
 
 TEST_F(InvalidatorTest, GapDropsL1AndSurvivalCopiesServeOnlyAsFallback) {
