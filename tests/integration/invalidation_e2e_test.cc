@@ -289,6 +289,22 @@ TEST_F(InvalidationE2eTest, AFrozenRedisIsDetectedByHeartbeatAndRecovered) {
   EXPECT_EQ(GetUntil(b.address(), "flags/x", "v2").out, "v2");
 }
 
+TEST_F(InvalidationE2eTest, ARedisKilledAndRestartedEmptyIsAGap) {
+  Pod a("pod-a", root_, redis_->address());
+  Pod b("pod-b", root_, redis_->address(), "  max_local_ttl: 10m\n");
+  ASSERT_FALSE(a.address().empty()) << a.process().err();
+  ASSERT_FALSE(b.address().empty()) << b.process().err();
+  auto watch = Watch(b.address(), "flags/");
+  ASSERT_TRUE(WaitForOut(*watch, "HEARTBEAT")) << watch->err();
+  WaitUntilLinked(a.address(), *watch);
+  EXPECT_EQ(Value(b.address()), "v1");
+  SetValue("v2");
+  std::string error;
+  ASSERT_TRUE(redis_->Restart(&error)) << error;  // kill -9: the stream is gone
+  ASSERT_TRUE(WaitForOut(*watch, "all_keys")) << watch->out();
+  EXPECT_EQ(Value(b.address()), "v2");
+}
+
 TEST_F(InvalidationE2eTest, BadInvalidateAndWatchRequestsNameTheField) {
   Pod a("pod-a", root_, redis_->address());
   ASSERT_FALSE(a.address().empty()) << a.process().err();
