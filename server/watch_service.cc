@@ -140,14 +140,16 @@ class WatchStream final : public grpc::ServerWriteReactor<WatchEvent> {
       }
     }
     if (start) StartWrite(&current_);
-    if (end.has_value()) End(*std::move(end));
+    if (end.has_value()) End(*std::move(end), /*cancel_held=*/true);
   }
 
-  // Ends the stream with `status` now. A write held by a consumer that does
-  // not read is cancelled first (gRPC would wait for it before sending the
-  // status); that consumer then sees CANCELLED. Cancelling before Finish
-  // keeps `this` alive: OnDone cannot run before Finish.
-  void End(grpc::Status status) {
+  // Ends the stream with `status` now. With `cancel_held`, a write still in
+  // flight (held by a consumer that does not read: a cut-off) is cancelled
+  // first, since gRPC would wait for it before sending the status; that
+  // consumer then sees CANCELLED. Without, the status follows the write in
+  // flight (the drain's timeout bounds that wait at shutdown). Cancelling
+  // before Finish keeps `this` alive: OnDone cannot run before Finish.
+  void End(grpc::Status status, bool cancel_held = false) {
     bool cancel;
     {
       absl::MutexLock l(&mu_);
@@ -156,7 +158,7 @@ class WatchStream final : public grpc::ServerWriteReactor<WatchEvent> {
       finished_ = true;
       queue_.clear();
       queued_bytes_ = 0;
-      cancel = writing_;
+      cancel = cancel_held && writing_;
     }
     if (cancel) context_->TryCancel();
     Finish(std::move(status));
@@ -173,7 +175,7 @@ class WatchStream final : public grpc::ServerWriteReactor<WatchEvent> {
                                       absl::FormatDuration(now - write_started_),
                                       "; watch again and re-read the keys"));
     }
-    End(*std::move(end));
+    End(*std::move(end), /*cancel_held=*/true);
   }
 
   void OnWriteDone(bool ok) override {

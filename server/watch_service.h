@@ -15,7 +15,8 @@
 // and is cut off with RESOURCE_EXHAUSTED, and its buffer freed; one whose
 // write has been held for three heartbeats is cut off too. At most
 // watch.max_streams are open (past it, RESOURCE_EXHAUSTED). Shutdown ends
-// every stream with UNAVAILABLE at once, so a drain does not wait for them.
+// every stream with UNAVAILABLE at once (after the write in flight, if any),
+// so a drain does not wait for them.
 //
 // Thread-safe. Events are pushed from the thread that applied the
 // invalidation, the executor (heartbeats, UPDATED reads) and gRPC's threads.
@@ -36,12 +37,12 @@
 namespace fanout::server {
 
 struct WatchStats {
-  int64_t open = 0;       // streams open now
-  uint64_t opened = 0;    // streams accepted
-  uint64_t refused = 0;   // streams refused: watch.max_streams
-  uint64_t cut_off = 0;   // streams ended because their consumer did not read
-  uint64_t events = 0;    // events written
-  uint64_t updates = 0;   // UPDATED reads made (one per key, however many streams)
+  int64_t open = 0;      // streams open now
+  uint64_t opened = 0;   // streams accepted
+  uint64_t refused = 0;  // streams refused: watch.max_streams
+  uint64_t cut_off = 0;  // streams ended because their consumer did not read
+  uint64_t events = 0;   // events written
+  uint64_t updates = 0;  // UPDATED reads made (one per key, however many streams)
 };
 
 class WatchHub;
@@ -64,11 +65,11 @@ class WatchService final : public cache::InvalidationBus::Subscriber {
   // (RESOURCE_EXHAUSTED past watch.max_streams, UNAVAILABLE after Shutdown)
   // and returns the stream's reactor. Never blocks.
   grpc::ServerWriteReactor<fanout::v1::WatchEvent>* Open(grpc::CallbackServerContext* context,
-                                                          const fanout::v1::WatchRequest* request);
+                                                         const fanout::v1::WatchRequest* request);
 
-  // Ends every stream with UNAVAILABLE now (a stream whose write is held by
-  // a consumer that does not read is cancelled), and refuses new ones.
-  // Does not block.
+  // Ends every stream with UNAVAILABLE now (sent after the write in flight,
+  // if any: one held by a consumer that does not read is ended by the
+  // drain's timeout), and refuses new ones. Does not block.
   void Shutdown();
 
   WatchStats Stats() const;
