@@ -177,7 +177,8 @@ std::variant<ReadResult, ReadPath::PendingRead> ReadPath::ReadL1(absl::string_vi
   const absl::Time now = clock_->Now();
   std::string ckey = CompositeKey(ns, key);
   Entry e;
-  const std::optional<Freshness> freshness = l1_->Lookup(ckey, now, &e);
+  std::optional<Freshness> freshness = l1_->Lookup(ckey, now, &e);
+  if (freshness.has_value() && !TrustedInL1(e, now)) freshness = Freshness::kStale;
   if (freshness.has_value() && !options.bypass_cache) {
     if (*freshness == Freshness::kFresh) {
       return ToResult(std::move(e), TierId::kL1, /*stale=*/false, now);
@@ -615,8 +616,16 @@ ReadResult ReadPath::ToResult(Entry e, TierId tier, bool stale, absl::Time now) 
   return r;
 }
 
+bool ReadPath::TrustedInL1(const Entry& e, absl::Time now) const {
+  // Only what would be answered fresh is in question: a stale entry is a
+  // fallback either way.
+  return options_.link_guard == nullptr || now >= e.expires_at ||
+         options_.link_guard->TrustL1(e, now);
+}
+
 void ReadPath::Invalidate(absl::string_view ns, const std::vector<std::string>& keys,
-                          absl::string_view prefix, bool purge_survival, InvalidateDone done) {
+                          absl::string_view prefix, InvalidateScope scope,
+                          InvalidateOutcomeDone done) {
   absl::flat_hash_set<std::string> ckeys;
   for (const std::string& k : keys) ckeys.insert(CompositeKey(ns, k));
   const std::string cprefix = prefix.empty() ? std::string() : CompositeKey(ns, prefix);
@@ -636,49 +645,97 @@ void ReadPath::Invalidate(absl::string_view ns, const std::vector<std::string>& 
       while (it != records_.end() && absl::StartsWith(it->first, cprefix)) it = records_.erase(it);
     }
   }
-  uint64_t erased = 0;
-  for (const std::string& ckey : ckeys) erased += l1_->Erase(ckey) ? 1 : 0;
-  if (!cprefix.empty()) erased += l1_->ErasePrefix(cprefix);
+  InvalidateOutcome outcome;
+  for (const std::string& ckey : ckeys) outcome.evicted += l1_->Erase(ckey) ? 1 : 0;
+  if (!cprefix.empty()) outcome.evicted += l1_->ErasePrefix(cprefix);
 
-  if (lower_.empty()) {
-    std::move(done)(erased);
+  std::vector<Tier*> tiers;
+  for (const auto& tier : lower_) {
+    const bool shared = tier->id() == TierId::kL2;
+    if (scope.tiers == InvalidateTiers::kAll ||
+        (scope.tiers == InvalidateTiers::kLocal && !shared)) {
+      tiers.push_back(tier.get());
+    }
+  }
+  if (tiers.empty()) {
+    std::move(done)(std::move(outcome));
     return;
   }
   struct Join {
     std::atomic<size_t> pending;
-    uint64_t erased;
     absl::Mutex mu;
-    absl::Status first_error ABSL_GUARDED_BY(mu);
-    InvalidateDone done;
+    InvalidateOutcome outcome ABSL_GUARDED_BY(mu);
+    InvalidateOutcomeDone done;
   };
   auto join = std::make_shared<Join>();
-  join->pending = lower_.size();
-  join->erased = erased;
+  join->pending = tiers.size();
+  {
+    absl::MutexLock l(&join->mu);
+    join->outcome = std::move(outcome);
+  }
   join->done = std::move(done);
   const absl::Time deadline = clock_->Now() + options_.origin_timeout;
-  for (const auto& tier : lower_) {
+  const std::vector<std::string> erase_keys(ckeys.begin(), ckeys.end());
+  for (Tier* tier : tiers) {
     // The survival tier keeps invalidated values for outages unless purged.
-    const EraseMode mode =
-        tier->id() == TierId::kL3 && !purge_survival ? EraseMode::kSupersede : EraseMode::kRemove;
-    tier->Erase(std::vector<std::string>(ckeys.begin(), ckeys.end()), cprefix, mode, deadline,
-                [join](absl::StatusOr<uint64_t> n) {
+    const EraseMode mode = tier->id() == TierId::kL3 && !scope.purge_survival
+                               ? EraseMode::kSupersede
+                               : EraseMode::kRemove;
+    const bool shared = tier->id() == TierId::kL2;
+    tier->Erase(erase_keys, cprefix, mode, deadline,
+                [join, shared, id = tier->id()](absl::StatusOr<uint64_t> n) {
                   if (!n.ok()) {
                     absl::MutexLock l(&join->mu);
-                    if (join->first_error.ok()) join->first_error = n.status();
+                    absl::Status& first = shared ? join->outcome.shared : join->outcome.local;
+                    if (first.ok()) {
+                      first = absl::Status(n.status().code(),
+                                           absl::StrCat(id == TierId::kL2 ? "L2" : "L3", ": ",
+                                                        n.status().message()));
+                    }
                   }
                   if (join->pending.fetch_sub(1) != 1) return;
-                  absl::Status error;
+                  InvalidateOutcome result;
                   {
                     absl::MutexLock l(&join->mu);
-                    error = join->first_error;
+                    result = std::move(join->outcome);
                   }
-                  if (error.ok()) {
-                    std::move(join->done)(join->erased);
-                  } else {
-                    std::move(join->done)(error);
-                  }
+                  std::move(join->done)(std::move(result));
                 });
   }
+}
+
+void ReadPath::Invalidate(absl::string_view ns, const std::vector<std::string>& keys,
+                          absl::string_view prefix, bool purge_survival, InvalidateDone done) {
+  Invalidate(ns, keys, prefix,
+             InvalidateScope{.tiers = InvalidateTiers::kAll, .purge_survival = purge_survival},
+             [done = std::move(done)](InvalidateOutcome outcome) mutable {
+               if (!outcome.local.ok()) {
+                 FANOUT_LOG(WARNING)
+                     << "invalidate: " << outcome.local.message() << " (applied later)";
+               }
+               if (!outcome.shared.ok()) {
+                 std::move(done)(absl::Status(
+                     outcome.shared.code(),
+                     absl::StrCat("erased ", outcome.evicted,
+                                  " entries from this pod's cache, but not from the shared "
+                                  "tier, where other pods may still read them: ",
+                                  outcome.shared.message())));
+                 return;
+               }
+               std::move(done)(outcome.evicted);
+             });
+}
+
+uint64_t ReadPath::InvalidateAll() {
+  {
+    absl::MutexLock l(&mu_);
+    std::vector<std::shared_ptr<Flight>> doomed;
+    doomed.reserve(flights_.size());
+    for (const auto& [ckey, flight] : flights_) doomed.push_back(flight);
+    for (const auto& flight : doomed) DetachLocked(flight);
+    records_.clear();
+  }
+  return l1_->ErasePrefix("");
 }
 
 bool ReadPath::Shutdown(absl::Duration timeout) {

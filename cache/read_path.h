@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "cache/entry.h"
 #include "cache/l1_cache.h"
+#include "cache/link_guard.h"
 #include "cache/origin.h"
 #include "cache/tier.h"
 #include "common/cancellation.h"
@@ -58,6 +59,33 @@ struct ReadPathOptions {
   // Most keys whose NotFound or failure is remembered; past it, older
   // records that have run out are dropped, else new ones are not kept.
   size_t max_key_records = 100000;
+  // When set, an L1 entry it does not trust (the pod may be missing
+  // invalidations) is not answered as fresh: the read goes on below L1,
+  // with the entry kept as a stale fallback. Not owned; must outlive this.
+  const LinkGuard* link_guard = nullptr;
+};
+
+// Which tiers an invalidation erases in.
+enum class InvalidateTiers {
+  kAll,    // L1 and every lower tier
+  kLocal,  // L1 and this pod's own lower tiers (L3), not the shared one (L2)
+  kL1,     // L1 only
+};
+
+struct InvalidateScope {
+  InvalidateTiers tiers = InvalidateTiers::kAll;
+  // The survival tier drops the keys instead of keeping stale-only copies.
+  bool purge_survival = false;
+};
+
+struct InvalidateOutcome {
+  uint64_t evicted = 0;  // L1 entries erased
+  // The first failure of the shared tier (L2): other pods may still read the
+  // old value there. OK when it erased, or was not asked to.
+  absl::Status shared;
+  // The first failure of a tier of this pod's own (L3), which applies erases
+  // it could not make in time later (or remembers them while read-only).
+  absl::Status local;
 };
 
 struct ReadOptions {
@@ -167,14 +195,30 @@ class ReadPath {
                    GetDone done);
 
   // Erases `keys` and every key starting with `prefix` (if non-empty) in `ns`
-  // from L1 and the lower tiers; the survival tier keeps them as stale-only
-  // copies (EraseMode::kSupersede) unless purge_survival. Forgets their
-  // remembered NotFound and backoff. Fills under way for matching keys are
-  // detached: they answer the readers already waiting but cache nothing,
-  // and the next read starts a new fill. Reports how many L1 entries were
-  // erased.
+  // from L1 and the lower tiers `scope` names; the survival tier keeps them
+  // as stale-only copies (EraseMode::kSupersede) unless purge_survival.
+  // Forgets their remembered NotFound and backoff. Fills under way for
+  // matching keys are detached: they answer the readers already waiting but
+  // cache nothing, and the next read starts a new fill.
+  //
+  // L1 and the fills are done before this returns, whatever the lower tiers
+  // answer; `done` gets the outcome once every tier asked has answered (on
+  // its thread, or inline): a tier failure never undoes or hides the L1
+  // purge, it is reported beside it.
+  using InvalidateOutcomeDone = absl::AnyInvocable<void(InvalidateOutcome) &&>;
+  void Invalidate(absl::string_view ns, const std::vector<std::string>& keys,
+                  absl::string_view prefix, InvalidateScope scope, InvalidateOutcomeDone done);
+  // Every tier. OK with the L1 count unless the shared tier failed (then
+  // its error, saying how many L1 entries were erased): the call fails only
+  // when the old value may still be read by other pods. A failure of the
+  // survival tier is not an error (see InvalidateOutcome::local).
   void Invalidate(absl::string_view ns, const std::vector<std::string>& keys,
                   absl::string_view prefix, bool purge_survival, InvalidateDone done);
+
+  // Drops everything L1 holds, detaches every fill and forgets every
+  // remembered NotFound and backoff: for a pod that missed invalidations it
+  // cannot name. Returns how many L1 entries were erased.
+  uint64_t InvalidateAll();
 
   // Refuses new reads (Unavailable), answers the reads still waiting
   // (Unavailable), cancels origin fetches (FetchContext::cancel) and waits
@@ -231,6 +275,9 @@ class ReadPath {
   // The record of `ckey`, created if need be; null when records are full.
   KeyRecord* Record(const std::string& ckey, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DetachLocked(const std::shared_ptr<Flight>& flight) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Whether ReadL1 may answer `e` as fresh: the link guard's check.
+  bool TrustedInL1(const Entry& e, absl::Time now) const;
 
   Entry MakeEntry(OriginValue value, absl::Time fetched_at) const;
   absl::Duration Jittered(absl::Duration d) const;

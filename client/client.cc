@@ -84,6 +84,27 @@ absl::StatusOr<fanout::v1::RouteResponse> Client::Route(const fanout::v1::RouteR
   return Result(sidecar_->Route(&context, request, &response), std::move(response));
 }
 
+absl::Status Client::Watch(const fanout::v1::WatchRequest& request, absl::Duration duration,
+                           absl::FunctionRef<bool(const fanout::v1::WatchEvent&)> on_event) {
+  grpc::ClientContext context;
+  if (duration > absl::ZeroDuration()) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + duration));
+  }
+  std::unique_ptr<grpc::ClientReader<fanout::v1::WatchEvent>> reader =
+      sidecar_->Watch(&context, request);
+  fanout::v1::WatchEvent event;
+  while (reader->Read(&event)) {
+    if (!on_event(event)) {
+      context.TryCancel();
+      while (reader->Read(&event)) {
+      }
+      reader->Finish().IgnoreError();
+      return absl::OkStatus();
+    }
+  }
+  return FromGrpc(reader->Finish());
+}
+
 absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Client::Health(
     const std::string& service) {
   grpc::ClientContext context;

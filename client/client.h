@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "fanout/v1/sidecar.grpc.pb.h"
@@ -30,13 +31,18 @@ class Client {
                                                          const ClientOptions& options = {});
 
   absl::StatusOr<fanout::v1::GetResponse> Get(const fanout::v1::GetRequest& request);
-  absl::StatusOr<fanout::v1::GetResponse> Get(const std::string& key,
-                                              const std::string& ns = "");
-  absl::StatusOr<fanout::v1::BatchGetResponse> BatchGet(
-      const fanout::v1::BatchGetRequest& request);
+  absl::StatusOr<fanout::v1::GetResponse> Get(const std::string& key, const std::string& ns = "");
+  absl::StatusOr<fanout::v1::BatchGetResponse> BatchGet(const fanout::v1::BatchGetRequest& request);
   absl::StatusOr<fanout::v1::InvalidateResponse> Invalidate(
       const fanout::v1::InvalidateRequest& request);
   absl::StatusOr<fanout::v1::RouteResponse> Route(const fanout::v1::RouteRequest& request);
+  // Streams the events of a Watch to `on_event`, in order, until the stream
+  // ends, `on_event` returns false (the call is then cancelled: OK), or
+  // `duration` passes (zero: no limit; DeadlineExceeded). Returns the
+  // status the server ended the stream with otherwise (RESOURCE_EXHAUSTED:
+  // this consumer fell behind; watch again and re-read the keys).
+  absl::Status Watch(const fanout::v1::WatchRequest& request, absl::Duration duration,
+                     absl::FunctionRef<bool(const fanout::v1::WatchEvent&)> on_event);
   // The serving status of `service` ("" = the whole server).
   absl::StatusOr<grpc::health::v1::HealthCheckResponse::ServingStatus> Health(
       const std::string& service = "");

@@ -5,6 +5,7 @@
 //   fanoutctl [flags] invalidate [KEY...] [--prefix P]
 //   fanoutctl [flags] route ROUTE [--payload TEXT | --payload_file FILE] [--branch_payloads]
 //   fanoutctl [flags] health [SERVICE]
+//   fanoutctl [flags] watch [PREFIX...] [--key K1,K2] [--values] [--watch_for 0]
 //
 // Exit codes: 0 OK; 1 other error; 2 usage; 3 not found; 4 unavailable,
 // deadline exceeded or overloaded (worth retrying); 5 not serving (health).
@@ -31,6 +32,10 @@ ABSL_FLAG(absl::Duration, max_stale, absl::ZeroDuration(),
 ABSL_FLAG(bool, bypass, false, "get: read from the origin and refresh the tiers");
 ABSL_FLAG(std::string, prefix, "", "invalidate: evict every key with this prefix");
 ABSL_FLAG(bool, purge_survival, false, "invalidate: also drop the keys from the survival tier");
+ABSL_FLAG(std::vector<std::string>, key, {}, "watch: keys to watch (with the PREFIX arguments)");
+ABSL_FLAG(bool, values, false, "watch: also print UPDATED events with the new values");
+ABSL_FLAG(absl::Duration, watch_for, absl::ZeroDuration(),
+          "watch: stop after this long (0 = never)");
 ABSL_FLAG(std::string, payload, "", "route: request payload");
 ABSL_FLAG(std::string, payload_file, "", "route: read the payload from this file");
 ABSL_FLAG(int64_t, cost, 0, "route: work estimate for cost-aware balancing");
@@ -48,12 +53,16 @@ constexpr int kOk = 0, kError = 1, kUsage = 2, kNotFound = 3, kRetry = 4, kNotSe
 
 int ExitCodeFor(absl::StatusCode code) {
   switch (code) {
-    case absl::StatusCode::kOk: return kOk;
-    case absl::StatusCode::kNotFound: return kNotFound;
+    case absl::StatusCode::kOk:
+      return kOk;
+    case absl::StatusCode::kNotFound:
+      return kNotFound;
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kDeadlineExceeded:
-    case absl::StatusCode::kResourceExhausted: return kRetry;
-    default: return kError;
+    case absl::StatusCode::kResourceExhausted:
+      return kRetry;
+    default:
+      return kError;
   }
 }
 
@@ -94,8 +103,7 @@ int Get(Client& client, const std::vector<char*>& args) {
     std::fwrite(response->value().data(), 1, response->value().size(), stdout);
     std::fprintf(stderr, "served_by=%s stale=%s age_ms=%lld version=%lld\n",
                  fanout::v1::Tier_Name(response->served_by()).c_str(),
-                 response->stale() ? "true" : "false",
-                 static_cast<long long>(response->age_ms()),
+                 response->stale() ? "true" : "false", static_cast<long long>(response->age_ms()),
                  static_cast<long long>(response->version()));
   }
   return kOk;
@@ -171,8 +179,7 @@ int Route(Client& client, const std::vector<char*>& args) {
   auto response = client.Route(request);
   if (!response.ok()) {
     // The branches of a failed route, when the server sent them.
-    auto branches =
-        response.status().GetPayload(fanout::client::kRouteResponseTypeUrl);
+    auto branches = response.status().GetPayload(fanout::client::kRouteResponseTypeUrl);
     fanout::v1::RouteResponse failed;
     if (branches.has_value() && failed.ParseFromString(std::string(*branches))) {
       if (absl::GetFlag(FLAGS_json)) {
@@ -217,6 +224,42 @@ int Health(Client& client, const std::vector<char*>& args) {
   return *status == grpc::health::v1::HealthCheckResponse::SERVING ? kOk : kNotServing;
 }
 
+// One line an event: KIND key=K [prefix=P] [version=N value=V] [all_keys] [detail=...].
+int Watch(Client& client, const std::vector<char*>& args) {
+  fanout::v1::WatchRequest request;
+  for (char* p : args) request.add_prefixes(p);
+  for (const std::string& k : absl::GetFlag(FLAGS_key)) request.add_keys(k);
+  request.set_namespace_(absl::GetFlag(FLAGS_namespace));
+  request.set_values(absl::GetFlag(FLAGS_values));
+  const bool json = absl::GetFlag(FLAGS_json);
+  absl::Status s = client.Watch(
+      request, absl::GetFlag(FLAGS_watch_for), [json](const fanout::v1::WatchEvent& e) {
+        if (json) {
+          std::string line;
+          google::protobuf::util::JsonPrintOptions o;
+          (void)google::protobuf::util::MessageToJsonString(e, &line, o);
+          std::printf("%s\n", line.c_str());
+        } else {
+          std::string line = fanout::v1::EventKind_Name(e.kind());
+          if (!e.key().empty()) absl::StrAppend(&line, " key=", e.key());
+          if (!e.prefix().empty()) absl::StrAppend(&line, " prefix=", e.prefix());
+          if (e.kind() == fanout::v1::UPDATED) {
+            absl::StrAppend(&line, " version=", e.version(), " value=", e.value());
+          }
+          if (e.all_keys()) absl::StrAppend(&line, " all_keys");
+          if (!e.detail().empty()) absl::StrAppend(&line, " detail=", e.detail());
+          std::printf("%s\n", line.c_str());
+        }
+        std::fflush(stdout);
+        return true;
+      });
+  if (s.code() == absl::StatusCode::kDeadlineExceeded &&
+      absl::GetFlag(FLAGS_watch_for) > absl::ZeroDuration()) {
+    return kOk;
+  }
+  return s.ok() ? kOk : Fail(s);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -228,6 +271,7 @@ int main(int argc, char** argv) {
       "  route ROUTE [--payload TEXT | --payload_file FILE] [--cost N] [--policy P]\n"
       "        [--branch_payloads]\n"
       "  health [SERVICE]\n"
+      "  watch [PREFIX...] [--key K1,K2] [--values] [--watch_for 0]\n"
       "exit codes: 0 ok, 1 error, 2 usage, 3 not found, 4 unavailable/timeout/overloaded "
       "(retry), 5 not serving");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
@@ -245,5 +289,6 @@ int main(int argc, char** argv) {
   if (command == "invalidate") return Invalidate(**client, args);
   if (command == "route") return Route(**client, args);
   if (command == "health") return Health(**client, args);
+  if (command == "watch") return Watch(**client, args);
   return Usage(absl::StrCat("unknown command \"", command, "\""));
 }

@@ -411,6 +411,34 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
     origin.Fail("origin.file.root: required when origin.type is file");
   }
 
+  Section inval = top.Child("invalidation");
+  inval.Duration("max_local_ttl", &c.invalidation.max_local_ttl, /*allow_zero=*/true);
+  inval.Duration("heartbeat", &c.invalidation.heartbeat);
+  inval.Duration("dead_after", &c.invalidation.dead_after);
+  inval.Int("stream_max_len", &c.invalidation.stream_max_len, 100, 100000000);
+  inval.String("pod", &c.invalidation.pod);
+  inval.CheckUnknown();
+  if (c.invalidation.heartbeat > absl::Minutes(1)) {
+    inval.Fail("invalidation.heartbeat: must be at most 1m");
+  } else if (c.invalidation.dead_after <= c.invalidation.heartbeat) {
+    inval.Fail(absl::StrCat("invalidation.dead_after: must be longer than invalidation.heartbeat (",
+                            absl::FormatDuration(c.invalidation.heartbeat), ")"));
+  }
+  if (c.invalidation.pod.size() > 128) inval.Fail("invalidation.pod: at most 128 bytes");
+  for (char ch : c.invalidation.pod) {
+    if (ch <= ' ' || ch == 0x7f) {
+      inval.Fail("invalidation.pod: no spaces or control characters");
+      break;
+    }
+  }
+
+  Section watch = top.Child("watch");
+  watch.Int("max_streams", &c.watch.max_streams, 0, 1000000);
+  watch.Duration("heartbeat", &c.watch.heartbeat);
+  watch.Bytes("buffer_bytes", &c.watch.buffer_bytes, 4096);
+  watch.CheckUnknown();
+  if (c.watch.buffer_bytes > (1ull << 30)) watch.Fail("watch.buffer_bytes: must be at most 1GiB");
+
   Section routes = top.Child("routes");
   for (const std::string& name : routes.Keys()) ParseRoute(routes, name, &c.routes);
 

@@ -85,6 +85,25 @@ struct OriginSection {
   std::string grpc_target;
 };
 
+// invalidation: cross-pod invalidation over the shared tier (on whenever
+// cache.l2 is set).
+struct InvalidationSection {
+  // While the link to the bus is down, how long a cached value is still
+  // answered from this pod's own tiers.
+  absl::Duration max_local_ttl = absl::Seconds(5);
+  absl::Duration heartbeat = absl::Seconds(1);   // the bus read returns at least this often
+  absl::Duration dead_after = absl::Seconds(3);  // no answer for this long: link down
+  int stream_max_len = 100000;                   // entries the stream keeps (about)
+  std::string pod;                               // names this pod; empty = the host name
+};
+
+// watch: the Watch RPC.
+struct WatchSection {
+  int max_streams = 4096;                       // open streams per pod
+  absl::Duration heartbeat = absl::Seconds(5);  // HEARTBEAT events this often
+  uint64_t buffer_bytes = 1 << 20;              // unsent events per stream; past it, cut off
+};
+
 struct AdminSection {
   std::string listen = "127.0.0.1:7071";  // IPV4:PORT or localhost:PORT; empty = off
   // Whether the file set admin.listen: an address it names that cannot be
@@ -101,6 +120,8 @@ struct Config {
   LimitsSection limits;
   CacheSection cache;
   OriginSection origin;
+  InvalidationSection invalidation;
+  WatchSection watch;
   std::vector<router::RouteConfig> routes;  // in file order
   // The YAML text this was parsed from, and its name (for /debug/config).
   std::string document;

@@ -294,18 +294,28 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   const cache::Tier* l2_tier = l2.get();
   if (l2 != nullptr) lower.push_back(std::move(l2));
   cache::RocksDbTier* l3 = AddSurvivalTier(config, &lower);
+  ASSIGN_OR_RETURN(d->invalidation_, InvalidationSetup::Prepare(config, &lower));
+  rp.link_guard = d->invalidation_->guard();
   d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1),
                                                     std::move(lower), d->origin_.get(),
                                                     d->executor_.get());
   if (l3 != nullptr && config.cache.l3_warm_l1) {
-    WarmL1FromL3(*l3, d->read_path_->l1(), config.cache.l1_capacity);
+    if (d->invalidation_->has_bus()) {
+      // What L3 kept may have been invalidated while this pod was down.
+      FANOUT_LOG(INFO) << "cache.l3.warm_l1 skipped: with cache.l2 set, L3's copies serve only "
+                          "as fallbacks until refetched";
+    } else {
+      WarmL1FromL3(*l3, d->read_path_->l1(), config.cache.l1_capacity);
+    }
   }
+  d->invalidation_->Start(d->read_path_.get(), d->executor_.get());
 
   ASSIGN_OR_RETURN(d->router_, router::Router::Create(config.routes, d->executor_.get()));
 
   d->health_ = std::make_unique<HealthService>();
-  d->sidecar_ = std::make_unique<SidecarService>(config, d->read_path_.get(), d->router_.get(),
-                                                 &d->admission_, d->executor_.get());
+  d->sidecar_ = std::make_unique<SidecarService>(
+      config, d->read_path_.get(), d->router_.get(), &d->admission_, d->executor_.get(),
+      d->invalidation_->invalidator(), d->invalidation_->watch());
 
   d->metrics_ = std::make_unique<Metrics>(ComponentCollector::Sources{
       .read_path = d->read_path_.get(),
@@ -357,8 +367,9 @@ void Fanoutd::Shutdown(absl::Duration delay) {
     shutdown_mu_.AwaitWithTimeout(absl::Condition(&shutdown_now_), delay);
     now = shutdown_now_;
   }
-  // Stage 2: the drain.
+  // Stage 2: the drain. Watch streams end now: they never finish by themselves.
   health_->Shutdown();
+  invalidation_->Shutdown();
   admission_.Close();
   Drain(now ? absl::Now() : absl::Now() + config_.server.drain_timeout);
 }
@@ -415,6 +426,7 @@ Fanoutd::~Fanoutd() {
   // stores have no call waiting: it cancels their origin fetches and waits
   // for them), the origin, the router, and last the executor they run on.
   if (read_path_ != nullptr) read_path_->Shutdown(config_.origin.timeout);
+  invalidation_.reset();  // calls into the read path
   read_path_.reset();
   origin_.reset();
   router_.reset();

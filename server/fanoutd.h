@@ -23,6 +23,7 @@
 #include "server/call_tracker.h"
 #include "server/config.h"
 #include "server/health_service.h"
+#include "server/invalidation_setup.h"
 #include "server/sidecar_service.h"
 
 namespace fanout::server {
@@ -64,6 +65,7 @@ class Fanoutd {
 
   grpc::Server* grpc_server() { return server_.get(); }
   cache::ReadPath* read_path() { return read_path_.get(); }
+  InvalidationSetup* invalidation() { return invalidation_.get(); }
   router::Router* router() { return router_.get(); }
 
  private:
@@ -78,6 +80,7 @@ class Fanoutd {
   std::unique_ptr<ThreadPoolExecutor> executor_;
   std::unique_ptr<ThreadBlockingPool> io_pool_;  // file origin only
   std::unique_ptr<cache::Origin> origin_;
+  std::unique_ptr<InvalidationSetup> invalidation_;  // reset before the read path (it calls in)
   std::unique_ptr<cache::ReadPath> read_path_;
   std::unique_ptr<router::Router> router_;
   Admission admission_;

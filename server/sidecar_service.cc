@@ -304,12 +304,15 @@ class BatchGetReactor final : public grpc::ServerUnaryReactor {
 }  // namespace
 
 SidecarService::SidecarService(const Config& config, cache::ReadPath* read_path,
-                               router::Router* router, Admission* admission, Executor* executor)
+                               router::Router* router, Admission* admission, Executor* executor,
+                               cache::Invalidator* invalidator, WatchService* watch)
     : config_(config),
       read_path_(read_path),
       router_(router),
       admission_(admission),
-      releaser_(std::make_unique<MemoryReleaser>(executor)) {}
+      releaser_(std::make_unique<MemoryReleaser>(executor)),
+      invalidator_(invalidator),
+      watch_(watch) {}
 
 SidecarService::~SidecarService() = default;
 
@@ -418,6 +421,24 @@ grpc::ServerUnaryReactor* SidecarService::Invalidate(grpc::CallbackServerContext
     return reactor;
   }
   std::vector<std::string> keys(request->keys().begin(), request->keys().end());
+  if (invalidator_ != nullptr) {
+    cache::Invalidation inv;
+    inv.ns = request->namespace_();
+    inv.keys = std::move(keys);
+    inv.prefix = request->prefix();
+    inv.purge_survival = request->purge_survival();
+    invalidator_->Invalidate(
+        std::move(inv), [reactor, response, ticket = std::move(ticket)](
+                            absl::StatusOr<cache::Invalidator::Result> result) mutable {
+          ticket.Release();
+          if (result.ok()) {
+            response->set_evicted(static_cast<int64_t>(result->evicted));
+            response->set_broadcast(result->broadcast);
+          }
+          reactor->Finish(ToGrpcStatus(result.status()));
+        });
+    return reactor;
+  }
   read_path_->Invalidate(
       request->namespace_(), keys, request->prefix(), request->purge_survival(),
       [reactor, response, ticket = std::move(ticket)](absl::StatusOr<uint64_t> evicted) mutable {
@@ -462,10 +483,9 @@ grpc::ServerUnaryReactor* SidecarService::Route(grpc::CallbackServerContext* con
 
 grpc::ServerWriteReactor<fanout::v1::WatchEvent>* SidecarService::Watch(
     grpc::CallbackServerContext* context, const fanout::v1::WatchRequest* request) {
+  if (watch_ != nullptr) return watch_->Open(context, request);
   return new FinishedWriter<fanout::v1::WatchEvent>(
-      grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                   "Watch is not available yet: it streams cross-pod invalidations, which "
-                   "need the shared Redis tier"));
+      grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "Watch is not served by this server"));
 }
 
 }  // namespace fanout::server

@@ -8,12 +8,14 @@
 
 #include <memory>
 
+#include "cache/invalidator.h"
 #include "cache/read_path.h"
 #include "common/executor.h"
 #include "fanout/v1/sidecar.grpc.pb.h"
 #include "router/router.h"
 #include "server/admission.h"
 #include "server/config.h"
+#include "server/watch_service.h"
 
 namespace fanout::server {
 
@@ -23,9 +25,12 @@ class SidecarService final : public fanout::v1::Sidecar::CallbackService {
  public:
   // `read_path`, `router`, `admission` and `executor` (for giving memory
   // back after large responses; may be null): not owned; must outlive the
-  // service.
+  // service. Invalidate goes through `invalidator` (to every pod) when it is
+  // set, else to `read_path` alone; Watch is served by `watch` (UNIMPLEMENTED
+  // without). Not owned; must outlive the service.
   SidecarService(const Config& config, cache::ReadPath* read_path, router::Router* router,
-                 Admission* admission, Executor* executor);
+                 Admission* admission, Executor* executor,
+                 cache::Invalidator* invalidator = nullptr, WatchService* watch = nullptr);
   ~SidecarService() override;
 
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context,
@@ -54,6 +59,8 @@ class SidecarService final : public fanout::v1::Sidecar::CallbackService {
   router::Router* const router_;
   Admission* const admission_;
   const std::unique_ptr<MemoryReleaser> releaser_;
+  cache::Invalidator* const invalidator_;
+  WatchService* const watch_;
 };
 
 }  // namespace fanout::server

@@ -602,6 +602,91 @@ TEST_P(ReadPathTest, InvalidateSupersedesSurvivalTierUnlessPurged) {
   EXPECT_FALSE(l3->Contains(CompositeKey("ns", "k")));
 }
 
+TEST_P(ReadPathTest, InvalidateReportsTierFailuresBesideTheL1Purge) {
+  auto l2 = std::make_unique<FakeTier>(TierId::kL2, executor_.clock());
+  auto l3 = std::make_unique<FakeTier>(TierId::kL3, executor_.clock());
+  FakeTier* l2_raw = l2.get();
+  FakeTier* l3_raw = l3.get();
+  std::vector<std::unique_ptr<Tier>> lower;
+  lower.push_back(std::move(l2));
+  lower.push_back(std::move(l3));
+  Build(std::move(lower));
+  Fill("a", "v");
+  Fill("b", "v");
+  l2_raw->set_failure(absl::UnavailableError("redis down"));
+  l3_raw->set_failure(absl::UnavailableError("disk full"));
+  std::optional<InvalidateOutcome> outcome;
+  path_->Invalidate("ns", {"a"}, "", InvalidateScope{},
+                    [&](InvalidateOutcome o) { outcome = std::move(o); });
+  ASSERT_TRUE(outcome.has_value());
+  EXPECT_EQ(outcome->evicted, 1u);
+  EXPECT_THAT(outcome->shared, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("redis down")));
+  EXPECT_THAT(outcome->local, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("disk full")));
+  // The old form fails only for the shared tier, and says what was done.
+  std::optional<absl::StatusOr<uint64_t>> evicted;
+  path_->Invalidate("ns", {"b"}, "", false, [&](absl::StatusOr<uint64_t> n) { evicted = n; });
+  EXPECT_THAT(*evicted, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("erased 1 entries")));
+  EXPECT_EQ(path_->l1().Stats().entries, 0u);
+  l2_raw->set_failure(absl::OkStatus());
+  Fill("c", "v");
+  path_->Invalidate("ns", {"c"}, "", false, [&](absl::StatusOr<uint64_t> n) { evicted = n; });
+  ASSERT_OK(*evicted);  // L3 still failing: not the caller's error
+  EXPECT_EQ(**evicted, 1u);
+}
+
+TEST_P(ReadPathTest, InvalidateScopeLeavesTheTiersItDoesNotName) {
+  auto l2 = std::make_unique<FakeTier>(TierId::kL2, executor_.clock());
+  auto l3 = std::make_unique<FakeTier>(TierId::kL3, executor_.clock());
+  FakeTier* l2_raw = l2.get();
+  FakeTier* l3_raw = l3.get();
+  std::vector<std::unique_ptr<Tier>> lower;
+  lower.push_back(std::move(l2));
+  lower.push_back(std::move(l3));
+  Build(std::move(lower));
+  Fill("k", "v");
+  path_->Invalidate("ns", {"k"}, "", InvalidateScope{.tiers = InvalidateTiers::kL1},
+                    [](InvalidateOutcome) {});
+  EXPECT_EQ(l2_raw->Stats().erased + l3_raw->Stats().erased, 0u);
+  ASSERT_EQ(StartGet("k")->value()->served_by, TierId::kL2);  // back in L1
+  path_->Invalidate("ns", {"k"}, "",
+                    InvalidateScope{.tiers = InvalidateTiers::kLocal, .purge_survival = true},
+                    [](InvalidateOutcome) {});
+  EXPECT_TRUE(l2_raw->Contains(CompositeKey("ns", "k")));
+  EXPECT_FALSE(l3_raw->Contains(CompositeKey("ns", "k")));
+  EXPECT_EQ(path_->l1().Stats().entries, 0u);
+}
+
+TEST_P(ReadPathTest, InvalidateAllDropsL1AndDetachesEveryFill) {
+  Fill("a", "v");
+  Fill("b", "v");
+  auto waiting = StartGet("c");
+  EXPECT_EQ(path_->InvalidateAll(), 2u);
+  EXPECT_EQ(path_->l1().Stats().entries, 0u);
+  origin_.AnswerValue("from-before");
+  EXPECT_EQ(waiting->value()->value, "from-before");  // its reader still gets it
+  StartGet("c");
+  EXPECT_EQ(origin_.pending(), 1u);  // but it was not cached
+}
+
+TEST_P(ReadPathTest, GetGoesBelowAnL1EntryTheLinkGuardDoesNotTrust) {
+  LinkGuard guard(absl::Seconds(5));
+  options_.link_guard = &guard;
+  Build({});
+  Fill("k", "old");
+  guard.SetDegraded(Now());
+  Advance(absl::Seconds(5));
+  auto r = StartGet("k");
+  ASSERT_EQ(origin_.pending(), 1u);
+  origin_.AnswerValue("new");
+  EXPECT_EQ(r->value()->value, "new");
+  EXPECT_EQ(r->value()->served_by, TierId::kOrigin);
+  EXPECT_EQ(StartGet("k")->value()->served_by, TierId::kL1);  // just fetched: trusted
+  guard.SetUp();
+  Advance(absl::Seconds(5));
+  EXPECT_EQ(StartGet("k")->value()->served_by, TierId::kL1);
+  EXPECT_EQ(origin_.fetches(), 2);
+}
+
 TEST_P(ReadPathTest, ShutdownCancelsBackgroundRefreshAndWaitsForIt) {
   FakeTier* l2 = BuildWithTier(TierId::kL2);
   Fill("k", "v");

@@ -5,10 +5,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "client/client.h"
 #include "gtest/gtest.h"
@@ -192,18 +194,155 @@ TEST_F(SidecarServiceTest, HealthServingForKnownServicesNotFoundForOthers) {
   EXPECT_THAT(client_->Health("nope"), StatusIs(absl::StatusCode::kNotFound));
 }
 
-TEST_F(SidecarServiceTest, WatchSaysUnimplemented) {
+// A Watch call read on a thread of its own: the events as they come, and
+// how the stream ended.
+class WatchReader {
+ public:
+  WatchReader(client::Client* client, fanout::v1::WatchRequest request) {
+    thread_ = std::thread([this, client, request] {
+      absl::Status s = client->Watch(request, absl::Seconds(60), [this](const auto& e) {
+        absl::MutexLock l(&mu_);
+        events_.push_back(e);
+        return true;
+      });
+      absl::MutexLock l(&mu_);
+      end_ = s;
+    });
+  }
+  ~WatchReader() { thread_.join(); }
+  // Waits (bounded) until `n` events came or the stream ended.
+  std::vector<fanout::v1::WatchEvent> WaitForEvents(size_t n) {
+    absl::MutexLock l(&mu_);
+    want_ = n;
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](WatchReader* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
+                               return r->events_.size() >= r->want_ || r->end_.has_value();
+                             },
+                             this),
+                         absl::Seconds(30));
+    return events_;
+  }
+  // Waits (bounded) for the end of the stream.
+  std::optional<absl::Status> WaitForEnd() {
+    absl::MutexLock l(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(
+                             +[](WatchReader* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu_) {
+                               return r->end_.has_value();
+                             },
+                             this),
+                         absl::Seconds(30));
+    return end_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<fanout::v1::WatchEvent> events_ ABSL_GUARDED_BY(mu_);
+  size_t want_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<absl::Status> end_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+std::vector<fanout::v1::WatchEvent> WithoutHeartbeats(std::vector<fanout::v1::WatchEvent> events) {
+  std::vector<fanout::v1::WatchEvent> out;
+  for (auto& e : events) {
+    if (e.kind() != fanout::v1::HEARTBEAT) out.push_back(std::move(e));
+  }
+  return out;
+}
+
+TEST_F(SidecarServiceTest, WatchStreamsInvalidationsOfWatchedKeysWithNewValues) {
+  config_.watch.heartbeat = absl::Milliseconds(50);
+  StartDaemon();
+  ASSERT_OK(client_->Get("flags/checkout"));
+  fanout::v1::WatchRequest request;
+  request.add_prefixes("flags/");
+  request.set_values(true);
+  WatchReader watch(client_.get(), request);
+  // A heartbeat shows the stream is open before anything is invalidated.
+  ASSERT_FALSE(watch.WaitForEvents(1).empty());
+  std::ofstream(root_ / "flags" / "checkout") << "changed";
+  fanout::v1::InvalidateRequest other;
+  other.add_keys("other/key");
+  ASSERT_OK(client_->Invalidate(other));
+  fanout::v1::InvalidateRequest mine;
+  mine.add_keys("flags/checkout");
+  ASSERT_OK(client_->Invalidate(mine));
+  std::vector<fanout::v1::WatchEvent> events;
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (WithoutHeartbeats(events).size() < 2 && absl::Now() < give_up) {
+    events = watch.WaitForEvents(events.size() + 1);
+  }
+  events = WithoutHeartbeats(events);
+  ASSERT_EQ(events.size(), 2u);
+  EXPECT_EQ(events[0].kind(), fanout::v1::INVALIDATED);
+  EXPECT_EQ(events[0].key(), "flags/checkout");
+  EXPECT_EQ(events[1].kind(), fanout::v1::UPDATED);
+  EXPECT_EQ(events[1].key(), "flags/checkout");
+  EXPECT_EQ(events[1].value(), "changed");
+  // A drain ends the stream at once (it never ends by itself), UNAVAILABLE.
+  daemon_->Shutdown(absl::ZeroDuration());
+  EXPECT_THAT(watch.WaitForEnd(), ::testing::Optional(StatusIs(absl::StatusCode::kUnavailable)));
+}
+
+TEST_F(SidecarServiceTest, WatchBadRequestsAreInvalidArgumentNamingTheField) {
+  StartDaemon();
+  auto no_events = [](const fanout::v1::WatchEvent&) { return true; };
+  fanout::v1::WatchRequest empty_key;
+  empty_key.add_keys("");
+  EXPECT_THAT(client_->Watch(empty_key, absl::Seconds(20), no_events),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("keys[0]")));
+  fanout::v1::WatchRequest long_prefix;
+  long_prefix.add_prefixes("ok");
+  long_prefix.add_prefixes(std::string(config_.limits.max_key_bytes + 1, 'p'));
+  EXPECT_THAT(client_->Watch(long_prefix, absl::Seconds(20), no_events),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("prefixes[1]"), HasSubstr("limits.max_key_bytes"))));
+  fanout::v1::WatchRequest long_ns;
+  long_ns.set_namespace_(std::string(config_.limits.max_namespace_bytes + 1, 'n'));
+  EXPECT_THAT(client_->Watch(long_ns, absl::Seconds(20), no_events),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("namespace")));
+}
+
+TEST_F(SidecarServiceTest, WatchPastMaxStreamsIsResourceExhausted) {
+  config_.watch.max_streams = 1;
+  config_.watch.heartbeat = absl::Milliseconds(50);
+  StartDaemon();
+  WatchReader first(client_.get(), fanout::v1::WatchRequest());
+  ASSERT_FALSE(first.WaitForEvents(1).empty());
+  EXPECT_THAT(client_->Watch(fanout::v1::WatchRequest(), absl::Seconds(20),
+                             [](const fanout::v1::WatchEvent&) { return true; }),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("watch.max_streams")));
+  daemon_->Shutdown(absl::ZeroDuration());
+  EXPECT_TRUE(first.WaitForEnd().has_value());
+}
+
+TEST_F(SidecarServiceTest, WatchConsumerThatDoesNotReadIsCutOffNotBuffered) {
+  config_.watch.buffer_bytes = 4096;
+  config_.watch.heartbeat = absl::Milliseconds(100);
+  config_.limits.max_key_bytes = 4096;
   StartDaemon();
   auto channel = grpc::CreateChannel(daemon_->address(), grpc::InsecureChannelCredentials());
   auto stub = fanout::v1::Sidecar::NewStub(channel);
   grpc::ClientContext context;
-  fanout::v1::WatchRequest request;
-  auto reader = stub->Watch(&context, request);
-  fanout::v1::WatchEvent event;
-  EXPECT_FALSE(reader->Read(&event));
-  grpc::Status s = reader->Finish();
-  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNIMPLEMENTED);
-  EXPECT_THAT(s.error_message(), HasSubstr("Watch"));
+  auto reader = stub->Watch(&context, fanout::v1::WatchRequest());  // never read
+  // Large INVALIDATED events until the transport's window is full and the
+  // stream's own buffer passes watch.buffer_bytes, or its write stalls.
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  int sent = 0;
+  while (daemon_->invalidation()->Stats().watch.cut_off == 0 && absl::Now() < give_up &&
+         sent < 20000) {
+    fanout::v1::InvalidateRequest r;
+    r.add_keys(absl::StrCat(sent++, std::string(4000, 'k')));
+    ASSERT_OK(client_->Invalidate(r));
+  }
+  EXPECT_EQ(daemon_->invalidation()->Stats().watch.cut_off, 1u) << sent << " invalidations";
+  // The stream ends (its held write cancelled) without the consumer reading.
+  const absl::Time end_by = absl::Now() + absl::Seconds(30);
+  while (daemon_->invalidation()->Stats().watch.open != 0 && absl::Now() < end_by) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(daemon_->invalidation()->Stats().watch.open, 0);
+  context.TryCancel();
 }
 
 TEST_F(SidecarServiceTest, InFlightLimitGivesResourceExhausted) {

@@ -12,6 +12,18 @@ std::string RedisKeys::Lease(absl::string_view ckey) const {
   return absl::StrCat(prefix_, "l:", ckey);
 }
 
+std::string RedisKeys::InvalidationStream() const { return absl::StrCat(prefix_, "inv"); }
+
+std::string RedisKeys::KeyFence(absl::string_view ckey) const {
+  return absl::StrCat(prefix_, "fk:", ckey);
+}
+
+std::string RedisKeys::PrefixFence(absl::string_view cprefix) const {
+  return absl::StrCat(prefix_, "fp:", cprefix);
+}
+
+std::string RedisKeys::AnyPrefixFence() const { return absl::StrCat(prefix_, "fp*"); }
+
 std::string RedisKeys::ValuePattern(absl::string_view cprefix) const {
   return absl::StrCat(EscapeGlob(prefix_), "v:", EscapeGlob(cprefix), "*");
 }
