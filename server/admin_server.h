@@ -18,8 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 class CivetServer;
@@ -47,7 +49,7 @@ struct AdminServerOptions {
 // each callable must be thread-safe and quick.
 struct AdminSources {
   std::function<bool()> ready;  // /readyz; unset = always ready
-  std::string config_yaml;      // /debug/config body, already redacted
+  std::string config_yaml;      // /debug/config body, already redacted (see SetConfigYaml)
   // /metrics: every family of every collectable, in order. Not owned; each
   // must outlive the AdminServer.
   std::vector<const prometheus::Collectable*> collectables;
@@ -70,11 +72,16 @@ class AdminServer {
   // host:port of the bound port.
   const std::string& address() const { return address_; }
 
+  // Replaces the /debug/config body (after a reload). Thread-safe.
+  void SetConfigYaml(std::string yaml);
+
  private:
   class Handler;
   explicit AdminServer(AdminSources sources);
 
   const AdminSources sources_;
+  absl::Mutex config_mu_;
+  std::string config_yaml_ ABSL_GUARDED_BY(config_mu_);
   int port_ = 0;
   std::string address_;
   std::string wake_host_;  // an IPv4 address the listener accepts on
