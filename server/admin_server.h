@@ -37,12 +37,13 @@ struct AdminServerOptions {
   // civetweb is built without IPv6.
   std::string listen = "127.0.0.1:7071";
   // HTTP worker threads; each serves one connection at a time.
-  int threads = 4;
+  int threads = 16;
   // A connection that has not sent a whole request by then is closed.
-  // Workers serve one connection at a time, so idle connections delay
-  // others by up to this long per worker: kubelet and Prometheus send their
-  // request at once.
-  absl::Duration request_timeout = absl::Seconds(1);
+  // Workers serve one connection at a time, so N idle connections delay a
+  // probe by up to N / threads * request_timeout (32 idle connections: 1 s
+  // with these defaults): kubelet and Prometheus send their request at
+  // once.
+  absl::Duration request_timeout = absl::Milliseconds(500);
 };
 
 // What the endpoint reports. Called on HTTP worker threads, concurrently:
