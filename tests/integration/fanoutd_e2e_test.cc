@@ -310,6 +310,14 @@ TEST(FanoutdE2eTest, DuplicateKeysAndMalformedAddressesFailStartNamingTheKey) {
   std::filesystem::remove(path);
 }
 
+// Replaces `path` whole, as editors and config tools do (write, then
+// rename): fanoutd, which watches the file, never reads it half-written.
+void ReplaceFile(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << text;
+  std::filesystem::rename(tmp, path);
+}
+
 // The key a Get names after `limits.max_key_bytes` is lowered to 16.
 constexpr char kLongKey[] = "flags/new-checkout-but-longer";
 
@@ -326,7 +334,7 @@ TEST(FanoutdE2eTest, SighupReloadsLimitsFromTheConfigFile) {
   ASSERT_FALSE(d.address().empty()) << d.process().err();
   EXPECT_FALSE(KeyRefused(d.address()));
 
-  std::ofstream(config) << "server:\n  shutdown_delay: 0s\nlimits:\n  max_key_bytes: 16\n";
+  ReplaceFile(config, "server:\n  shutdown_delay: 0s\nlimits:\n  max_key_bytes: 16\n");
   d.process().Signal(SIGHUP);  // the default action would end the process (rc 129)
   EXPECT_TRUE(d.process().WaitForStderr("configuration reloaded (", absl::Seconds(20)))
       << d.process().err();
@@ -342,12 +350,13 @@ TEST(FanoutdE2eTest, SighupReloadsLimitsFromTheConfigFile) {
 // log naming the key: the reloadable change beside it is not applied either.
 TEST(FanoutdE2eTest, ReloadChangingRestartKeyIsRefusedNamingTheKey) {
   const std::string config = testing::TempPath("restart.yaml");
-  std::ofstream(config) << "server:\n  shutdown_delay: 0s\n  threads: 2\n";
+  ReplaceFile(config, "server:\n  shutdown_delay: 0s\n  threads: 2\n");
   Daemon d({"--config=" + config});
   ASSERT_FALSE(d.address().empty()) << d.process().err();
 
-  std::ofstream(config) << "server:\n  shutdown_delay: 0s\n  threads: 3\n"
-                           "limits:\n  max_key_bytes: 16\n";
+  ReplaceFile(config,
+              "server:\n  shutdown_delay: 0s\n  threads: 3\n"
+              "limits:\n  max_key_bytes: 16\n");
   d.process().Signal(SIGHUP);
   EXPECT_TRUE(
       d.process().WaitForStderr("server.threads changed and needs a restart", absl::Seconds(20)))
@@ -363,17 +372,17 @@ TEST(FanoutdE2eTest, ReloadChangingRestartKeyIsRefusedNamingTheKey) {
 // and the next valid file is applied.
 TEST(FanoutdE2eTest, ReloadOfInvalidFileKeepsRunningConfigAndSaysWhy) {
   const std::string config = testing::TempPath("bad.yaml");
-  std::ofstream(config) << "server:\n  shutdown_delay: 0s\n";
+  ReplaceFile(config, "server:\n  shutdown_delay: 0s\n");
   Daemon d({"--config=" + config});
   ASSERT_FALSE(d.address().empty()) << d.process().err();
 
-  std::ofstream(config) << "server:\n  shutdown_delay: 0s\nlimits:\n  max_key_bytes: banana\n";
+  ReplaceFile(config, "server:\n  shutdown_delay: 0s\nlimits:\n  max_key_bytes: banana\n");
   d.process().Signal(SIGHUP);
   ASSERT_TRUE(d.process().WaitForStderr("rejected", absl::Seconds(20))) << d.process().err();
   EXPECT_THAT(d.process().err(), HasSubstr("max_key_bytes"));
   EXPECT_FALSE(KeyRefused(d.address()));
 
-  std::ofstream(config) << "server:\n  shutdown_delay: 0s\nlimits:\n  max_key_bytes: 16\n";
+  ReplaceFile(config, "server:\n  shutdown_delay: 0s\nlimits:\n  max_key_bytes: 16\n");
   d.process().Signal(SIGHUP);
   EXPECT_TRUE(d.process().WaitForStderr("configuration reloaded (", absl::Seconds(20)))
       << d.process().err();
