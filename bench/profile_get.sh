@@ -6,6 +6,9 @@
 #
 # usage: bench/profile_get.sh BUILD_DIR [CALLS]     (needs valgrind)
 #   KEEP=DIR   keep the callgrind outputs there (for callgrind_annotate)
+#   ADMIN=on   serve the admin endpoint (metrics counted) on a free port;
+#   ADMIN=off  no admin endpoint. Unset: the config's default (127.0.0.1:7071,
+#              skipped when that port is taken), so set it when comparing.
 set -euo pipefail
 
 build=$(cd "${1:-build}" && pwd)
@@ -27,6 +30,12 @@ trap cleanup EXIT
 source "$(dirname "$0")/lib.sh"
 log() { echo "profile: $*" >&2; }
 cached_origin "$tmp" "$keys" "$value_bytes"
+case "${ADMIN:-}" in
+  on) printf 'admin:\n  listen: 127.0.0.1:0\n' >> "$tmp/fanoutd.yaml" ;;
+  off) printf 'admin:\n  listen: ""\n' >> "$tmp/fanoutd.yaml" ;;
+  "") ;;
+  *) echo "profile: ADMIN is on or off" >&2; exit 2 ;;
+esac
 
 # profile NAME RPC SERVER_ARGS...: prints instructions per measured call.
 profile() {

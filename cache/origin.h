@@ -28,6 +28,11 @@ struct FetchContext {
   // Cancelled when nobody needs the answer any more (shutdown): the origin
   // stops the work where it can and answers Cancelled.
   CancellationToken cancel;
+  // The W3C traceparent of the read that started the fill (one fill serves
+  // every reader waiting for the key: the first one's), already validated;
+  // empty = none. An origin that makes calls passes it on (the gRPC origin
+  // sends it as `traceparent` metadata).
+  std::string traceparent{};
 };
 
 // Fetch returns at once and calls `done` exactly once, on any thread,

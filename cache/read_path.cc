@@ -132,8 +132,9 @@ struct ReadPath::Flight {
   std::string ckey;
   std::string ns;
   std::string key;
-  bool refresh = false;  // started by a refresh-ahead read
-  bool bypass = false;   // skips the lower tiers
+  bool refresh = false;     // started by a refresh-ahead read
+  bool bypass = false;      // skips the lower tiers
+  std::string traceparent;  // of the read that started the fill
   // When the fill ends at the latest if the tiers and the origin keep their
   // deadlines; waiters with an earlier deadline get a timer.
   absl::Time ends_by = absl::InfiniteFuture();
@@ -153,7 +154,13 @@ ReadPath::ReadPath(const ReadPathOptions& options, std::unique_ptr<L1Cache> l1,
       lower_(std::move(lower)),
       origin_(origin),
       executor_(executor),
-      clock_(executor->clock()) {}
+      clock_(executor->clock()),
+      fetch_latency_((options.metrics != nullptr ? options.metrics : DiscardMetrics())
+                         ->GetHistogram("fanout_origin_fetch_duration_seconds",
+                                        "Time the origin took to answer a fill's fetch (values, "
+                                        "NotFound and failures alike)",
+                                        {}, LatencyBuckets())),
+      tuned_(options) {}
 
 ReadPath::~ReadPath() {
   // Without a Shutdown: answer the waiters and drop what is outstanding.
@@ -167,8 +174,9 @@ void ReadPath::Get(absl::string_view ns, absl::string_view key, const ReadOption
     std::move(done)(std::move(*hit));
     return;
   }
-  ReadBelowL1(std::get<PendingRead>(std::move(first)), options.deadline, options.cancel,
-              std::move(done));
+  PendingRead read = std::get<PendingRead>(std::move(first));
+  read.traceparent_ = options.traceparent;
+  ReadBelowL1(std::move(read), options.deadline, options.cancel, std::move(done));
 }
 
 std::variant<ReadResult, ReadPath::PendingRead> ReadPath::ReadL1(absl::string_view ns,
@@ -200,7 +208,7 @@ std::variant<ReadResult, ReadPath::PendingRead> ReadPath::ReadL1(absl::string_vi
   read.ns_size_ = ns.size();
   if (freshness.has_value()) read.held_ = std::move(e);
   read.max_stale_ =
-      options.max_stale > absl::ZeroDuration() ? options.max_stale : options_.default_max_stale;
+      options.max_stale > absl::ZeroDuration() ? options.max_stale : Tuned().default_max_stale;
   read.bypass_ = options.bypass_cache;
   return read;
 }
@@ -216,7 +224,7 @@ std::shared_ptr<ReadPath::Flight> ReadPath::StartRefresh(std::string ckey, absl:
   auto [it, inserted] = flights_.try_emplace(ckey);
   // One fill per key: the one under way refreshes the entry.
   if (!inserted) return nullptr;
-  if (background_refreshes_ >= options_.max_background_refreshes) {
+  if (background_refreshes_ >= Tuned().max_background_refreshes) {
     flights_.erase(it);
     ++stats_.refreshes_skipped;
     return nullptr;
@@ -274,6 +282,7 @@ void ReadPath::ReadBelowL1(PendingRead read, absl::Time deadline, const Cancella
         flight->ns = std::string(ns);
         flight->key = std::string(key);
         flight->bypass = read.bypass_;
+        flight->traceparent = std::move(read.traceparent_);
         flight->asks_origin = flight->bypass;  // it goes straight there
         flight->ends_by = now + options_.origin_timeout *
                                     static_cast<int64_t>(flight->bypass ? 1 : lower_.size() + 1);
@@ -458,13 +467,17 @@ void ReadPath::FetchOrigin(std::shared_ptr<Flight> flight) {
     return;
   }
   const Flight* f = flight.get();
+  FetchContext fetch{.deadline = start + options_.origin_timeout,
+                     .cancel = shutdown_.token(),
+                     .traceparent = f->traceparent};
   origin_->Fetch(
       f->ns, f->key,
-      FetchContext{.deadline = start + options_.origin_timeout, .cancel = shutdown_.token()},
+      std::move(fetch),
       [this, op = PendingOp(tracker_), start,
        flight = std::move(flight)](absl::StatusOr<OriginValue> value) mutable {
         op.Run([&] {
           const absl::Time now = clock_->Now();
+          fetch_latency_->Observe(now - start);
           if (!value.ok()) {
             absl::Status status = value.status();
             if (status.code() == absl::StatusCode::kNotFound) {
@@ -480,12 +493,13 @@ void ReadPath::FetchOrigin(std::shared_ptr<Flight> flight) {
           entry.fill_time = now - start;
           Complete(flight, std::move(entry), TierId::kOrigin, /*origin_failed=*/false);
         });
-      });
+                 });
 }
 
 void ReadPath::Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<Entry> result,
                         TierId source, bool origin_failed) {
   const absl::Time now = clock_->Now();
+  const ReadPathOptions tuned = Tuned();
   const std::string& ckey = flight->ckey;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Waiter>> waiters;
   std::optional<Fallback> lower;
@@ -506,22 +520,22 @@ void ReadPath::Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<En
                  result.status().code() == absl::StatusCode::kNotFound) {
         // Only the origin's explicit "no such key" removes a cached value.
         l1_->Erase(ckey);
-        if (options_.negative_ttl > absl::ZeroDuration()) {
+        if (tuned.negative_ttl > absl::ZeroDuration()) {
           if (KeyRecord* r = Record(ckey, now)) {
             *r = KeyRecord{};
-            r->negative_until = now + options_.negative_ttl;
+            r->negative_until = now + tuned.negative_ttl;
           }
         } else {
           records_.erase(ckey);
         }
-      } else if (origin_failed && options_.retry_backoff > absl::ZeroDuration()) {
+      } else if (origin_failed && tuned.retry_backoff > absl::ZeroDuration()) {
         if (KeyRecord* r = Record(ckey, now)) {
           r->failures = std::min(r->failures + 1, 30);
-          absl::Duration backoff = options_.retry_backoff;
-          for (int i = 1; i < r->failures && backoff < options_.max_retry_backoff; ++i) {
+          absl::Duration backoff = tuned.retry_backoff;
+          for (int i = 1; i < r->failures && backoff < tuned.max_retry_backoff; ++i) {
             backoff *= 2;
           }
-          r->retry_after = now + Jittered(std::min(backoff, options_.max_retry_backoff));
+          r->retry_after = now + Jittered(std::min(backoff, tuned.max_retry_backoff));
           r->last_error = result.status();
         }
       }
@@ -587,15 +601,33 @@ void ReadPath::DetachLocked(const std::shared_ptr<Flight>& flight) {
 }
 
 Entry ReadPath::MakeEntry(OriginValue value, absl::Time fetched_at) const {
-  const absl::Duration ttl = Jittered(value.ttl > absl::ZeroDuration() ? value.ttl : options_.ttl);
+  const ReadPathOptions tuned = Tuned();
+  const absl::Duration ttl = Jittered(value.ttl > absl::ZeroDuration() ? value.ttl : tuned.ttl);
   Entry e;
   e.value = std::move(value.value);
   e.version = value.version;
   e.fetched_at = fetched_at;
   e.expires_at = fetched_at + ttl;
-  e.fresh_until = fetched_at + ttl * options_.refresh_ahead;
-  e.stale_until = e.expires_at + options_.stale_ttl;
+  e.fresh_until = fetched_at + ttl * tuned.refresh_ahead;
+  e.stale_until = e.expires_at + tuned.stale_ttl;
   return e;
+}
+
+ReadPathOptions ReadPath::Tuned() const {
+  absl::MutexLock l(&tune_mu_);
+  return tuned_;
+}
+
+void ReadPath::Retune(const ReadPathOptions& options) {
+  absl::MutexLock l(&tune_mu_);
+  tuned_.ttl = options.ttl;
+  tuned_.refresh_ahead = options.refresh_ahead;
+  tuned_.stale_ttl = options.stale_ttl;
+  tuned_.default_max_stale = options.default_max_stale;
+  tuned_.negative_ttl = options.negative_ttl;
+  tuned_.retry_backoff = options.retry_backoff;
+  tuned_.max_retry_backoff = options.max_retry_backoff;
+  tuned_.max_background_refreshes = options.max_background_refreshes;
 }
 
 absl::Duration ReadPath::Jittered(absl::Duration d) const {

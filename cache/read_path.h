@@ -25,6 +25,7 @@
 #include "cache/tier.h"
 #include "common/cancellation.h"
 #include "common/executor.h"
+#include "common/metrics.h"
 
 namespace fanout::cache {
 
@@ -63,6 +64,10 @@ struct ReadPathOptions {
   // invalidations) is not answered as fresh: the read goes on below L1,
   // with the entry kept as a stale fallback. Not owned; must outlive this.
   const LinkGuard* link_guard = nullptr;
+  // Where origin fetch latency is reported
+  // (fanout_origin_fetch_duration_seconds); not owned, must outlive the
+  // read path; null = nowhere. The read path's counts are in Stats().
+  Metrics* metrics = nullptr;
 };
 
 // Which tiers an invalidation erases in.
@@ -100,6 +105,9 @@ struct ReadOptions {
   // Cancelled when the caller goes away: a waiting read is answered
   // Cancelled at once and detached from the fill.
   CancellationToken cancel;
+  // The caller's W3C traceparent (validated by the caller), passed on to
+  // the origin fetch when this read starts the fill; empty = none.
+  std::string traceparent{};
 };
 
 struct ReadResult {
@@ -173,6 +181,8 @@ class ReadPath {
     PendingRead& operator=(PendingRead&&) = default;
     absl::string_view ns() const { return absl::string_view(ckey_).substr(0, ns_size_); }
     absl::string_view key() const { return absl::string_view(ckey_).substr(ns_size_ + 1); }
+    // See ReadOptions::traceparent.
+    void set_traceparent(std::string traceparent) { traceparent_ = std::move(traceparent); }
 
    private:
     friend class ReadPath;
@@ -182,12 +192,14 @@ class ReadPath {
     std::optional<Entry> held_;  // L1's copy, for a fallback
     absl::Duration max_stale_;
     bool bypass_ = false;
+    std::string traceparent_;
   };
 
   // The first step of a Get, synchronous: the answer when L1 holds the key
   // fresh, or in its refresh window (then a background refresh is started
   // on the executor, with its own copy of the key); else a PendingRead to
-  // pass to ReadBelowL1. options.deadline and options.cancel are not used.
+  // pass to ReadBelowL1. options.deadline, options.cancel and
+  // options.traceparent are not used.
   std::variant<ReadResult, PendingRead> ReadL1(absl::string_view ns, absl::string_view key,
                                                const ReadOptions& options);
   // The rest of a Get, under the caller's deadline and cancellation.
@@ -231,6 +243,14 @@ class ReadPath {
 
   L1Cache& l1() { return *l1_; }
   ReadPathStats Stats() const;
+
+  // Applies the freshness settings of `options` (ttl, refresh_ahead,
+  // stale_ttl, default_max_stale, negative_ttl, retry_backoff,
+  // max_retry_backoff, max_background_refreshes) to what happens from now
+  // on: values filled later, reads that start later, records made later.
+  // Entries already cached keep their windows. The other options keep the
+  // values the read path was built with. Thread-safe.
+  void Retune(const ReadPathOptions& options);
 
  private:
   class Tracker;
@@ -279,6 +299,8 @@ class ReadPath {
   // Whether ReadL1 may answer `e` as fresh: the link guard's check.
   bool TrustedInL1(const Entry& e, absl::Time now) const;
 
+  // The options with the freshness settings of the last Retune.
+  ReadPathOptions Tuned() const;
   Entry MakeEntry(OriginValue value, absl::Time fetched_at) const;
   absl::Duration Jittered(absl::Duration d) const;
   // Takes `e` by value: an L1 hit moves its copy in rather than copying the
@@ -296,6 +318,11 @@ class ReadPath {
   Clock* const clock_;
   // Cancelled by Shutdown; every origin fetch runs under it.
   CancellationSource shutdown_;
+  Histogram* const fetch_latency_;
+
+  // A leaf lock: taken alone, or inside mu_.
+  mutable absl::Mutex tune_mu_;
+  ReadPathOptions tuned_ ABSL_GUARDED_BY(tune_mu_);
 
   mutable absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;

@@ -93,8 +93,9 @@ BackendCall BackendPass::Start(int64_t cost) && {
   return BackendCall(stats, cost, probe);
 }
 
-BackendStats::BackendStats(Clock* clock, EjectionConfig ejection, EjectionBudget* budget)
-    : clock_(clock), ejection_(ejection), budget_(budget) {
+BackendStats::BackendStats(Clock* clock, EjectionConfig ejection, EjectionBudget* budget,
+                           Counter* ejections)
+    : clock_(clock), ejection_(ejection), budget_(budget), ejections_(ejections) {
   absl::MutexLock l(&mu_);
   samples_us_.reserve(kLatencySamples);
 }
@@ -181,6 +182,7 @@ void BackendStats::EjectLocked(absl::Time now, bool renew) {
   if (!renew && budget_ != nullptr && !budget_->TryTake()) return;
   ejected_ = true;
   ++ejections_in_row_;
+  if (ejections_ != nullptr) ejections_->Increment();
   absl::Duration period = ejection_.base_ejection;
   for (int i = 1; i < ejections_in_row_ && period < ejection_.max_ejection; ++i) period *= 2;
   ejected_until_ = now + std::min(period, ejection_.max_ejection);

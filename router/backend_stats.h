@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/metrics.h"
 #include "router/route_config.h"
 
 namespace fanout::router {
@@ -142,7 +143,8 @@ struct BackendSnapshot {
 
 // Thread-safe. `clock`: not owned; must outlive this. `budget`: the route's
 // ejection budget, shared by its backends; not owned, must outlive this;
-// nullptr = no limit.
+// nullptr = no limit. `ejections`: counts each ejection (a renewed one after
+// a failed probe included); not owned, must outlive this; nullptr = none.
 class BackendStats {
  public:
   // Latency percentiles come from a ring of this many recent successes.
@@ -152,7 +154,8 @@ class BackendStats {
   // Weight of a new sample in the latency EWMA.
   static constexpr double kEwmaWeight = 0.2;
 
-  BackendStats(Clock* clock, EjectionConfig ejection, EjectionBudget* budget = nullptr);
+  BackendStats(Clock* clock, EjectionConfig ejection, EjectionBudget* budget = nullptr,
+               Counter* ejections = nullptr);
   BackendStats(const BackendStats&) = delete;
   BackendStats& operator=(const BackendStats&) = delete;
 
@@ -194,6 +197,7 @@ class BackendStats {
   Clock* const clock_;
   const EjectionConfig ejection_;
   EjectionBudget* const budget_;
+  Counter* const ejections_;
 
   mutable absl::Mutex mu_;
   int64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;

@@ -61,7 +61,7 @@ AdaptiveController::Decision AdaptiveController::Next(double explore,
   return Decision{false, committed_};
 }
 
-void AdaptiveController::OnRace(int winner, absl::Duration winner_ewma) {
+bool AdaptiveController::OnRace(int winner, absl::Duration winner_ewma) {
   absl::MutexLock l(&mu_);
   winners_.push_back(winner);
   if (static_cast<int>(winners_.size()) > config_.window) winners_.pop_front();
@@ -74,15 +74,16 @@ void AdaptiveController::OnRace(int winner, absl::Duration winner_ewma) {
   if (committed_ >= 0) {
     // Exploration races keep checking that the commitment is still deserved.
     if (wins[committed_] < needed) UncommitLocked();
-    return;
+    return false;
   }
-  if (races_seen_ < config_.min_races) return;
+  if (races_seen_ < config_.min_races) return false;
   const int top = static_cast<int>(std::max_element(wins.begin(), wins.end()) - wins.begin());
-  if (wins[top] == 0 || wins[top] < needed) return;
+  if (wins[top] == 0 || wins[top] < needed) return false;
   committed_ = top;
   baseline_ewma_ = top == winner ? winner_ewma : absl::ZeroDuration();
   committed_results_.clear();
   committed_failures_ = 0;
+  return true;
 }
 
 void AdaptiveController::OnCommittedCall(int backend, bool ok, absl::Duration ewma) {

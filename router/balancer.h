@@ -48,8 +48,9 @@ class AdaptiveController {
   // backend that is not `admissible` ends the commitment.
   Decision Next(double explore, absl::FunctionRef<bool(int)> admissible);
   // A race ended; `winner` is -1 when nobody succeeded. `winner_ewma` is the
-  // winner's latency EWMA after the race.
-  void OnRace(int winner, absl::Duration winner_ewma);
+  // winner's latency EWMA after the race. Returns whether this race made the
+  // controller commit (to committed()).
+  bool OnRace(int winner, absl::Duration winner_ewma);
   // A call to the committed backend ended.
   void OnCommittedCall(int backend, bool ok, absl::Duration ewma);
 

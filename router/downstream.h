@@ -26,6 +26,9 @@ struct DownstreamCall {
   absl::Time deadline = absl::InfiniteFuture();
   // Cancelling it must end the call promptly (reaching the backend).
   CancellationToken token;
+  // The Route caller's W3C traceparent (validated), sent on as
+  // `traceparent` metadata; empty = none.
+  std::string traceparent{};
 };
 
 // Call returns at once and calls `done` exactly once, on any thread,

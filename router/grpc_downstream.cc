@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/trace_context.h"
 #include "router/downstream.h"
 
 namespace fanout::router {
@@ -59,6 +60,7 @@ class GrpcDownstream final : public Downstream {
       state->context.set_deadline(absl::ToChronoTime(call.deadline));
     }
     if (call.cost > 0) state->context.AddMetadata(kCostMetadataKey, absl::StrCat(call.cost));
+    if (!call.traceparent.empty()) state->context.AddMetadata(kTraceparentKey, call.traceparent);
     // Always a valid buffer: a default ByteBuffer is no message at all.
     grpc::Slice slice = call.payload != nullptr
                             ? grpc::Slice(call.payload->data(), call.payload->size())

@@ -1,6 +1,7 @@
 #include "router/router.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <random>
 #include <utility>
@@ -68,10 +69,15 @@ struct RouteState {
     std::string address;
     std::shared_ptr<Downstream> downstream;
     std::unique_ptr<BackendStats> stats;
+    // fanout_route_branches_total{route, backend, outcome}
+    std::unique_ptr<CounterVec> branches;
   };
 
   RouteConfig config;
   Executor* executor = nullptr;
+  Metrics* metrics = nullptr;
+  // fanout_route_calls_total{route, policy, outcome}, by Policy.
+  std::array<std::unique_ptr<CounterVec>, 8> calls;
   // Before `backends`: their stats point to it.
   std::unique_ptr<EjectionBudget> ejection_budget;
   std::vector<Backend> backends;
@@ -297,6 +303,7 @@ struct Attempt {
   std::shared_ptr<const std::string> payload;
   int64_t cost;
   AttemptBudget budget;
+  std::string traceparent;
 
   void operator()(const TaskContext& ctx, TaskDone<std::string> done) && {
     RouteState::Backend& backend = route->backends[index];
@@ -305,7 +312,8 @@ struct Attempt {
     const absl::Time counted_from = budget.first_wave ? budget.call_start : start;
     const bool full_budget = ctx.deadline - counted_from >= budget.full;
     BackendCall call = std::move(pass).Start(cost);
-    DownstreamCall request{route->config.method, std::move(payload), cost, ctx.deadline, ctx.token};
+    DownstreamCall request{route->config.method, std::move(payload), cost,
+                           ctx.deadline,         ctx.token,          std::move(traceparent)};
     backend.downstream->Call(request, AttemptEnd{route, std::move(done), std::move(call), clock,
                                                  start, ctx.deadline, full_budget});
   }
@@ -364,6 +372,52 @@ std::string FailureMessage(const RouteState& route, const Plan& plan,
   return BoundedText(out, kMaxRouteStatusMessageBytes);
 }
 
+// Outcome labels: of a call, and of a branch (by TaskOutcome, then skipped).
+const std::vector<std::string>& CallOutcomes() {
+  static const auto* const kNames =
+      new std::vector<std::string>{"ok", "error", "timeout", "cancelled"};
+  return *kNames;
+}
+const std::vector<std::string>& BranchOutcomes() {
+  static const auto* const kNames =
+      new std::vector<std::string>{"ok", "error", "timeout", "cancelled", "skipped"};
+  return *kNames;
+}
+size_t BranchOutcomeIndex(TaskOutcome outcome) {
+  switch (outcome) {
+    case TaskOutcome::kOk:
+      return 0;
+    case TaskOutcome::kError:
+      return 1;
+    case TaskOutcome::kTimeout:
+      return 2;
+    case TaskOutcome::kCancelled:
+      return 3;
+    case TaskOutcome::kSkipped:
+      return 4;
+  }
+  return 1;
+}
+
+// Counts a finished call and its branches (`position`: each backend's
+// place in the plan, -1 when not called).
+void CountCall(const RouteState& route, Policy policy, const absl::Status& status,
+               const std::vector<int>& position, const GroupResult<std::string>& result) {
+  size_t outcome = 1;  // error
+  if (status.ok()) {
+    outcome = 0;
+  } else if (status.code() == absl::StatusCode::kDeadlineExceeded) {
+    outcome = 2;
+  } else if (status.code() == absl::StatusCode::kCancelled) {
+    outcome = 3;
+  }
+  route.calls[static_cast<size_t>(policy)]->Increment(outcome);
+  for (size_t i = 0; i < route.backends.size(); ++i) {
+    route.backends[i].branches->Increment(
+        position[i] < 0 ? 4 : BranchOutcomeIndex(result.tasks[position[i]].outcome));
+  }
+}
+
 }  // namespace
 
 Router::~Router() = default;
@@ -378,6 +432,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(std::vector<RouteConfig> 
   uint64_t seed = options.seed;
   if (seed == 0) seed = (uint64_t{std::random_device()()} << 32) | std::random_device()();
 
+  Metrics* const metrics = options.metrics != nullptr ? options.metrics : DiscardMetrics();
   std::unique_ptr<Router> router(new Router(executor));
   absl::flat_hash_map<std::string, std::shared_ptr<Downstream>> by_address;
   for (size_t r = 0; r < routes.size(); ++r) {
@@ -389,6 +444,15 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(std::vector<RouteConfig> 
     }
     auto state = std::make_shared<RouteState>();
     state->executor = executor;
+    state->metrics = metrics;
+    for (size_t p = 0; p < state->calls.size(); ++p) {
+      state->calls[p] = std::make_unique<CounterVec>(
+          metrics, "fanout_route_calls_total",
+          "Route calls finished, by route, the policy they ran under and outcome",
+          MetricLabels{{"route", config.name},
+                       {"policy", std::string(PolicyName(static_cast<Policy>(p)))}},
+          "outcome", CallOutcomes());
+    }
     state->ejection_budget = std::make_unique<EjectionBudget>(
         static_cast<int>(config.backends.size()), config.ejection.max_ejection_percent);
     for (const BackendConfig& backend : config.backends) {
@@ -402,10 +466,22 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(std::vector<RouteConfig> 
         }
         downstream = *std::move(made);
       }
-      state->backends.push_back({backend.name.empty() ? backend.address : backend.name,
-                                 backend.address, downstream,
-                                 std::make_unique<BackendStats>(executor->clock(), config.ejection,
-                                                                state->ejection_budget.get())});
+      const std::string name = backend.name.empty() ? backend.address : backend.name;
+      const MetricLabels labels = {{"route", config.name}, {"backend", name}};
+      Counter* ejections = metrics->GetCounter(
+          "fanout_route_backend_ejections_total",
+          "Times a route's backend was ejected from selection (a renewal after a failed probe "
+          "included)",
+          labels);
+      state->backends.push_back(
+          {name, backend.address, downstream,
+           std::make_unique<BackendStats>(executor->clock(), config.ejection,
+                                          state->ejection_budget.get(), ejections),
+           std::make_unique<CounterVec>(
+               metrics, "fanout_route_branches_total",
+               "Backend calls of Route calls (branches) by route, backend and outcome (skipped: "
+               "not called)",
+               labels, "outcome", BranchOutcomes())});
     }
     state->adaptive = std::make_unique<AdaptiveController>(
         config.adaptive, static_cast<int>(config.backends.size()));
@@ -421,7 +497,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Create(std::vector<RouteConfig> 
 }
 
 void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken parent,
-                   absl::Time deadline, RouteDone done) {
+                   absl::Time deadline, RouteDone done, absl::string_view traceparent) {
   auto it = routes_.find(request.route());
   if (it == routes_.end()) {
     std::move(done)(absl::NotFoundError(absl::StrCat(
@@ -497,9 +573,9 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
     const int index = call->plan.order[k];
     AttemptBudget attempt = budget;
     attempt.first_wave = k == 0 || !StartsOneAtATime(policy);
-    call->group->Add(
-        route->backends[index].name,
-        Attempt{route, index, std::move(call->plan.passes[index]), payload, cost, attempt});
+    call->group->Add(route->backends[index].name,
+                     Attempt{route, index, std::move(call->plan.passes[index]), payload, cost,
+                             attempt, std::string(traceparent)});
   }
   call->group->Start([call](GroupResult<std::string> result) mutable {
     RouteState& route = *call->route;
@@ -568,10 +644,23 @@ void Router::Route(const fanout::v1::RouteRequest& request, CancellationToken pa
         route.backends[plan.order[k]].stats->OnRace(static_cast<int>(k) == winner);
       }
     }
+    CountCall(route, plan.policy, result.status, position, result);
     if (plan.adaptive_race && !caller_ended) {
       const int backend = winner >= 0 ? plan.order[winner] : -1;
-      route.adaptive->OnRace(backend, backend >= 0 ? route.backends[backend].stats->latency_ewma()
-                                                   : absl::ZeroDuration());
+      if (route.adaptive->OnRace(backend, backend >= 0
+                                              ? route.backends[backend].stats->latency_ewma()
+                                              : absl::ZeroDuration())) {
+        const int committed = route.adaptive->committed();
+        if (committed >= 0) {
+          // Rare (a commitment): the series is looked up here.
+          route.metrics
+              ->GetCounter(
+                  "fanout_route_adaptive_commits_total",
+                  "Times an adaptive route committed to a backend",
+                  {{"route", route.config.name}, {"backend", route.backends[committed].name}})
+              ->Increment();
+        }
+      }
     } else if (plan.adaptive_single && !caller_ended) {
       const int backend = plan.order[0];
       route.adaptive->OnCommittedCall(backend, !failed,

@@ -21,6 +21,7 @@
 #include "absl/time/time.h"
 #include "common/cancellation.h"
 #include "common/executor.h"
+#include "common/metrics.h"
 #include "fanout/v1/sidecar.pb.h"
 #include "router/backend_stats.h"
 #include "router/downstream.h"
@@ -60,6 +61,10 @@ struct RouterOptions {
   DownstreamFactory downstream_factory = nullptr;
   // Seeds tie-breaking and exploration; 0 = from std::random_device.
   uint64_t seed = 0;
+  // Where Route calls, branches, ejections and adaptive commits are counted
+  // (by route, policy, backend and outcome; see README, Metrics); not owned,
+  // must outlive the router; null = nowhere.
+  Metrics* metrics = nullptr;
 };
 
 struct BackendReport {
@@ -119,9 +124,11 @@ class Router {
   // ALL_SETTLED fails only when cancelled. Branch outcomes: OK, ERROR,
   // TIMEOUT (deadline), CANCELLED (lost a race, a sibling failed, or the
   // caller cancelled), SKIPPED. Branch errors are valid UTF-8 (other bytes
-  // become '?') and at most kMaxBranchErrorBytes.
+  // become '?') and at most kMaxBranchErrorBytes. `traceparent` (the
+  // caller's W3C traceparent, validated; empty = none) goes to every
+  // backend call.
   void Route(const fanout::v1::RouteRequest& request, CancellationToken parent, absl::Time deadline,
-             RouteDone done);
+             RouteDone done, absl::string_view traceparent = {});
 
   std::vector<std::string> RouteNames() const;
   // NotFound for an unknown route.

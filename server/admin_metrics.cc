@@ -1,193 +1,67 @@
 #include "server/admin_metrics.h"
 
-#include <google/protobuf/descriptor.h>
 #include <prometheus/metric_family.h>
 
-#include <chrono>
+#include <algorithm>
 #include <deque>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_replace.h"
-#include "fanout/v1/sidecar.pb.h"
+#include "cache/tiers/redis/redis_tier.h"
+#include "cache/tiers/rocksdb/rocksdb_tier.h"
 
 namespace fanout::server {
-namespace {
 
-using grpc::experimental::InterceptionHookPoints;
+// --- RegistryCollector -----------------------------------------------------
 
-const char* const kCodeNames[] = {
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-};
-static_assert(sizeof(kCodeNames) / sizeof(kCodeNames[0]) == 17);
-
-const char* const kTierNames[] = {"l1", "l2", "l3", "origin"};
-
-// Counts one call: created by gRPC when the call arrives, destroyed when it
-// has ended.
-class RpcMetricsInterceptor final : public grpc::experimental::Interceptor {
- public:
-  RpcMetricsInterceptor(RpcMetrics* metrics, RpcMetrics::Method* method)
-      : metrics_(metrics), method_(method), start_(std::chrono::steady_clock::now()) {
-    method_->in_flight->Increment();
-  }
-  ~RpcMetricsInterceptor() override { method_->in_flight->Decrement(); }
-
-  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (method_->kind != RpcMetrics::Method::Kind::kOther &&
-        methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_MESSAGE)) {
-      CountAnswers(methods->GetSendMessage());
+std::vector<prometheus::MetricFamily> RegistryCollector::Collect() const {
+  std::vector<prometheus::MetricFamily> out;
+  for (MetricFamilySample& f : registry_->Read()) {
+    prometheus::MetricFamily family;
+    family.name = std::move(f.name);
+    family.help = std::move(f.help);
+    switch (f.kind) {
+      case MetricKind::kCounter:
+        family.type = prometheus::MetricType::Counter;
+        break;
+      case MetricKind::kGauge:
+        family.type = prometheus::MetricType::Gauge;
+        break;
+      case MetricKind::kHistogram:
+        family.type = prometheus::MetricType::Histogram;
+        break;
     }
-    if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
-      const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start_;
-      method_->latency->Observe(elapsed.count());
-      metrics_->CountCall(method_, static_cast<int>(methods->GetSendStatus().error_code()));
-    }
-    methods->Proceed();
-  }
-
- private:
-  // The message is the handler's response object: the generated service
-  // fixes its type per method.
-  void CountAnswers(const void* message) {
-    if (message == nullptr) return;
-    if (method_->kind == RpcMetrics::Method::Kind::kGet) {
-      const auto* r = static_cast<const fanout::v1::GetResponse*>(message);
-      metrics_->CountAnswer(r->served_by(), r->stale());
-    } else {
-      const auto* r = static_cast<const fanout::v1::BatchGetResponse*>(message);
-      for (const fanout::v1::BatchGetItem& item : r->items()) {
-        if (item.code() == 0) metrics_->CountAnswer(item.served_by(), item.stale());
+    for (MetricSample& sample : f.samples) {
+      prometheus::ClientMetric m;
+      for (auto& [name, value] : sample.labels) m.label.push_back({name, value});
+      // By name, as prometheus-cpp's own families write them, so that a
+      // series reads the same whichever component made it.
+      std::sort(m.label.begin(), m.label.end(),
+                [](const prometheus::ClientMetric::Label& a,
+                   const prometheus::ClientMetric::Label& b) { return a.name < b.name; });
+      if (f.kind == MetricKind::kCounter) {
+        m.counter.value = sample.value;
+      } else if (f.kind == MetricKind::kGauge) {
+        m.gauge.value = sample.value;
+      } else {
+        const Histogram::Snapshot& h = sample.histogram;
+        uint64_t cumulative = 0;
+        for (size_t i = 0; i < h.counts.size(); ++i) {
+          cumulative += h.counts[i];
+          prometheus::ClientMetric::Bucket b;
+          b.cumulative_count = cumulative;
+          b.upper_bound = i < h.bounds.size() ? absl::ToDoubleSeconds(h.bounds[i])
+                                              : std::numeric_limits<double>::infinity();
+          m.histogram.bucket.push_back(b);
+        }
+        m.histogram.sample_count = cumulative;
+        m.histogram.sample_sum = absl::ToDoubleSeconds(h.sum);
       }
+      family.metric.push_back(std::move(m));
     }
+    if (!family.metric.empty()) out.push_back(std::move(family));
   }
-
-  RpcMetrics* const metrics_;
-  RpcMetrics::Method* const method_;
-  const std::chrono::steady_clock::time_point start_;
-};
-
-class RpcMetricsInterceptorFactory final
-    : public grpc::experimental::ServerInterceptorFactoryInterface {
- public:
-  explicit RpcMetricsInterceptorFactory(RpcMetrics* metrics) : metrics_(metrics) {}
-  grpc::experimental::Interceptor* CreateServerInterceptor(
-      grpc::experimental::ServerRpcInfo* info) override {
-    return new RpcMetricsInterceptor(metrics_, metrics_->ForMethod(info->method()));
-  }
-
- private:
-  RpcMetrics* const metrics_;
-};
-
-}  // namespace
-
-const std::vector<double>& RpcMetrics::Buckets() {
-  static const std::vector<double>* const kBuckets =
-      new std::vector<double>{0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                              0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30};
-  return *kBuckets;
-}
-
-RpcMetrics::RpcMetrics(prometheus::Registry* registry)
-    : calls_(prometheus::BuildCounter()
-                 .Name("fanout_requests_total")
-                 .Help("gRPC calls finished, by method (rpc) and status code")
-                 .Register(*registry)),
-      latency_(prometheus::BuildHistogram()
-                   .Name("fanout_request_duration_seconds")
-                   .Help("Time from a gRPC call's arrival to its status, by method (rpc); for "
-                         "streams, the stream's lifetime")
-                   .Register(*registry)),
-      in_flight_(prometheus::BuildGauge()
-                     .Name("fanout_requests_in_flight")
-                     .Help("gRPC calls (and Watch streams) under way, by method (rpc)")
-                     .Register(*registry)),
-      answers_(prometheus::BuildCounter()
-                   .Name("fanout_get_answers_total")
-                   .Help("Values answered by Get and BatchGet, by the tier that served them and "
-                         "whether they were stale")
-                   .Register(*registry)) {
-  for (int tier = 0; tier < 4; ++tier) {
-    for (int stale = 0; stale < 2; ++stale) {
-      answer_counters_[tier][stale] =
-          &answers_.Add({{"tier", kTierNames[tier]}, {"stale", stale ? "true" : "false"}});
-    }
-  }
-  absl::MutexLock l(&mu_);
-  unknown_ = MakeMethod("", "unknown", Method::Kind::kOther);
-}
-
-std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>
-RpcMetrics::NewInterceptorFactory() {
-  return std::make_unique<RpcMetricsInterceptorFactory>(this);
-}
-
-RpcMetrics::Method* RpcMetrics::MakeMethod(std::string key, std::string rpc, Method::Kind kind) {
-  auto m = std::make_unique<Method>();
-  m->rpc = rpc;
-  m->kind = kind;
-  m->latency = &latency_.Add({{"rpc", rpc}}, Buckets());
-  m->in_flight = &in_flight_.Add({{"rpc", rpc}});
-  Method* raw = m.get();
-  methods_[std::move(key)] = std::move(m);
-  return raw;
-}
-
-RpcMetrics::Method* RpcMetrics::ForMethod(const char* method) {
-  const absl::string_view name = method != nullptr ? method : "";
-  {
-    absl::ReaderMutexLock l(&mu_);
-    auto it = methods_.find(name);
-    if (it != methods_.end()) return it->second.get();
-  }
-  // "/package.Service/Method": labelled only if a compiled-in service
-  // declares it, so that clients cannot make series by sending names. Names
-  // that are not are not remembered either.
-  const std::string rpc(name.empty() ? name : name.substr(1));
-  const bool known = name.size() > 1 && name[0] == '/' &&
-                     std::count(rpc.begin(), rpc.end(), '/') == 1 &&
-                     google::protobuf::DescriptorPool::generated_pool()->FindMethodByName(
-                         absl::StrReplaceAll(rpc, {{"/", "."}})) != nullptr;
-  absl::MutexLock l(&mu_);
-  if (!known) return unknown_;
-  auto it = methods_.find(name);
-  if (it != methods_.end()) return it->second.get();
-  Method::Kind kind = Method::Kind::kOther;
-  if (rpc == "fanout.v1.Sidecar/Get") kind = Method::Kind::kGet;
-  if (rpc == "fanout.v1.Sidecar/BatchGet") kind = Method::Kind::kBatchGet;
-  return MakeMethod(std::string(name), rpc, kind);
-}
-
-void RpcMetrics::CountCall(Method* m, int code) {
-  if (code < 0 || code > 16) code = 2;  // UNKNOWN
-  prometheus::Counter* c = m->calls[code].load(std::memory_order_acquire);
-  if (c == nullptr) {
-    // Family::Add returns the same counter for the same labels.
-    c = &calls_.Add({{"rpc", m->rpc}, {"code", kCodeNames[code]}});
-    m->calls[code].store(c, std::memory_order_release);
-  }
-  c->Increment();
-}
-
-void RpcMetrics::CountAnswer(int tier, bool stale) {
-  if (tier < 1 || tier > 4) return;
-  answer_counters_[tier - 1][stale ? 1 : 0]->Increment();
+  return out;
 }
 
 // --- ComponentCollector ----------------------------------------------------
@@ -245,6 +119,30 @@ void CollectReadPath(const cache::ReadPathStats& s, Families& out) {
   Sample(out.Add("fanout_stale_fallbacks_total",
                  "Stale answers given because the origin could not answer", MetricType::Counter),
          {}, s.stale_served);
+  Sample(out.Add("fanout_refreshes_skipped_total",
+                 "Refreshes not started because cache.max_background_refreshes were under way",
+                 MetricType::Counter),
+         {}, s.refreshes_skipped);
+  Sample(out.Add("fanout_negative_hits_total",
+                 "Reads answered NOT_FOUND from a remembered NotFound (cache.negative_ttl)",
+                 MetricType::Counter),
+         {}, s.negative_hits);
+  Sample(out.Add("fanout_backoff_answers_total",
+                 "Reads answered without an origin fetch because the key was in its retry "
+                 "backoff (cache.retry_backoff)",
+                 MetricType::Counter),
+         {}, s.backoff_answers);
+  Sample(
+      out.Add("fanout_deadline_answers_total",
+              "Reads answered before their deadline while their fill went on", MetricType::Counter),
+      {}, s.deadline_answers);
+  Sample(out.Add("fanout_cancelled_reads_total",
+                 "Reads whose caller cancelled while they waited for a fill", MetricType::Counter),
+         {}, s.cancelled);
+  Sample(out.Add("fanout_detached_fills_total",
+                 "Fills detached by Invalidate or a bypass_cache read (they cache nothing)",
+                 MetricType::Counter),
+         {}, s.detached_fills);
 }
 
 void CollectL1(const cache::L1Stats& s, uint64_t capacity, Families& out) {
@@ -328,6 +226,51 @@ void CollectTiers(const std::vector<std::pair<std::string, const cache::Tier*>>&
   }
 }
 
+void CollectRedis(const cache::RedisTier& redis, Families& out) {
+  const cache::RedisClientStats s = redis.client_stats();
+  MetricFamily& circuit =
+      out.Add("fanout_l2_circuit_state",
+              "1 for the state the Redis client's circuit breaker is in (closed: calls go "
+              "through; open: refused at once; half_open: trying again)",
+              MetricType::Gauge);
+  using State = cache::CircuitBreaker::State;
+  Sample(circuit, {{"state", "closed"}}, s.circuit == State::kClosed ? 1 : 0);
+  Sample(circuit, {{"state", "open"}}, s.circuit == State::kOpen ? 1 : 0);
+  Sample(circuit, {{"state", "half_open"}}, s.circuit == State::kHalfOpen ? 1 : 0);
+  Sample(out.Add("fanout_l2_circuit_opens_total", "Times the Redis circuit breaker opened",
+                 MetricType::Counter),
+         {}, s.circuit_opens);
+  Sample(out.Add("fanout_l2_connections_ready", "Connections to Redis ready for commands",
+                 MetricType::Gauge),
+         {}, s.ready_connections);
+  Sample(out.Add("fanout_l2_commands_total", "Commands sent to Redis", MetricType::Counter), {},
+         s.commands);
+  Sample(out.Add("fanout_l2_refused_total",
+                 "Redis calls failed at once (circuit open, no ready connection)",
+                 MetricType::Counter),
+         {}, s.refused);
+  Sample(out.Add("fanout_l2_connection_losses_total",
+                 "Ready connections to Redis lost, or closed after a timeout", MetricType::Counter),
+         {}, s.connection_losses);
+  Sample(out.Add("fanout_l2_connect_failures_total",
+                 "Connection attempts to Redis that failed (refused, timed out, AUTH)",
+                 MetricType::Counter),
+         {}, s.connect_failures);
+}
+
+void CollectL3(const cache::RocksDbTier& l3, Families& out) {
+  const cache::RocksDbTierState s = l3.State();
+  Sample(out.Add("fanout_l3_disk_bytes",
+                 "SST bytes of the survival tier on disk (cache.l3.max_bytes caps them)",
+                 MetricType::Gauge),
+         {}, s.sst_bytes);
+  Sample(out.Add("fanout_l3_read_only",
+                 "1 while the survival tier does not write (opened read-only, a write failure, "
+                 "full)",
+                 MetricType::Gauge),
+         {}, s.read_only ? 1 : 0);
+}
+
 void CollectRouter(const router::Router& router, Families& out) {
   const std::vector<std::string> names = router.RouteNames();
   if (names.empty()) return;
@@ -398,7 +341,13 @@ std::vector<prometheus::MetricFamily> ComponentCollector::Collect() const {
   if (sources_.read_path != nullptr) CollectReadPath(sources_.read_path->Stats(), out);
   if (sources_.l1 != nullptr) CollectL1(sources_.l1->Stats(), sources_.l1_capacity_bytes, out);
   CollectTiers(sources_.tiers, out);
-  if (sources_.router != nullptr) CollectRouter(*sources_.router, out);
+  if (sources_.redis != nullptr) CollectRedis(*sources_.redis, out);
+  if (sources_.l3 != nullptr) CollectL3(*sources_.l3, out);
+  if (sources_.router) {
+    if (std::shared_ptr<const router::Router> router = sources_.router()) {
+      CollectRouter(*router, out);
+    }
+  }
   return out.Take();
 }
 

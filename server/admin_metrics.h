@@ -1,10 +1,11 @@
-// fanoutd's Prometheus metrics. Two sources, both bounded in series:
+// fanoutd's Prometheus metrics: the only place that knows Prometheus. Two
+// sources, both bounded in series:
 //
-// - RpcMetrics counts every gRPC call through a server interceptor (so the
-//   handlers stay unaware of it): calls by method and status code, latency
-//   histograms, calls in flight, and the tier that answered each Get value.
-//   Methods are labelled only when a compiled-in service declares them;
-//   any other name a client sends is counted as rpc="unknown".
+// - RegistryCollector exposes the MetricRegistry (common/metrics.h) the
+//   components count into as they work: gRPC calls by method and code,
+//   latencies, Get answers by tier (rpc_metrics.h), Route calls, branches,
+//   ejections and adaptive commits (router/), origin fetch latency (the
+//   read path), configuration reloads.
 // - ComponentCollector reads the components' own statistics at scrape time
 //   (read path, L1, lower tiers, router): nothing is counted twice and the
 //   hot paths carry no extra work for it.
@@ -15,77 +16,36 @@
 #ifndef FANOUT_SERVER_ADMIN_METRICS_H_
 #define FANOUT_SERVER_ADMIN_METRICS_H_
 
-#include <grpcpp/support/server_interceptor.h>
 #include <prometheus/collectable.h>
-#include <prometheus/counter.h>
-#include <prometheus/family.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
+#include <prometheus/metric_family.h>
 
-#include <array>
-#include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
-#include "absl/synchronization/mutex.h"
 #include "cache/l1_cache.h"
 #include "cache/read_path.h"
 #include "cache/tier.h"
+#include "common/metrics.h"
 #include "router/router.h"
+
+namespace fanout::cache {
+class RedisTier;
+class RocksDbTier;
+}  // namespace fanout::cache
 
 namespace fanout::server {
 
-// Thread-safe. Register its families in `registry` (not owned; must outlive
-// this). Must outlive every server whose interceptors it made.
-class RpcMetrics {
+// A Collectable over a MetricRegistry (not owned; must outlive this).
+class RegistryCollector final : public prometheus::Collectable {
  public:
-  explicit RpcMetrics(prometheus::Registry* registry);
-  RpcMetrics(const RpcMetrics&) = delete;
-  RpcMetrics& operator=(const RpcMetrics&) = delete;
-
-  // For grpc::ServerBuilder::experimental().SetInterceptorCreators().
-  std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface> NewInterceptorFactory();
-
-  // Latency buckets, in seconds.
-  static const std::vector<double>& Buckets();
-
-  // One method's series. Public for the interceptor in the .cc file.
-  struct Method {
-    enum class Kind { kOther, kGet, kBatchGet };
-    std::string rpc;  // "package.Service/Method" or "unknown"
-    Kind kind = Kind::kOther;
-    prometheus::Histogram* latency = nullptr;
-    prometheus::Gauge* in_flight = nullptr;
-    // By grpc::StatusCode (0..16); made on first use.
-    std::array<std::atomic<prometheus::Counter*>, 17> calls{};
-  };
-
-  // The series of `method` ("/package.Service/Method" as gRPC names it).
-  Method* ForMethod(const char* method);
-  void CountCall(Method* m, int code);
-  // A value answered by `tier` (fanout::v1::Tier), stale or not.
-  void CountAnswer(int tier, bool stale);
+  explicit RegistryCollector(const MetricRegistry* registry) : registry_(registry) {}
+  std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
-  // Makes the series of `rpc`, found under `key` from then on.
-  Method* MakeMethod(std::string key, std::string rpc, Method::Kind kind)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
-  prometheus::Family<prometheus::Counter>& calls_;
-  prometheus::Family<prometheus::Histogram>& latency_;
-  prometheus::Family<prometheus::Gauge>& in_flight_;
-  prometheus::Family<prometheus::Counter>& answers_;
-  // [tier 1..4 - 1][stale]
-  std::array<std::array<prometheus::Counter*, 2>, 4> answer_counters_{};
-
-  absl::Mutex mu_;
-  absl::flat_hash_map<std::string, std::unique_ptr<Method>> methods_ ABSL_GUARDED_BY(mu_);
-  Method* unknown_ ABSL_GUARDED_BY(mu_) = nullptr;
+  const MetricRegistry* const registry_;
 };
 
 // A Collectable over the components' own statistics, read at each scrape.
@@ -98,7 +58,12 @@ class ComponentCollector final : public prometheus::Collectable {
     uint64_t l1_capacity_bytes = 0;
     // Lower tiers by name ("l2", "l3"), in read order.
     std::vector<std::pair<std::string, const cache::Tier*>> tiers;
-    const router::Router* router = nullptr;
+    // The same tiers again, for what only they report (Redis connections
+    // and circuit, L3's disk use).
+    const cache::RedisTier* redis = nullptr;
+    const cache::RocksDbTier* l3 = nullptr;
+    // The router calls use now (a reload replaces it); unset = none.
+    std::function<std::shared_ptr<const router::Router>()> router{};
   };
   explicit ComponentCollector(Sources sources) : sources_(std::move(sources)) {}
 
@@ -106,27 +71,6 @@ class ComponentCollector final : public prometheus::Collectable {
 
  private:
   const Sources sources_;
-};
-
-// Everything fanoutd exposes on /metrics: the registry with RpcMetrics, and
-// the components' statistics. Thread-safe.
-class Metrics {
- public:
-  explicit Metrics(ComponentCollector::Sources sources)
-      : rpc_(&registry_), components_(std::move(sources)) {}
-  Metrics(const Metrics&) = delete;
-  Metrics& operator=(const Metrics&) = delete;
-
-  RpcMetrics& rpc() { return rpc_; }
-  // For AdminSources::collectables; valid while this lives.
-  std::vector<const prometheus::Collectable*> collectables() const {
-    return {&registry_, &components_};
-  }
-
- private:
-  prometheus::Registry registry_;
-  RpcMetrics rpc_;
-  ComponentCollector components_;
 };
 
 }  // namespace fanout::server

@@ -157,7 +157,13 @@ absl::StatusOr<std::string> RedactConfigYaml(absl::string_view yaml) {
   return absl::StrCat(out.c_str(), "\n");
 }
 
-AdminServer::AdminServer(AdminSources sources) : sources_(std::move(sources)) {}
+AdminServer::AdminServer(AdminSources sources)
+    : sources_(std::move(sources)), config_yaml_(sources_.config_yaml) {}
+
+void AdminServer::SetConfigYaml(std::string yaml) {
+  absl::MutexLock l(&config_mu_);
+  config_yaml_ = std::move(yaml);
+}
 
 absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const AdminServerOptions& options,
                                                                 AdminSources sources) {
@@ -215,7 +221,12 @@ absl::StatusOr<std::unique_ptr<AdminServer>> AdminServer::Start(const AdminServe
              ready ? "ready\n" : "not ready\n", head);
   });
   add("/debug/config", [self](mg_connection* conn, bool head) {
-    SendText(conn, 200, "text/plain; charset=utf-8", self->sources_.config_yaml, head);
+    std::string body;
+    {
+      absl::MutexLock l(&self->config_mu_);
+      body = self->config_yaml_;
+    }
+    SendText(conn, 200, "text/plain; charset=utf-8", body, head);
   });
   return s;
 }

@@ -18,8 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 class CivetServer;
@@ -35,19 +37,20 @@ struct AdminServerOptions {
   // civetweb is built without IPv6.
   std::string listen = "127.0.0.1:7071";
   // HTTP worker threads; each serves one connection at a time.
-  int threads = 4;
+  int threads = 16;
   // A connection that has not sent a whole request by then is closed.
-  // Workers serve one connection at a time, so idle connections delay
-  // others by up to this long per worker: kubelet and Prometheus send their
-  // request at once.
-  absl::Duration request_timeout = absl::Seconds(1);
+  // Workers serve one connection at a time, so N idle connections delay a
+  // probe by up to N / threads * request_timeout (32 idle connections: 1 s
+  // with these defaults): kubelet and Prometheus send their request at
+  // once.
+  absl::Duration request_timeout = absl::Milliseconds(500);
 };
 
 // What the endpoint reports. Called on HTTP worker threads, concurrently:
 // each callable must be thread-safe and quick.
 struct AdminSources {
   std::function<bool()> ready;  // /readyz; unset = always ready
-  std::string config_yaml;      // /debug/config body, already redacted
+  std::string config_yaml;      // /debug/config body, already redacted (see SetConfigYaml)
   // /metrics: every family of every collectable, in order. Not owned; each
   // must outlive the AdminServer.
   std::vector<const prometheus::Collectable*> collectables;
@@ -70,11 +73,16 @@ class AdminServer {
   // host:port of the bound port.
   const std::string& address() const { return address_; }
 
+  // Replaces the /debug/config body (after a reload). Thread-safe.
+  void SetConfigYaml(std::string yaml);
+
  private:
   class Handler;
   explicit AdminServer(AdminSources sources);
 
   const AdminSources sources_;
+  absl::Mutex config_mu_;
+  std::string config_yaml_ ABSL_GUARDED_BY(config_mu_);
   int port_ = 0;
   std::string address_;
   std::string wake_host_;  // an IPv4 address the listener accepts on

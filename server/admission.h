@@ -49,22 +49,26 @@ class Admission {
     if (closed_.load(std::memory_order_acquire)) {
       return absl::UnavailableError("fanoutd is shutting down");
     }
-    weight = std::clamp<int64_t>(weight, 1, max_);
+    const int64_t max = max_.load(std::memory_order_relaxed);
+    weight = std::clamp<int64_t>(weight, 1, max);
     const int64_t n = in_flight_.fetch_add(weight, std::memory_order_acq_rel) + weight;
-    if (n > max_) {
+    if (n > max) {
       in_flight_.fetch_sub(weight, std::memory_order_acq_rel);
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "too many calls in flight (limits.max_in_flight = ", max_, "); retry later"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("too many calls in flight (limits.max_in_flight = ", max, "); retry later"));
     }
     *ticket = Ticket(this, weight);
     return absl::OkStatus();
   }
 
   void Close() { closed_.store(true, std::memory_order_release); }
+  // Calls admitted from now on count against `max_in_flight` (a reload);
+  // those in flight keep their slots.
+  void SetMax(int64_t max_in_flight) { max_.store(max_in_flight, std::memory_order_relaxed); }
   int64_t in_flight() const { return in_flight_.load(std::memory_order_acquire); }
 
  private:
-  const int64_t max_;
+  std::atomic<int64_t> max_;
   std::atomic<int64_t> in_flight_{0};
   std::atomic<bool> closed_{false};
 };

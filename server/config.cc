@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/address.h"
@@ -483,6 +484,109 @@ absl::StatusOr<std::string> ResolveL2Password(const L2Section& l2) {
     return std::string(v);
   }
   return l2.password;
+}
+
+namespace {
+
+std::string Text(absl::Duration d) { return absl::FormatDuration(d); }
+std::string Text(bool b) { return b ? "true" : "false"; }
+template <typename T>
+std::string Text(const T& v) {
+  return absl::StrCat(v);
+}
+
+std::string RouteText(const router::RouteConfig& r) {
+  std::string out = absl::StrCat(
+      "policy=", router::PolicyName(r.policy), " method=", r.method, " timeout=", Text(r.timeout),
+      " hedge_after=", Text(r.hedge_after), " hedge_after_cold=", Text(r.hedge_after_cold),
+      " hedge_after_floor=", Text(r.hedge_after_floor),
+      " attempt_timeout=", Text(r.attempt_timeout), " ejection=", r.ejection.consecutive_failures,
+      "/", Text(r.ejection.base_ejection), "/", Text(r.ejection.max_ejection), "/",
+      r.ejection.max_ejection_percent, " adaptive=", r.adaptive.window, "/", r.adaptive.min_races,
+      "/", r.adaptive.commit_share, "/", r.adaptive.explore_share, "/",
+      r.adaptive.regression_factor, "/", r.adaptive.max_error_rate, " backends=");
+  for (const router::BackendConfig& b : r.backends) {
+    absl::StrAppend(&out, "[", b.name, "@", b.address, "]");
+  }
+  return out;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> ConfigSettings(const Config& c) {
+  std::map<std::string, std::string> m;
+  m["server.listen"] = c.server.listen;
+  m["server.reflection"] = Text(c.server.reflection);
+  m["server.shutdown_delay"] = Text(c.server.shutdown_delay);
+  m["server.drain_timeout"] = Text(c.server.drain_timeout);
+  m["server.threads"] = Text(c.server.threads);
+  m["log.level"] = Text(static_cast<int>(c.log_level));
+  m["log.format"] = Text(static_cast<int>(c.log_format));
+  m["log.rate_limit"] = Text(c.log_rate_limit);
+  m["admin.listen"] = c.admin.listen;
+  m["limits.max_key_bytes"] = Text(c.limits.max_key_bytes);
+  m["limits.max_namespace_bytes"] = Text(c.limits.max_namespace_bytes);
+  m["limits.max_value_bytes"] = Text(c.limits.max_value_bytes);
+  m["limits.max_batch_keys"] = Text(c.limits.max_batch_keys);
+  m["limits.max_batch_bytes"] = Text(c.limits.max_batch_bytes);
+  m["limits.max_in_flight"] = Text(c.limits.max_in_flight);
+  m["limits.request_timeout"] = Text(c.limits.request_timeout);
+  m["cache.l1.capacity"] = Text(c.cache.l1_capacity);
+  m["cache.l1.max_entry_fraction"] = Text(c.cache.l1_max_entry_fraction);
+  m["cache.ttl"] = Text(c.cache.ttl);
+  m["cache.refresh_ahead"] = Text(c.cache.refresh_ahead);
+  m["cache.max_stale"] = Text(c.cache.max_stale);
+  m["cache.stale_ttl"] = Text(c.cache.stale_ttl);
+  m["cache.negative_ttl"] = Text(c.cache.negative_ttl);
+  m["cache.retry_backoff"] = Text(c.cache.retry_backoff);
+  m["cache.max_retry_backoff"] = Text(c.cache.max_retry_backoff);
+  m["cache.max_background_refreshes"] = Text(c.cache.max_background_refreshes);
+  m["cache.deadline_margin"] = Text(c.cache.deadline_margin);
+  m["cache.l2.redis"] = c.cache.l2.redis;
+  m["cache.l2.password"] = c.cache.l2.password;
+  m["cache.l2.password_file"] = c.cache.l2.password_file;
+  m["cache.l2.password_env"] = c.cache.l2.password_env;
+  m["cache.l2.db"] = Text(c.cache.l2.db);
+  m["cache.l2.timeout"] = Text(c.cache.l2.timeout);
+  m["cache.l2.connections"] = Text(c.cache.l2.connections);
+  m["cache.l2.key_prefix"] = c.cache.l2.key_prefix;
+  m["cache.l3.path"] = c.cache.l3_path;
+  m["cache.l3.max_bytes"] = Text(c.cache.l3_max_bytes);
+  m["cache.l3.sync"] = Text(c.cache.l3_sync);
+  m["cache.l3.warm_l1"] = Text(c.cache.l3_warm_l1);
+  m["origin.type"] = Text(static_cast<int>(c.origin.type));
+  m["origin.timeout"] = Text(c.origin.timeout);
+  m["origin.file.root"] = c.origin.file_root;
+  m["origin.file.symlinks"] = Text(static_cast<int>(c.origin.file_symlinks));
+  m["origin.file.io_threads"] = Text(c.origin.file_io_threads);
+  m["origin.file.max_queued_reads"] = Text(c.origin.file_max_queued_reads);
+  m["origin.grpc.target"] = c.origin.grpc_target;
+  for (const router::RouteConfig& r : c.routes) m["routes." + r.name] = RouteText(r);
+  return m;
+}
+
+bool IsReloadableKey(absl::string_view key) {
+  static const std::set<std::string, std::less<>>* const kReloadable =
+      new std::set<std::string, std::less<>>{"server.shutdown_delay",
+                                             "server.drain_timeout",
+                                             "log.level",
+                                             "log.format",
+                                             "log.rate_limit",
+                                             "limits.max_key_bytes",
+                                             "limits.max_namespace_bytes",
+                                             "limits.max_batch_keys",
+                                             "limits.max_batch_bytes",
+                                             "limits.max_in_flight",
+                                             "limits.request_timeout",
+                                             "cache.ttl",
+                                             "cache.refresh_ahead",
+                                             "cache.max_stale",
+                                             "cache.stale_ttl",
+                                             "cache.negative_ttl",
+                                             "cache.retry_backoff",
+                                             "cache.max_retry_backoff",
+                                             "cache.max_background_refreshes"};
+  return absl::StartsWith(key, "routes.") || kReloadable->contains(key);
 }
 
 absl::string_view EmbeddedDefaultYaml() { return kEmbeddedDefaultYaml; }

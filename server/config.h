@@ -4,6 +4,7 @@
 #define FANOUT_SERVER_CONFIG_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -139,6 +140,19 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 // (empty when none is set). InvalidArgument naming the key when the file
 // cannot be read or the variable is not set.
 absl::StatusOr<std::string> ResolveL2Password(const L2Section& l2);
+
+// Every key of `config` with its effective value as text ("cache.ttl" →
+// "1m"), defaults included; each route is one key, "routes.NAME", whose
+// value holds all of its settings. For telling which keys a reload changes:
+// secrets are included, so compare these, never print them.
+std::map<std::string, std::string> ConfigSettings(const Config& config);
+
+// Whether a change of `key` (a key of ConfigSettings) takes effect on a
+// reload: routes, limits (but max_value_bytes), the ttl and freshness
+// settings of cache.*, log.*, server.drain_timeout and server.shutdown_delay.
+// The others (listen addresses, threads, L1, the L2 and L3 tiers, the
+// origin) take effect at the next start.
+bool IsReloadableKey(absl::string_view key);
 
 // The embedded default (deploy/config/local.yaml, compiled in).
 Config DefaultConfig();

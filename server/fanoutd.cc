@@ -12,10 +12,12 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <set>
 #include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "cache/l1/wtinylfu_cache.h"
 #include "cache/origins/file_origin.h"
 #include "cache/origins/grpc_origin.h"
@@ -118,6 +120,22 @@ absl::StatusOr<std::unique_ptr<cache::Tier>> MakeL2(const L2Section& l2) {
   FANOUT_LOG(INFO) << "L2: Redis at " << o.address.ToString() << " (db " << l2.db
                    << ", key prefix \"" << l2.key_prefix << "\")";
   return std::unique_ptr<cache::Tier>(*std::move(tier));
+}
+
+// The read path's options from cache.* and origin.timeout.
+cache::ReadPathOptions ReadPathOptionsFor(const Config& config) {
+  cache::ReadPathOptions rp;
+  rp.ttl = config.cache.ttl;
+  rp.refresh_ahead = config.cache.refresh_ahead;
+  rp.stale_ttl = config.cache.stale_ttl;
+  rp.default_max_stale = config.cache.max_stale;
+  rp.origin_timeout = config.origin.timeout;
+  rp.negative_ttl = config.cache.negative_ttl;
+  rp.retry_backoff = config.cache.retry_backoff;
+  rp.max_retry_backoff = config.cache.max_retry_backoff;
+  rp.max_background_refreshes = config.cache.max_background_refreshes;
+  rp.deadline_margin = config.cache.deadline_margin;
+  return rp;
 }
 
 // Replaces the port of "host:port" with `port` (for listen addresses on :0).
@@ -223,17 +241,14 @@ void HoldGrpcCallbackQueue() {
 
 // Starts the admin endpoint, or returns null when admin.listen is empty or
 // the default address is taken (an address the file names must be bound).
-absl::StatusOr<std::unique_ptr<AdminServer>> StartAdmin(const Config& config, Metrics* metrics,
-                                                        HealthService* health) {
+absl::StatusOr<std::unique_ptr<AdminServer>> StartAdmin(
+    const Config& config, std::string config_page,
+    std::vector<const prometheus::Collectable*> collectables, HealthService* health) {
   if (config.admin.listen.empty()) return nullptr;
   AdminSources sources;
   sources.ready = [health] { return health->IsServing(); };
-  absl::StatusOr<std::string> redacted = RedactConfigYaml(config.document);
-  sources.config_yaml =
-      absl::StrCat("# ", config.document_source,
-                   ", secrets redacted; command-line flags override it and are not shown\n",
-                   redacted.ok() ? *redacted : "");
-  sources.collectables = metrics->collectables();
+  sources.config_yaml = std::move(config_page);
+  sources.collectables = std::move(collectables);
   AdminServerOptions options;
   options.listen = config.admin.listen;
   absl::StatusOr<std::unique_ptr<AdminServer>> admin =
@@ -278,27 +293,25 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   cache::L1Options l1;
   l1.capacity_bytes = config.cache.l1_capacity;
   l1.max_entry_fraction = config.cache.l1_max_entry_fraction;
-  cache::ReadPathOptions rp;
-  rp.ttl = config.cache.ttl;
-  rp.refresh_ahead = config.cache.refresh_ahead;
-  rp.stale_ttl = config.cache.stale_ttl;
-  rp.default_max_stale = config.cache.max_stale;
-  rp.origin_timeout = config.origin.timeout;
-  rp.negative_ttl = config.cache.negative_ttl;
-  rp.retry_backoff = config.cache.retry_backoff;
-  rp.max_retry_backoff = config.cache.max_retry_backoff;
-  rp.max_background_refreshes = config.cache.max_background_refreshes;
-  rp.deadline_margin = config.cache.deadline_margin;
+  cache::ReadPathOptions rp = ReadPathOptionsFor(config);
+  rp.metrics = &d->metrics_;
   std::vector<std::unique_ptr<cache::Tier>> lower;  // L2 first, then L3
   ASSIGN_OR_RETURN(std::unique_ptr<cache::Tier> l2, MakeL2(config.cache.l2));
-  const cache::Tier* l2_tier = l2.get();
-  if (l2 != nullptr) lower.push_back(std::move(l2));
+  ComponentCollector::Sources sources;
+  if (l2 != nullptr) {
+    sources.tiers.emplace_back("l2", l2.get());
+    sources.redis = static_cast<const cache::RedisTier*>(l2.get());  // MakeL2 makes one
+    lower.push_back(std::move(l2));
+  }
   cache::RocksDbTier* l3 = AddSurvivalTier(config, &lower);
+  if (l3 != nullptr) {
+    sources.tiers.emplace_back("l3", l3);
+    sources.l3 = l3;
+  }
   ASSIGN_OR_RETURN(d->invalidation_, InvalidationSetup::Prepare(config, &lower));
   rp.link_guard = d->invalidation_->guard();
-  d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1),
-                                                    std::move(lower), d->origin_.get(),
-                                                    d->executor_.get());
+  d->read_path_ = std::make_unique<cache::ReadPath>(
+      rp, cache::NewWTinyLfuCache(l1), std::move(lower), d->origin_.get(), d->executor_.get());
   if (l3 != nullptr && config.cache.l3_warm_l1) {
     if (d->invalidation_->has_bus()) {
       // What L3 kept may have been invalidated while this pod was down.
@@ -310,30 +323,47 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   }
   d->invalidation_->Start(d->read_path_.get(), d->executor_.get());
 
-  ASSIGN_OR_RETURN(d->router_, router::Router::Create(config.routes, d->executor_.get()));
+  ASSIGN_OR_RETURN(
+      std::unique_ptr<router::Router> router,
+      router::Router::Create(config.routes, d->executor_.get(), {.metrics = &d->metrics_}));
+  d->routers_ = std::make_unique<RouterSlot>(std::move(router));
 
-  d->health_ = std::make_unique<HealthService>();
+  d->health_ = std::make_unique<HealthService>(&d->metrics_);
   d->sidecar_ = std::make_unique<SidecarService>(
-      config, d->read_path_.get(), d->router_.get(), &d->admission_, d->executor_.get(),
-      d->invalidation_->invalidator(), d->invalidation_->watch());
+      config, d->read_path_.get(), d->routers_.get(), &d->admission_, d->executor_.get(),
+      &d->metrics_, d->invalidation_->invalidator(), d->invalidation_->watch());
+  d->unknown_methods_ = std::make_unique<UnknownMethodService>(&d->metrics_);
 
-  d->metrics_ = std::make_unique<Metrics>(ComponentCollector::Sources{
-      .read_path = d->read_path_.get(),
-      .l1 = &d->read_path_->l1(),
-      .l1_capacity_bytes = config.cache.l1_capacity,
-      .tiers = {{"l2", l2_tier}, {"l3", l3}},
-      .router = d->router_.get()});
-  ASSIGN_OR_RETURN(d->admin_, StartAdmin(config, d->metrics_.get(), d->health_.get()));
+  d->reloads_ = std::make_unique<CounterVec>(
+      &d->metrics_, "fanout_config_reloads_total",
+      "Configuration reloads (SIGHUP, a change of the file) by result: applied, unchanged, "
+      "rejected (invalid: the running configuration stays)",
+      MetricLabels{}, "result", std::vector<std::string>{"applied", "unchanged", "rejected"});
+  d->restart_required_ = d->metrics_.GetGauge(
+      "fanout_config_restart_required",
+      "1 when the last reload was refused because it changed a key that needs a restart");
+  d->last_reload_ok_ = d->metrics_.GetGauge(
+      "fanout_config_last_reload_successful",
+      "1 unless the last reload was rejected (then the running configuration is older than the "
+      "file)");
+  d->last_reload_ok_->Set(1);
+
+  d->registry_collector_ = std::make_unique<RegistryCollector>(&d->metrics_);
+  sources.read_path = d->read_path_.get();
+  sources.l1 = &d->read_path_->l1();
+  sources.l1_capacity_bytes = config.cache.l1_capacity;
+  sources.router = [slot = d->routers_.get()] {
+    return std::shared_ptr<const router::Router>(slot->Get());
+  };
+  d->components_ = std::make_unique<ComponentCollector>(std::move(sources));
+  ASSIGN_OR_RETURN(d->admin_, StartAdmin(config, ConfigPage(config),
+                                         {d->registry_collector_.get(), d->components_.get()},
+                                         d->health_.get()));
 
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  // Counting calls costs every call (gRPC's interceptor path): only when
-  // someone can read the counts.
-  if (d->admin_ != nullptr) {
-    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> counters;
-    counters.push_back(d->metrics_->rpc().NewInterceptorFactory());
-    builder.experimental().SetInterceptorCreators(std::move(counters));
-  }
+  // Methods no service declares: counted as rpc="unknown", UNIMPLEMENTED.
+  builder.RegisterCallbackGenericService(d->unknown_methods_.get());
   if (!config.server.reflection) builder.SetOption(std::make_unique<WithoutReflection>());
   // gRPC sets SO_REUSEPORT by default: a second server on a busy port would
   // start and quietly take a share of the connections.
@@ -358,6 +388,133 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   return d;
 }
 
+Config Fanoutd::config() const {
+  absl::MutexLock l(&config_mu_);
+  return config_;
+}
+
+std::string Fanoutd::ConfigPage(const Config& config) {
+  absl::StatusOr<std::string> redacted = RedactConfigYaml(config.document);
+  return absl::StrCat("# ", config.document_source,
+                      ", secrets redacted; command-line flags override it and are not shown\n",
+                      redacted.ok() ? *redacted : "");
+}
+
+void Fanoutd::ReleaseRetiredRouters() {
+  // use_count is exact here: only calls (which copy the pointer while the
+  // router is installed) could raise it, and this one was swapped out.
+  std::erase_if(retired_routers_,
+                [](const std::shared_ptr<router::Router>& r) { return r.use_count() == 1; });
+}
+
+Fanoutd::ReloadResult Fanoutd::Reload(absl::StatusOr<Config> next, absl::string_view source) {
+  using Outcome = ReloadResult::Outcome;
+  absl::MutexLock reload(&reload_mu_);
+  ReleaseRetiredRouters();
+  ReloadResult result;
+  auto reject = [&](absl::Status error) {
+    result.outcome = Outcome::kRejected;
+    result.error = std::move(error);
+    reloads_->Increment(2);
+    last_reload_ok_->Set(0);
+    FANOUT_LOG(ERROR) << "configuration reload (" << source << ") rejected, the running "
+                      << "configuration stays: " << result.error.message();
+    return result;
+  };
+  if (!next.ok()) return reject(next.status());
+
+  const Config running = config();
+  const std::map<std::string, std::string> before = ConfigSettings(running);
+  const std::map<std::string, std::string> after = ConfigSettings(*next);
+  std::set<std::string> keys;
+  for (const auto& [key, value] : before) keys.insert(key);
+  for (const auto& [key, value] : after) keys.insert(key);
+  bool routes_changed = false;
+  for (const std::string& key : keys) {
+    auto b = before.find(key);
+    auto a = after.find(key);
+    if (b != before.end() && a != after.end() && b->second == a->second) continue;
+    if (IsReloadableKey(key)) {
+      result.applied.push_back(key);
+      routes_changed = routes_changed || absl::StartsWith(key, "routes.");
+    } else {
+      result.restart.push_back(key);
+    }
+  }
+
+  // A file that changes what only a restart can change is refused whole:
+  // the running configuration is then either the old one or the file's.
+  if (!result.restart.empty()) {
+    restart_required_->Set(1);
+    return reject(absl::FailedPreconditionError(
+        absl::StrCat(absl::StrJoin(result.restart, ", "),
+                     result.restart.size() == 1 ? " changed and needs" : " changed and need",
+                     " a restart; nothing was applied (restart fanoutd, or put the running "
+                     "value back)")));
+  }
+
+  // Everything that can fail comes first: a rejected reload changes nothing.
+  std::shared_ptr<router::Router> router;
+  if (routes_changed) {
+    absl::StatusOr<std::unique_ptr<router::Router>> made =
+        router::Router::Create(next->routes, executor_.get(), {.metrics = &metrics_});
+    if (!made.ok()) return reject(made.status());
+    router = *std::move(made);
+  }
+
+  // What the running configuration becomes: the new values of the keys
+  // that reload, the running ones of the others.
+  Config merged = running;
+  merged.server.shutdown_delay = next->server.shutdown_delay;
+  merged.server.drain_timeout = next->server.drain_timeout;
+  merged.log_level = next->log_level;
+  merged.log_format = next->log_format;
+  merged.log_rate_limit = next->log_rate_limit;
+  const uint64_t max_value_bytes = merged.limits.max_value_bytes;
+  merged.limits = next->limits;
+  merged.limits.max_value_bytes = max_value_bytes;
+  merged.cache.ttl = next->cache.ttl;
+  merged.cache.refresh_ahead = next->cache.refresh_ahead;
+  merged.cache.max_stale = next->cache.max_stale;
+  merged.cache.stale_ttl = next->cache.stale_ttl;
+  merged.cache.negative_ttl = next->cache.negative_ttl;
+  merged.cache.retry_backoff = next->cache.retry_backoff;
+  merged.cache.max_retry_backoff = next->cache.max_retry_backoff;
+  merged.cache.max_background_refreshes = next->cache.max_background_refreshes;
+  merged.routes = next->routes;
+  merged.document = next->document;
+  merged.document_source = next->document_source;
+
+  SetLogLevel(merged.log_level);
+  SetLogFormat(merged.log_format);
+  SetLogRateLimit(merged.log_rate_limit);
+  sidecar_->SetLimits(merged.limits);
+  admission_.SetMax(merged.limits.max_in_flight);
+  read_path_->Retune(ReadPathOptionsFor(merged));
+  if (router != nullptr) {
+    retired_routers_.push_back(routers_->Swap(std::move(router)));
+    ReleaseRetiredRouters();
+  }
+  {
+    absl::MutexLock l(&config_mu_);
+    config_ = merged;
+  }
+  if (admin_ != nullptr) admin_->SetConfigYaml(ConfigPage(merged));
+  restart_required_->Set(0);
+  last_reload_ok_->Set(1);
+
+  result.outcome = result.applied.empty() ? Outcome::kUnchanged : Outcome::kApplied;
+  reloads_->Increment(result.outcome == Outcome::kApplied ? 0 : 1);
+  if (result.outcome == Outcome::kApplied) {
+    FANOUT_LOG(INFO) << "configuration reloaded (" << source << ") from " << next->document_source
+                     << ": applied " << absl::StrJoin(result.applied, ", ");
+  } else {
+    FANOUT_LOG(INFO) << "configuration reload (" << source << ") from " << next->document_source
+                     << ": unchanged";
+  }
+  return result;
+}
+
 void Fanoutd::Shutdown(absl::Duration delay) {
   // Stage 1: still serving, but telling health checkers not to send more.
   health_->SetServing(false);
@@ -371,7 +528,7 @@ void Fanoutd::Shutdown(absl::Duration delay) {
   health_->Shutdown();
   invalidation_->Shutdown();
   admission_.Close();
-  Drain(now ? absl::Now() : absl::Now() + config_.server.drain_timeout);
+  Drain(now ? absl::Now() : absl::Now() + config().server.drain_timeout);
 }
 
 void Fanoutd::ShutdownNow() {
@@ -425,11 +582,15 @@ Fanoutd::~Fanoutd() {
   // have ended), then the read path (its background refreshes and tier
   // stores have no call waiting: it cancels their origin fetches and waits
   // for them), the origin, the router, and last the executor they run on.
-  if (read_path_ != nullptr) read_path_->Shutdown(config_.origin.timeout);
+  if (read_path_ != nullptr) read_path_->Shutdown(config().origin.timeout);
   invalidation_.reset();  // calls into the read path
   read_path_.reset();
   origin_.reset();
-  router_.reset();
+  routers_.reset();
+  {
+    absl::MutexLock l(&reload_mu_);
+    retired_routers_.clear();
+  }
   // Reads still queued or running answer through the executor.
   io_pool_.reset();
   executor_.reset();

@@ -1,5 +1,11 @@
 // A running fanoutd: the executor, the read path and the gRPC server built
 // from a Config. main() owns one; tests may run one in-process.
+//
+// Reload applies a new Config while calls are served when everything it
+// changes can change in place (routes, limits, ttl and freshness, logging,
+// the shutdown timings); one that changes anything else (listen addresses,
+// tiers, the origin) is refused whole, naming the keys, and waits for a
+// restart.
 #ifndef FANOUT_SERVER_FANOUTD_H_
 #define FANOUT_SERVER_FANOUTD_H_
 
@@ -7,6 +13,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
@@ -16,6 +23,7 @@
 #include "cache/read_path.h"
 #include "common/blocking_pool.h"
 #include "common/executor.h"
+#include "common/metrics.h"
 #include "router/router.h"
 #include "server/admin_metrics.h"
 #include "server/admin_server.h"
@@ -24,6 +32,8 @@
 #include "server/config.h"
 #include "server/health_service.h"
 #include "server/invalidation_setup.h"
+#include "server/live_config.h"
+#include "server/rpc_metrics.h"
 #include "server/sidecar_service.h"
 
 namespace fanout::server {
@@ -50,13 +60,41 @@ class Fanoutd {
   // Blocks until done; call it from a thread of your own, never a gRPC or
   // executor thread. Shutdown() waits server.shutdown_delay.
   void Shutdown(absl::Duration delay);
-  void Shutdown() { Shutdown(config_.server.shutdown_delay); }
+  void Shutdown() { Shutdown(config().server.shutdown_delay); }
   // Cuts a Shutdown running on another thread short: the delay ends and the
   // calls in flight are cancelled now. Thread-safe, does not block; may come
   // before Shutdown (which then does not wait at all).
   void ShutdownNow();
   // Blocks until Shutdown has finished.
   void Wait();
+
+  // What a Reload did.
+  struct ReloadResult {
+    enum class Outcome {
+      kApplied,    // the new configuration runs
+      kUnchanged,  // nothing differs from what runs
+      kRejected,   // the running configuration stays, whole
+    };
+    Outcome outcome = Outcome::kUnchanged;
+    // kRejected: why. InvalidArgument naming the key for a bad file,
+    // FailedPrecondition naming the keys (`restart`) that need a restart.
+    absl::Status error;
+    std::vector<std::string> applied;  // keys whose new values are now in effect
+    std::vector<std::string> restart;  // changed keys that need a restart
+  };
+  // Applies `next` (a parsed configuration, or why it could not be parsed;
+  // `source` names where it came from, for the log) when every key it
+  // changes can change in place (IsReloadableKey). It is rejected with a
+  // logged error naming the reason, and nothing changes, when it is
+  // invalid, changes a key that needs a restart, or has routes whose
+  // router cannot be built. Calls in flight are not disturbed: a Route finishes on
+  // the router it started on. Counted in fanout_config_reloads_total.
+  // Reloads run one at a time; call it from a thread of your own (it may
+  // take a moment to build a router), never a gRPC or executor thread.
+  ReloadResult Reload(absl::StatusOr<Config> next, absl::string_view source);
+
+  // The configuration running now.
+  Config config() const;
 
   // Calls being served (every service), for tests and shutdown logs.
   int64_t calls_in_flight() const { return calls_.in_flight(); }
@@ -66,14 +104,27 @@ class Fanoutd {
   grpc::Server* grpc_server() { return server_.get(); }
   cache::ReadPath* read_path() { return read_path_.get(); }
   InvalidationSetup* invalidation() { return invalidation_.get(); }
-  router::Router* router() { return router_.get(); }
+  std::shared_ptr<router::Router> router() { return routers_->Get(); }
+  MetricRegistry& metrics() { return metrics_; }
 
  private:
   explicit Fanoutd(const Config& config) : config_(config), admission_(config.limits.max_in_flight) {}
   void Drain(absl::Time deadline);
+  // The /debug/config body for `config`.
+  static std::string ConfigPage(const Config& config);
+  // Destroys the retired routers nothing uses any more (on this thread).
+  void ReleaseRetiredRouters() ABSL_EXCLUSIVE_LOCKS_REQUIRED(reload_mu_);
 
-  const Config config_;
-  CallTracker calls_;  // outlives server_ (its context allocator points here)
+  mutable absl::Mutex config_mu_;
+  Config config_ ABSL_GUARDED_BY(config_mu_);
+  // Held for a whole Reload: reloads run one at a time.
+  absl::Mutex reload_mu_ ABSL_ACQUIRED_BEFORE(config_mu_);
+  // Routers replaced by reloads, kept until no call uses them, so that
+  // they (and their channels) are destroyed here rather than on the gRPC
+  // thread that ends their last call.
+  std::vector<std::shared_ptr<router::Router>> retired_routers_ ABSL_GUARDED_BY(reload_mu_);
+  MetricRegistry metrics_;  // outlives every component that counts into it
+  CallTracker calls_;       // outlives server_ (its context allocator points here)
   absl::Mutex shutdown_mu_;
   bool shutdown_now_ ABSL_GUARDED_BY(shutdown_mu_) = false;
   std::string address_;
@@ -82,11 +133,17 @@ class Fanoutd {
   std::unique_ptr<cache::Origin> origin_;
   std::unique_ptr<InvalidationSetup> invalidation_;  // reset before the read path (it calls in)
   std::unique_ptr<cache::ReadPath> read_path_;
-  std::unique_ptr<router::Router> router_;
+  std::unique_ptr<RouterSlot> routers_;
   Admission admission_;
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<SidecarService> sidecar_;
-  std::unique_ptr<Metrics> metrics_;  // outlives the server's interceptors
+  std::unique_ptr<UnknownMethodService> unknown_methods_;
+  std::unique_ptr<RegistryCollector> registry_collector_;
+  std::unique_ptr<ComponentCollector> components_;
+  // fanout_config_reloads_total{result}, by ReloadResult::Outcome.
+  std::unique_ptr<CounterVec> reloads_;
+  Gauge* restart_required_ = nullptr;
+  Gauge* last_reload_ok_ = nullptr;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<AdminServer> admin_;
 };

@@ -14,8 +14,10 @@ using grpc::health::v1::HealthCheckResponse;
 // statuses are coalesced into the latest one.
 class HealthWatcher final : public grpc::ServerWriteReactor<HealthCheckResponse> {
  public:
-  HealthWatcher(HealthService* service, std::string name)
-      : service_(service), name_(std::move(name)) {}
+  HealthWatcher(HealthService* service, std::string name, RpcCall call)
+      : service_(service), name_(std::move(name)), call_(std::move(call)) {
+    call_.Async();
+  }
 
   void Push(HealthService::Status status, bool end_after) {
     bool start = false;
@@ -32,7 +34,7 @@ class HealthWatcher final : public grpc::ServerWriteReactor<HealthCheckResponse>
       }
     }
     if (start) StartWrite(&response_);
-    if (finish) Finish(grpc::Status::OK);
+    if (finish) End(grpc::Status::OK);
   }
 
   void OnWriteDone(bool ok) override {
@@ -49,7 +51,7 @@ class HealthWatcher final : public grpc::ServerWriteReactor<HealthCheckResponse>
       }
     }
     if (start) StartWrite(&response_);
-    if (finish) Finish(ok ? grpc::Status::OK : grpc::Status(grpc::StatusCode::CANCELLED, ""));
+    if (finish) End(ok ? grpc::Status::OK : grpc::Status(grpc::StatusCode::CANCELLED, ""));
   }
 
   void OnCancel() override {
@@ -58,7 +60,7 @@ class HealthWatcher final : public grpc::ServerWriteReactor<HealthCheckResponse>
       absl::MutexLock l(&mu_);
       finish = MarkFinishedLocked();
     }
-    if (finish) Finish(grpc::Status::CANCELLED);
+    if (finish) End(grpc::Status::CANCELLED);
   }
 
   void OnDone() override {
@@ -69,6 +71,12 @@ class HealthWatcher final : public grpc::ServerWriteReactor<HealthCheckResponse>
   const std::string& name() const { return name_; }
 
  private:
+  // Finishes the stream; once (MarkFinishedLocked decides who).
+  void End(grpc::Status status) {
+    call_.End(status.error_code());
+    Finish(std::move(status));
+  }
+
   bool TakeLatestLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!has_latest_ || (sent_any_ && latest_ == sent_)) return false;
     response_.set_status(latest_);
@@ -86,6 +94,7 @@ class HealthWatcher final : public grpc::ServerWriteReactor<HealthCheckResponse>
 
   HealthService* const service_;
   const std::string name_;
+  RpcCall call_;  // used by whoever finishes the stream
   absl::Mutex mu_;
   HealthCheckResponse response_;  // owned by the write in flight while writing_
   HealthService::Status latest_ ABSL_GUARDED_BY(mu_) = HealthCheckResponse::UNKNOWN;
@@ -97,7 +106,10 @@ class HealthWatcher final : public grpc::ServerWriteReactor<HealthCheckResponse>
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
 };
 
-HealthService::HealthService() {
+HealthService::HealthService(Metrics* metrics)
+    : check_series_(metrics != nullptr ? metrics : DiscardMetrics(), "grpc.health.v1.Health/Check"),
+      watch_series_(metrics != nullptr ? metrics : DiscardMetrics(),
+                    "grpc.health.v1.Health/Watch") {
   absl::MutexLock l(&mu_);
   status_[""] = HealthCheckResponse::NOT_SERVING;
   status_["fanout.v1.Sidecar"] = HealthCheckResponse::NOT_SERVING;
@@ -140,14 +152,17 @@ void HealthService::Unregister(HealthWatcher* watcher) {
 grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* context,
                                                const HealthCheckRequest* request,
                                                HealthCheckResponse* response) {
+  RpcCall call(&check_series_);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   absl::MutexLock l(&mu_);
   auto it = status_.find(request->service());
   if (it == status_.end()) {
+    call.End(grpc::StatusCode::NOT_FOUND);
     reactor->Finish(ToGrpcStatus(
         absl::NotFoundError(absl::StrCat("unknown service ", QuoteInput(request->service())))));
   } else {
     response->set_status(it->second);
+    call.End(grpc::StatusCode::OK);
     reactor->Finish(grpc::Status::OK);
   }
   return reactor;
@@ -155,7 +170,7 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
 
 grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(
     grpc::CallbackServerContext* context, const HealthCheckRequest* request) {
-  auto* watcher = new HealthWatcher(this, request->service());
+  auto* watcher = new HealthWatcher(this, request->service(), RpcCall(&watch_series_));
   absl::MutexLock l(&mu_);
   watchers_.insert(watcher);
   auto it = status_.find(request->service());

@@ -9,7 +9,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "common/metrics.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "server/rpc_metrics.h"
 
 namespace fanout::server {
 
@@ -20,7 +22,9 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
  public:
   using Status = grpc::health::v1::HealthCheckResponse::ServingStatus;
 
-  HealthService();
+  // `metrics`: where calls are counted; not owned, must outlive this; null
+  // = nowhere.
+  explicit HealthService(Metrics* metrics = nullptr);
   ~HealthService() override;
 
   // Sets every known service's status; Watch streams see the change.
@@ -41,6 +45,8 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   friend class HealthWatcher;
   void Unregister(HealthWatcher* watcher);
 
+  RpcSeries check_series_;
+  RpcSeries watch_series_;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, Status> status_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<HealthWatcher*> watchers_ ABSL_GUARDED_BY(mu_);

@@ -3,7 +3,8 @@
 // Signals: SIGTERM stops serving in stages (server.shutdown_delay with health
 // NOT_SERVING, then the drain) and exits 0; SIGINT (Ctrl-C) skips the delay.
 // A second SIGTERM or SIGINT cancels the calls in flight and exits 1 at once.
-// SIGHUP is logged and ignored (configuration reload is not supported yet).
+// SIGHUP reloads the --config file, as does a change of that file (watched
+// with inotify: edits, renames, Kubernetes' ConfigMap updates).
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -17,12 +18,14 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "common/address.h"
 #include "common/log.h"
 #include "common/log_throttle.h"
 #include "server/config.h"
+#include "server/config_watcher.h"
 #include "server/fanoutd.h"
 
 ABSL_FLAG(std::string, config, "", "YAML configuration file; without it the embedded default applies");
@@ -30,8 +33,47 @@ ABSL_FLAG(std::string, listen, "", "gRPC address (host:port or unix:///path); ov
 ABSL_FLAG(std::string, log_level, "", "debug, info, warning or error; overrides log.level");
 ABSL_FLAG(std::string, reflection, "", "true or false: serve gRPC reflection; overrides server.reflection");
 ABSL_FLAG(bool, print_default_config, false, "print the embedded default configuration and exit");
+ABSL_FLAG(bool, check_config, false,
+          "parse and check the configuration (--config, or the embedded default), print what is "
+          "wrong, and exit: 0 when it is valid, 2 when not");
 
 namespace {
+
+using fanout::server::Config;
+
+// The configuration: the --config file (or the embedded default) with the
+// command-line flags applied over it. At start-up and at every reload.
+// InvalidArgument naming the flag or the key for a bad value.
+absl::StatusOr<Config> LoadConfig() {
+  absl::StatusOr<Config> config =
+      absl::GetFlag(FLAGS_config).empty()
+          ? fanout::server::ParseConfig(fanout::server::EmbeddedDefaultYaml(), "<embedded default>")
+          : fanout::server::LoadConfigFile(absl::GetFlag(FLAGS_config));
+  if (!config.ok()) return config;
+  if (!absl::GetFlag(FLAGS_listen).empty()) {
+    const std::string listen = absl::GetFlag(FLAGS_listen);
+    absl::StatusOr<fanout::Address> parsed = fanout::ParseListenAddress(listen);
+    if (!parsed.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--listen: ", parsed.status().message()));
+    }
+    config->server.listen = listen;
+  }
+  const std::string reflection = absl::GetFlag(FLAGS_reflection);
+  if (reflection == "true" || reflection == "false") {
+    config->server.reflection = reflection == "true";
+  } else if (!reflection.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--reflection: \"", reflection, "\" is not true or false"));
+  }
+  if (!absl::GetFlag(FLAGS_log_level).empty()) {
+    absl::StatusOr<fanout::LogLevel> level = fanout::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+    if (!level.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--log_level: ", level.status().message()));
+    }
+    config->log_level = *level;
+  }
+  return config;
+}
 
 const char* SignalName(int sig) {
   switch (sig) {
@@ -48,7 +90,6 @@ const char* SignalName(int sig) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  using fanout::server::Config;
   absl::SetProgramUsageMessage("fanoutd [--config FILE] [--listen ADDR] [--log_level LEVEL]");
   absl::ParseCommandLine(argc, argv);
 #ifdef NDEBUG
@@ -76,40 +117,14 @@ int main(int argc, char** argv) {
   // through fanout's log, rate-limited.
   fanout::RouteProtobufLogs();
 
-  absl::StatusOr<Config> config =
-      absl::GetFlag(FLAGS_config).empty()
-          ? fanout::server::ParseConfig(fanout::server::EmbeddedDefaultYaml(), "<embedded default>")
-          : fanout::server::LoadConfigFile(absl::GetFlag(FLAGS_config));
+  absl::StatusOr<Config> config = LoadConfig();
   if (!config.ok()) {
     std::fprintf(stderr, "fanoutd: %s\n", std::string(config.status().message()).c_str());
     return 2;
   }
-  if (!absl::GetFlag(FLAGS_listen).empty()) {
-    const std::string listen = absl::GetFlag(FLAGS_listen);
-    absl::StatusOr<fanout::Address> parsed = fanout::ParseListenAddress(listen);
-    if (!parsed.ok()) {
-      std::fprintf(stderr, "fanoutd: --listen: %s\n",
-                   std::string(parsed.status().message()).c_str());
-      return 2;
-    }
-    config->server.listen = listen;
-  }
-  const std::string reflection = absl::GetFlag(FLAGS_reflection);
-  if (reflection == "true" || reflection == "false") {
-    config->server.reflection = reflection == "true";
-  } else if (!reflection.empty()) {
-    std::fprintf(stderr, "fanoutd: --reflection: \"%s\" is not true or false\n",
-                 reflection.c_str());
-    return 2;
-  }
-  if (!absl::GetFlag(FLAGS_log_level).empty()) {
-    absl::StatusOr<fanout::LogLevel> level = fanout::ParseLogLevel(absl::GetFlag(FLAGS_log_level));
-    if (!level.ok()) {
-      std::fprintf(stderr, "fanoutd: --log_level: %s\n",
-                   std::string(level.status().message()).c_str());
-      return 2;
-    }
-    config->log_level = *level;
+  if (absl::GetFlag(FLAGS_check_config)) {
+    std::printf("fanoutd: %s: valid\n", config->document_source.c_str());
+    return 0;
   }
   fanout::SetLogLevel(config->log_level);
 
@@ -120,6 +135,26 @@ int main(int argc, char** argv) {
     return 2;
   }
   FANOUT_LOG(INFO) << "fanoutd listening on " << (*daemon)->address();
+
+  // Reloads: of the --config file, when it changes or on SIGHUP. They run
+  // on the watcher's thread, one at a time.
+  std::unique_ptr<fanout::server::ConfigWatcher> watcher;
+  const std::string config_path = absl::GetFlag(FLAGS_config);
+  auto reload = [d = daemon->get()](const char* why) { d->Reload(LoadConfig(), why); };
+  if (!config_path.empty()) {
+    absl::StatusOr<std::unique_ptr<fanout::server::ConfigWatcher>> started =
+        fanout::server::ConfigWatcher::Start(
+            {.path = config_path}, [reload](fanout::server::ConfigWatcher::Cause cause) {
+              reload(cause == fanout::server::ConfigWatcher::Cause::kTriggered ? "SIGHUP"
+                                                                               : "file changed");
+            });
+    if (started.ok()) {
+      watcher = *std::move(started);
+    } else {
+      FANOUT_LOG(WARNING) << started.status().message()
+                          << "; the configuration reloads on SIGHUP only";
+    }
+  }
 
   const int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC);
   const int stop_fd = eventfd(0, EFD_CLOEXEC);
@@ -140,8 +175,13 @@ int main(int argc, char** argv) {
       if (read(signal_fd, &info, sizeof(info)) != sizeof(info)) continue;
       const int sig = static_cast<int>(info.ssi_signo);
       if (sig == SIGHUP) {
-        // Where configuration reload will go.
-        FANOUT_LOG(WARNING) << "SIGHUP: configuration reload is not supported yet; ignored";
+        if (config_path.empty()) {
+          FANOUT_LOG(WARNING) << "SIGHUP: no --config file to reload; ignored";
+        } else if (watcher != nullptr) {
+          watcher->Trigger();
+        } else {
+          reload("SIGHUP");
+        }
         continue;
       }
       ++stops;
@@ -174,6 +214,7 @@ int main(int argc, char** argv) {
   const uint64_t one = 1;
   if (write(stop_fd, &one, sizeof(one)) != sizeof(one)) std::perror("fanoutd: eventfd");
   signal_thread.join();
+  watcher.reset();  // its reloads use the daemon
   daemon->reset();
   FANOUT_LOG(INFO) << "fanoutd stopped" << (cut_short ? " (calls cancelled)" : "");
   return cut_short ? 1 : 0;

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/cancellation.h"
 #include "common/status_macros.h"
+#include "common/trace_context.h"
 #include "server/grpc_status.h"
 #include "server/validation.h"
 
@@ -71,6 +72,21 @@ absl::Time CallDeadline(const grpc::CallbackServerContext* context, const Limits
   return deadline;
 }
 
+// The caller's W3C traceparent when it sent a well-formed one, else empty.
+std::string Traceparent(const grpc::CallbackServerContext* context) {
+  const auto& metadata = context->client_metadata();
+  auto it = metadata.find(kTraceparentKey);
+  if (it == metadata.end()) return "";
+  const absl::string_view value(it->second.data(), it->second.size());
+  return IsValidTraceparent(value) ? std::string(value) : "";
+}
+
+// Finishes `reactor` with `status`, counted in `call`.
+void Finish(grpc::ServerUnaryReactor* reactor, RpcCall& call, grpc::Status status) {
+  call.End(status.error_code());
+  reactor->Finish(std::move(status));
+}
+
 // A call whose reactor finishes at once: for RPCs not served by this build.
 template <typename Response>
 class FinishedWriter final : public grpc::ServerWriteReactor<Response> {
@@ -84,24 +100,34 @@ class FinishedWriter final : public grpc::ServerWriteReactor<Response> {
 // One Route call: the caller's cancellation (OnCancel) cancels every branch
 // through the token; the router's completion is the only place that
 // finishes the call, so Finish runs exactly once.
+// The call holds the router it started on until it is done (a reload may
+// install another meanwhile).
 class RouteReactor final : public grpc::ServerUnaryReactor {
  public:
-  RouteReactor(router::Router* router, const fanout::v1::RouteRequest* request,
-               fanout::v1::RouteResponse* response, absl::Time deadline, Admission::Ticket ticket)
-      : ticket_(std::move(ticket)) {
-    router->Route(*request, source_.token(), deadline,
-                  [this, response](absl::StatusOr<fanout::v1::RouteResponse> result) {
-                    ticket_.Release();
-                    if (result.ok()) *response = *std::move(result);
-                    Finish(ToGrpcStatus(result.status()));
-                  });
+  RouteReactor(std::shared_ptr<router::Router> router, const fanout::v1::RouteRequest* request,
+               fanout::v1::RouteResponse* response, absl::Time deadline, Admission::Ticket ticket,
+               RpcCall call, absl::string_view traceparent)
+      : router_(std::move(router)), ticket_(std::move(ticket)), call_(std::move(call)) {
+    call_.Async();
+    router_->Route(
+        *request, source_.token(), deadline,
+        [this, response](absl::StatusOr<fanout::v1::RouteResponse> result) {
+          ticket_.Release();
+          if (result.ok()) *response = *std::move(result);
+          grpc::Status status = ToGrpcStatus(result.status());
+          call_.End(status.error_code());
+          Finish(std::move(status));
+        },
+        traceparent);
   }
   void OnCancel() override { source_.Cancel(); }
   void OnDone() override { delete this; }
 
  private:
+  const std::shared_ptr<router::Router> router_;
   CancellationSource source_;
   Admission::Ticket ticket_;
+  RpcCall call_;
 };
 
 // Gives the heap memory of large responses back to the system. glibc keeps
@@ -146,16 +172,23 @@ namespace {
 // finishes the call.
 class GetReactor final : public grpc::ServerUnaryReactor {
  public:
-  GetReactor(GetResponse* response, Admission::Ticket ticket)
-      : response_(response), ticket_(std::move(ticket)) {}
+  GetReactor(GetResponse* response, Admission::Ticket ticket, RpcCall call, AnswerCounters* answers)
+      : response_(response), ticket_(std::move(ticket)), call_(std::move(call)), answers_(answers) {
+    call_.Async();
+  }
 
   // May finish inline.
   void Start(cache::ReadPath* read_path, cache::ReadPath::PendingRead read, absl::Time deadline) {
     read_path->ReadBelowL1(std::move(read), deadline, source_.token(),
                            [this](absl::StatusOr<cache::ReadResult> result) {
                              ticket_.Release();
-                             if (result.ok()) FillResult(*result, response_);
-                             Finish(ToGrpcStatus(result.status()));
+                             if (result.ok()) {
+                               FillResult(*result, response_);
+                               answers_->Count(result->served_by, result->stale);
+                             }
+                             grpc::Status status = ToGrpcStatus(result.status());
+                             call_.End(status.error_code());
+                             Finish(std::move(status));
                            });
   }
   void OnCancel() override { source_.Cancel(); }
@@ -164,6 +197,8 @@ class GetReactor final : public grpc::ServerUnaryReactor {
  private:
   GetResponse* const response_;
   Admission::Ticket ticket_;
+  RpcCall call_;
+  AnswerCounters* const answers_;
   CancellationSource source_;
 };
 
@@ -177,8 +212,14 @@ class GetReactor final : public grpc::ServerUnaryReactor {
 class BatchGetJoin {
  public:
   BatchGetJoin(grpc::ServerUnaryReactor* reactor, const fanout::v1::BatchGetRequest* request,
-               fanout::v1::BatchGetResponse* response, uint64_t max_bytes)
-      : reactor_(reactor), request_(request), response_(response), max_bytes_(max_bytes) {}
+               fanout::v1::BatchGetResponse* response, uint64_t max_bytes, RpcCall call,
+               AnswerCounters* answers)
+      : reactor_(reactor),
+        request_(request),
+        response_(response),
+        max_bytes_(max_bytes),
+        call_(std::move(call)),
+        answers_(answers) {}
 
   // Plans the reads: `errors` holds each position's key check.
   // Returns the number of distinct keys to read.
@@ -203,6 +244,10 @@ class BatchGetJoin {
   }
 
   void set_ticket(Admission::Ticket ticket) { ticket_ = std::move(ticket); }
+  // Counts the call: in flight until it finishes (Async), or finished
+  // before any read started (End).
+  void Async() { call_.Async(); }
+  void End(grpc::StatusCode code) { call_.End(code); }
   CancellationSource& cancel() { return cancel_; }
   size_t distinct() const { return first_position_.size(); }
   const std::string& key(size_t slot) const { return request_->keys(first_position_[slot]); }
@@ -244,7 +289,8 @@ class BatchGetJoin {
     }
     response_bytes_ = bytes_.load(std::memory_order_acquire);
     ticket_.Release();
-    reactor_->Finish(grpc::Status::OK);
+    answers_->CountBatch(*response_);
+    Finish(reactor_, call_, grpc::Status::OK);
   }
 
   void Fail(size_t slot, uint64_t bytes) {
@@ -258,13 +304,15 @@ class BatchGetJoin {
                      "); ask for fewer keys"));
     cancel_.Cancel();
     ticket_.Release();
-    reactor_->Finish(ToGrpcStatus(error));
+    Finish(reactor_, call_, ToGrpcStatus(error));
   }
 
   grpc::ServerUnaryReactor* const reactor_;
   const fanout::v1::BatchGetRequest* const request_;
   fanout::v1::BatchGetResponse* const response_;
   const uint64_t max_bytes_;
+  RpcCall call_;
+  AnswerCounters* const answers_;
   Admission::Ticket ticket_;
   CancellationSource cancel_;
   std::vector<absl::Status> errors_;  // per position
@@ -284,8 +332,9 @@ class BatchGetReactor final : public grpc::ServerUnaryReactor {
  public:
   BatchGetReactor(const fanout::v1::BatchGetRequest* request,
                   fanout::v1::BatchGetResponse* response, uint64_t max_bytes,
-                  MemoryReleaser* releaser)
-      : join_(std::make_shared<BatchGetJoin>(this, request, response, max_bytes)),
+                  MemoryReleaser* releaser, RpcCall call, AnswerCounters* answers)
+      : join_(std::make_shared<BatchGetJoin>(this, request, response, max_bytes, std::move(call),
+                                             answers)),
         releaser_(releaser) {}
 
   const std::shared_ptr<BatchGetJoin>& join() { return join_; }
@@ -304,22 +353,25 @@ class BatchGetReactor final : public grpc::ServerUnaryReactor {
 }  // namespace
 
 SidecarService::SidecarService(const Config& config, cache::ReadPath* read_path,
-                               router::Router* router, Admission* admission, Executor* executor,
-                               cache::Invalidator* invalidator, WatchService* watch)
+                               RouterSlot* routers, Admission* admission, Executor* executor,
+                               Metrics* metrics, cache::Invalidator* invalidator,
+                               WatchService* watch)
     : config_(config),
+      limits_(config.limits),
       read_path_(read_path),
-      router_(router),
+      routers_(routers),
       admission_(admission),
       releaser_(std::make_unique<MemoryReleaser>(executor)),
+      metrics_(std::make_unique<SidecarMetrics>(metrics != nullptr ? metrics : DiscardMetrics())),
       invalidator_(invalidator),
       watch_(watch) {}
 
 SidecarService::~SidecarService() = default;
 
-absl::Status SidecarService::AdmitRead(absl::Status status, absl::string_view ns,
-                                       int64_t max_stale_ms, int64_t weight,
+absl::Status SidecarService::AdmitRead(absl::Status status, const LimitsSection& limits,
+                                       absl::string_view ns, int64_t max_stale_ms, int64_t weight,
                                        Admission::Ticket* ticket) const {
-  if (status.ok()) status = ValidateNamespace(ns, config_.limits);
+  if (status.ok()) status = ValidateNamespace(ns, limits);
   if (status.ok()) status = ValidateMaxStale(max_stale_ms);
   if (status.ok()) status = admission_->Enter(ticket, weight);
   return status;
@@ -328,13 +380,15 @@ absl::Status SidecarService::AdmitRead(absl::Status status, absl::string_view ns
 grpc::ServerUnaryReactor* SidecarService::Get(grpc::CallbackServerContext* context,
                                               const fanout::v1::GetRequest* request,
                                               GetResponse* response) {
+  RpcCall call(&metrics_->get);
+  const LimitsSection limits = limits_.Load();
   Admission::Ticket ticket;
   const absl::Status valid =
-      AdmitRead(ValidateKey("key", request->key(), config_.limits), request->namespace_(),
+      AdmitRead(ValidateKey("key", request->key(), limits), limits, request->namespace_(),
                 request->max_stale_ms(), /*weight=*/1, &ticket);
   if (!valid.ok()) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(ToGrpcStatus(valid));
+    Finish(reactor, call, ToGrpcStatus(valid));
     return reactor;
   }
   // An L1 hit (the hot path) answers here, on the default reactor; only a
@@ -347,44 +401,51 @@ grpc::ServerUnaryReactor* SidecarService::Get(grpc::CallbackServerContext* conte
   if (const cache::ReadResult* hit = std::get_if<cache::ReadResult>(&first)) {
     ticket.Release();
     FillResult(*hit, response);
+    metrics_->answers.Count(hit->served_by, hit->stale);
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
+    Finish(reactor, call, grpc::Status::OK);
     return reactor;
   }
-  auto* reactor = new GetReactor(response, std::move(ticket));
-  reactor->Start(read_path_, std::get<cache::ReadPath::PendingRead>(std::move(first)),
-                 CallDeadline(context, config_.limits));
+  auto* reactor = new GetReactor(response, std::move(ticket), std::move(call), &metrics_->answers);
+  cache::ReadPath::PendingRead read = std::get<cache::ReadPath::PendingRead>(std::move(first));
+  read.set_traceparent(Traceparent(context));
+  reactor->Start(read_path_, std::move(read), CallDeadline(context, limits));
   return reactor;
 }
 
 grpc::ServerUnaryReactor* SidecarService::BatchGet(grpc::CallbackServerContext* context,
                                                    const fanout::v1::BatchGetRequest* request,
                                                    fanout::v1::BatchGetResponse* response) {
-  absl::Status valid = ValidateBatchSize("keys", request->keys_size(), config_.limits);
+  RpcCall call(&metrics_->batch_get);
+  const LimitsSection limits = limits_.Load();
+  absl::Status valid = ValidateBatchSize("keys", request->keys_size(), limits);
   std::vector<absl::Status> key_errors;
   if (valid.ok()) {
     key_errors.reserve(request->keys_size());
     for (int i = 0; i < request->keys_size(); ++i) {
-      key_errors.push_back(
-          ValidateKey(absl::StrCat("keys[", i, "]"), request->keys(i), config_.limits));
+      key_errors.push_back(ValidateKey(absl::StrCat("keys[", i, "]"), request->keys(i), limits));
     }
   }
-  auto* reactor =
-      new BatchGetReactor(request, response, config_.limits.max_batch_bytes, releaser_.get());
+  auto* reactor = new BatchGetReactor(request, response, limits.max_batch_bytes, releaser_.get(),
+                                      std::move(call), &metrics_->answers);
   const std::shared_ptr<BatchGetJoin> join = reactor->join();
   // Admission counts the work: one slot per distinct key read.
   const size_t distinct = valid.ok() ? join->Plan(std::move(key_errors)) : 0;
   Admission::Ticket ticket;
-  valid = AdmitRead(std::move(valid), request->namespace_(), request->max_stale_ms(),
+  valid = AdmitRead(std::move(valid), limits, request->namespace_(), request->max_stale_ms(),
                     static_cast<int64_t>(distinct), &ticket);
   if (!valid.ok()) {
-    reactor->Finish(ToGrpcStatus(valid));
+    grpc::Status status = ToGrpcStatus(valid);
+    join->End(status.error_code());
+    reactor->Finish(std::move(status));
     return reactor;
   }
   join->set_ticket(std::move(ticket));
-  const cache::ReadOptions options =
-      ReadOptionsFor(request->max_stale_ms(), /*bypass_cache=*/false,
-                     CallDeadline(context, config_.limits), join->cancel().token());
+  join->Async();
+  cache::ReadOptions options =
+      ReadOptionsFor(request->max_stale_ms(), /*bypass_cache=*/false, CallDeadline(context, limits),
+                     join->cancel().token());
+  options.traceparent = Traceparent(context);
   for (size_t slot = 0; slot < distinct; ++slot) {
     if (join->finished()) {
       // Failed already (the response grew too large): read no more.
@@ -403,24 +464,27 @@ grpc::ServerUnaryReactor* SidecarService::BatchGet(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* SidecarService::Invalidate(grpc::CallbackServerContext* context,
                                                      const fanout::v1::InvalidateRequest* request,
                                                      fanout::v1::InvalidateResponse* response) {
+  RpcCall call(&metrics_->invalidate);
+  const LimitsSection limits = limits_.Load();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   Admission::Ticket ticket;
-  absl::Status valid = ValidateBatchSize("keys", request->keys_size(), config_.limits,
+  absl::Status valid = ValidateBatchSize("keys", request->keys_size(), limits,
                                          /*allow_empty=*/true);
-  if (valid.ok()) valid = ValidateNamespace(request->namespace_(), config_.limits);
-  if (valid.ok()) valid = ValidatePrefix(request->prefix(), config_.limits);
+  if (valid.ok()) valid = ValidateNamespace(request->namespace_(), limits);
+  if (valid.ok()) valid = ValidatePrefix(request->prefix(), limits);
   for (int i = 0; valid.ok() && i < request->keys_size(); ++i) {
-    valid = ValidateKey(absl::StrCat("keys[", i, "]"), request->keys(i), config_.limits);
+    valid = ValidateKey(absl::StrCat("keys[", i, "]"), request->keys(i), limits);
   }
   if (valid.ok() && request->keys_size() == 0 && request->prefix().empty()) {
     valid = absl::InvalidArgumentError("give keys or a prefix to invalidate");
   }
   if (valid.ok()) valid = admission_->Enter(&ticket);
   if (!valid.ok()) {
-    reactor->Finish(ToGrpcStatus(valid));
+    Finish(reactor, call, ToGrpcStatus(valid));
     return reactor;
   }
   std::vector<std::string> keys(request->keys().begin(), request->keys().end());
+  call.Async();
   if (invalidator_ != nullptr) {
     cache::Invalidation inv;
     inv.ns = request->namespace_();
@@ -428,34 +492,35 @@ grpc::ServerUnaryReactor* SidecarService::Invalidate(grpc::CallbackServerContext
     inv.prefix = request->prefix();
     inv.purge_survival = request->purge_survival();
     invalidator_->Invalidate(
-        std::move(inv), [reactor, response, ticket = std::move(ticket)](
+        std::move(inv), [reactor, response, ticket = std::move(ticket), call = std::move(call)](
                             absl::StatusOr<cache::Invalidator::Result> result) mutable {
           ticket.Release();
           if (result.ok()) {
             response->set_evicted(static_cast<int64_t>(result->evicted));
             response->set_broadcast(result->broadcast);
           }
-          reactor->Finish(ToGrpcStatus(result.status()));
+          Finish(reactor, call, ToGrpcStatus(result.status()));
         });
     return reactor;
   }
-  read_path_->Invalidate(
-      request->namespace_(), keys, request->prefix(), request->purge_survival(),
-      [reactor, response, ticket = std::move(ticket)](absl::StatusOr<uint64_t> evicted) mutable {
-        ticket.Release();
-        if (evicted.ok()) {
-          response->set_evicted(static_cast<int64_t>(*evicted));
-          // No other pods are reachable until a shared tier is configured.
-          response->set_broadcast(false);
-        }
-        reactor->Finish(ToGrpcStatus(evicted.status()));
-      });
+  read_path_->Invalidate(request->namespace_(), keys, request->prefix(), request->purge_survival(),
+                         [reactor, response, ticket = std::move(ticket),
+                          call = std::move(call)](absl::StatusOr<uint64_t> evicted) mutable {
+                           ticket.Release();
+                           if (evicted.ok()) {
+                             response->set_evicted(static_cast<int64_t>(*evicted));
+                             // No other pods are reachable without a shared tier.
+                             response->set_broadcast(false);
+                           }
+                           Finish(reactor, call, ToGrpcStatus(evicted.status()));
+                         });
   return reactor;
 }
 
 grpc::ServerUnaryReactor* SidecarService::Route(grpc::CallbackServerContext* context,
                                                 const fanout::v1::RouteRequest* request,
                                                 fanout::v1::RouteResponse* response) {
+  RpcCall call(&metrics_->route);
   Admission::Ticket ticket;
   absl::Status valid;
   if (request->route().empty()) valid = absl::InvalidArgumentError("route is empty");
@@ -470,20 +535,22 @@ grpc::ServerUnaryReactor* SidecarService::Route(grpc::CallbackServerContext* con
   if (valid.ok()) valid = admission_->Enter(&ticket);
   if (!valid.ok()) {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(ToGrpcStatus(valid));
+    Finish(reactor, call, ToGrpcStatus(valid));
     return reactor;
   }
   // The caller's deadline, bounded by limits.request_timeout.
-  absl::Time deadline = absl::Now() + config_.limits.request_timeout;
+  absl::Time deadline = absl::Now() + limits_.Load().request_timeout;
   if (context->deadline() != std::chrono::system_clock::time_point::max()) {
     deadline = std::min(deadline, absl::FromChrono(context->deadline()));
   }
-  return new RouteReactor(router_, request, response, deadline, std::move(ticket));
+  return new RouteReactor(routers_->Get(), request, response, deadline, std::move(ticket),
+                          std::move(call), Traceparent(context));
 }
 
 grpc::ServerWriteReactor<fanout::v1::WatchEvent>* SidecarService::Watch(
     grpc::CallbackServerContext* context, const fanout::v1::WatchRequest* request) {
   if (watch_ != nullptr) return watch_->Open(context, request);
+  RpcCall(&metrics_->watch).End(grpc::StatusCode::UNIMPLEMENTED);
   return new FinishedWriter<fanout::v1::WatchEvent>(
       grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "Watch is not served by this server"));
 }

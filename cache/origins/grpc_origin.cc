@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/trace_context.h"
 #include "fanout/v1/sidecar.pb.h"
 
 namespace fanout::cache {
@@ -105,6 +106,7 @@ class GrpcOrigin final : public Origin {
     call->request = grpc::ByteBuffer(&slice, 1);
     call->what = Describe(ns, key);
     call->context.set_deadline(absl::ToChronoTime(fetch.deadline));
+    if (!fetch.traceparent.empty()) call->context.AddMetadata(kTraceparentKey, fetch.traceparent);
     call->done = std::move(done);
     // TryCancel before the call starts is kept by gRPC and applied at start.
     call->on_cancel = std::make_unique<CancellationCallback>(

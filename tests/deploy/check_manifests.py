@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Renders fanout's Kubernetes overlays with `kubectl kustomize` and checks them.
 
-Usage: check_manifests.py [--kubectl KUBECTL] [--self-test] OVERLAY_DIR...
+Usage: check_manifests.py [--kubectl KUBECTL] [--fanoutd FANOUTD] [--self-test] OVERLAY_DIR...
 
 For every pod template that runs fanoutd, each overlay must give:
 - fanoutd as a native sidecar: an init container with restartPolicy Always;
@@ -13,7 +13,8 @@ For every pod template that runs fanoutd, each overlay must give:
 - a restricted securityContext on every container (non-root, read-only root
   filesystem, no privilege escalation, ALL capabilities dropped, seccomp
   RuntimeDefault, at container or pod level);
-- the configuration as a ConfigMap mounted where fanoutd reads it;
+- the configuration as a ConfigMap mounted where fanoutd reads it, which
+  fanoutd itself accepts (`fanoutd --check_config`, with --fanoutd);
 - the survival tier (cache.l3.path) on an emptyDir whose sizeLimit is at
   least 1.5 x cache.l3.max_bytes (compaction writes before it deletes);
 - the app and fanoutd sharing the unix socket of server.listen through one
@@ -28,9 +29,11 @@ Exit 0 when every overlay passes, 1 with the problems on stderr otherwise.
 
 import argparse
 import copy
+import os
 import re
 import subprocess
 import sys
+import tempfile
 
 import yaml
 
@@ -43,6 +46,26 @@ _BYTE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
 _QUANTITY_UNITS = {"": 1, "k": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
                    "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "m": 0.001}
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
+
+# The fanoutd binary whose parser checks each ConfigMap's configuration
+# (--fanoutd); None = not checked.
+FANOUTD = None
+
+
+def fanoutd_rejects(text):
+    """What `fanoutd --check_config` says is wrong with `text`; None when valid."""
+    if FANOUTD is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write(text)
+    try:
+        r = subprocess.run([FANOUTD, "--check_config", "--config", f.name],
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        os.unlink(f.name)
+    if r.returncode == 0:
+        return None
+    return (r.stderr.strip() or f"exit {r.returncode}").replace(f.name, "config.yaml")
 
 
 def parse_bytes(text):
@@ -208,6 +231,10 @@ def check_pod(name, pod, configmaps, problems):
     if cm is None or key not in (cm.get("data") or {}):
         problems.append(f"{fw}: ConfigMap {cm_name} has no key {key}")
         return
+    rejected = fanoutd_rejects(cm["data"][key])
+    if rejected is not None:
+        problems.append(f"{fw}: fanoutd rejects ConfigMap {cm_name}/{key}: {rejected}")
+        return  # the checks below read it as fanoutd would, so need it valid
     config = yaml.safe_load(cm["data"][key]) or {}
 
     # Admin endpoint and probes.
@@ -363,13 +390,23 @@ MUTATIONS = {
     "grace period below the drain": lambda o: _pod(o).update(terminationGracePeriodSeconds=12),
     "config not from a ConfigMap": lambda o: _fanoutd(o)["volumeMounts"].pop(0),
 }
+# Caught only by fanoutd's own parser (--fanoutd).
+FANOUTD_MUTATIONS = {
+    "a key fanoutd does not know": lambda o: _config(o, lambda c: c["cache"].update(
+        ttl_seconds=60)),
+    "a duration fanoutd cannot read": lambda o: _config(o, lambda c: c["server"].update(
+        drain_timeout="soon")),
+}
 
 
 def self_test(objects):
     problems = []
     if check_objects(objects):
         return ["the unmodified objects do not pass"]
-    for name, mutate in MUTATIONS.items():
+    mutations = dict(MUTATIONS)
+    if FANOUTD is not None:
+        mutations.update(FANOUTD_MUTATIONS)
+    for name, mutate in mutations.items():
         broken = copy.deepcopy(objects)
         mutate(broken)
         if not check_objects(broken):
@@ -380,9 +417,12 @@ def self_test(objects):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kubectl", default="kubectl")
+    parser.add_argument("--fanoutd", help="check each configuration with fanoutd --check_config")
     parser.add_argument("--self-test", action="store_true")
     parser.add_argument("overlays", nargs="+")
     args = parser.parse_args()
+    global FANOUTD
+    FANOUTD = args.fanoutd
     failed = False
     for overlay in args.overlays:
         try:

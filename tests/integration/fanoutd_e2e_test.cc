@@ -310,18 +310,112 @@ TEST(FanoutdE2eTest, DuplicateKeysAndMalformedAddressesFailStartNamingTheKey) {
   std::filesystem::remove(path);
 }
 
-TEST(FanoutdE2eTest, SighupIsLoggedAndIgnored) {
+// Replaces `path` whole, as editors and config tools do (write, then
+// rename): fanoutd, which watches the file, never reads it half-written.
+void ReplaceFile(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp) << text;
+  std::filesystem::rename(tmp, path);
+}
+
+// The key a Get names after `limits.max_key_bytes` is lowered to 16.
+constexpr char kLongKey[] = "flags/new-checkout-but-longer";
+
+// fanoutctl's answer to a Get of kLongKey: whether the key limit refused it.
+bool KeyRefused(const std::string& addr) {
+  return absl::StrContains(Ctl(addr, {"get", kLongKey}).err, "limits.max_key_bytes");
+}
+
+// SIGHUP re-reads --config: a lowered key limit refuses keys it let through.
+TEST(FanoutdE2eTest, SighupReloadsLimitsFromTheConfigFile) {
   const std::string config = testing::TempPath("hup.yaml");
   std::ofstream(config) << "server:\n  shutdown_delay: 0s\n";
   Daemon d({"--config=" + config});
   ASSERT_FALSE(d.address().empty()) << d.process().err();
+  EXPECT_FALSE(KeyRefused(d.address()));
+
+  ReplaceFile(config, "server:\n  shutdown_delay: 0s\nlimits:\n  max_key_bytes: 16\n");
   d.process().Signal(SIGHUP);  // the default action would end the process (rc 129)
-  EXPECT_TRUE(d.process().WaitForStderr("reload is not supported yet", absl::Seconds(20)));
+  EXPECT_TRUE(d.process().WaitForStderr("configuration reloaded (", absl::Seconds(20)))
+      << d.process().err();
+  EXPECT_THAT(d.process().err(), HasSubstr("limits.max_key_bytes"));
+  EXPECT_TRUE(KeyRefused(d.address()));
   EXPECT_TRUE(d.process().running());
+  d.process().Signal(SIGTERM);
+  EXPECT_EQ(d.process().Wait(absl::Seconds(20)), 0);
+  std::filesystem::remove(config);
+}
+
+// A file that changes a key only a restart can apply is refused whole, the
+// log naming the key: the reloadable change beside it is not applied either.
+TEST(FanoutdE2eTest, ReloadChangingRestartKeyIsRefusedNamingTheKey) {
+  const std::string config = testing::TempPath("restart.yaml");
+  ReplaceFile(config, "server:\n  shutdown_delay: 0s\n  threads: 2\n");
+  Daemon d({"--config=" + config});
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+
+  ReplaceFile(config,
+              "server:\n  shutdown_delay: 0s\n  threads: 3\n"
+              "limits:\n  max_key_bytes: 16\n");
+  d.process().Signal(SIGHUP);
+  EXPECT_TRUE(
+      d.process().WaitForStderr("server.threads changed and needs a restart", absl::Seconds(20)))
+      << d.process().err();
+  EXPECT_FALSE(KeyRefused(d.address()));
   EXPECT_EQ(Ctl(d.address(), {"health"}).code, 0);
   d.process().Signal(SIGTERM);
   EXPECT_EQ(d.process().Wait(absl::Seconds(20)), 0);
   std::filesystem::remove(config);
+}
+
+// An invalid file is rejected, saying why; the running configuration stays
+// and the next valid file is applied.
+TEST(FanoutdE2eTest, ReloadOfInvalidFileKeepsRunningConfigAndSaysWhy) {
+  const std::string config = testing::TempPath("bad.yaml");
+  ReplaceFile(config, "server:\n  shutdown_delay: 0s\n");
+  Daemon d({"--config=" + config});
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+
+  ReplaceFile(config, "server:\n  shutdown_delay: 0s\nlimits:\n  max_key_bytes: banana\n");
+  d.process().Signal(SIGHUP);
+  ASSERT_TRUE(d.process().WaitForStderr("rejected", absl::Seconds(20))) << d.process().err();
+  EXPECT_THAT(d.process().err(), HasSubstr("max_key_bytes"));
+  EXPECT_FALSE(KeyRefused(d.address()));
+
+  ReplaceFile(config, "server:\n  shutdown_delay: 0s\nlimits:\n  max_key_bytes: 16\n");
+  d.process().Signal(SIGHUP);
+  EXPECT_TRUE(d.process().WaitForStderr("configuration reloaded (", absl::Seconds(20)))
+      << d.process().err();
+  EXPECT_TRUE(KeyRefused(d.address()));
+  d.process().Signal(SIGTERM);
+  EXPECT_EQ(d.process().Wait(absl::Seconds(20)), 0);
+  std::filesystem::remove(config);
+}
+
+// Kubernetes updates a mounted ConfigMap by swapping the `..data` symlink in
+// one rename; config.yaml is a symlink through it and never changes itself.
+// The swap alone, without a signal, reloads.
+TEST(FanoutdE2eTest, ConfigMapSymlinkSwapReloadsWithoutSignal) {
+  const std::string dir = testing::TempPath("configmap");
+  std::filesystem::create_directories(dir + "/..2026_01");
+  std::ofstream(dir + "/..2026_01/config.yaml") << "server:\n  shutdown_delay: 0s\n";
+  std::filesystem::create_directory_symlink("..2026_01", dir + "/..data");
+  std::filesystem::create_symlink("..data/config.yaml", dir + "/config.yaml");
+  Daemon d({"--config=" + dir + "/config.yaml"});
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+  EXPECT_FALSE(KeyRefused(d.address()));
+
+  std::filesystem::create_directories(dir + "/..2026_02");
+  std::ofstream(dir + "/..2026_02/config.yaml")
+      << "server:\n  shutdown_delay: 0s\nlimits:\n  max_key_bytes: 16\n";
+  std::filesystem::create_directory_symlink("..2026_02", dir + "/..data_tmp");
+  std::filesystem::rename(dir + "/..data_tmp", dir + "/..data");
+  EXPECT_TRUE(d.process().WaitForStderr("configuration reloaded (file changed)", absl::Seconds(20)))
+      << d.process().err();
+  EXPECT_TRUE(KeyRefused(d.address()));
+  d.process().Signal(SIGTERM);
+  EXPECT_EQ(d.process().Wait(absl::Seconds(20)), 0);
+  std::filesystem::remove_all(dir);
 }
 
 // SIGTERM: health streams NOT_SERVING while calls are still served for

@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
 #include "gmock/gmock.h"
@@ -306,7 +307,57 @@ TEST_F(AdminMetricsTest, RouteMetricsReportEachBackendByConfiguredName) {
   EXPECT_EQ(m[R"(fanout_route_backend_in_flight{backend="gpu-a",route="r"})"], 0);
   EXPECT_GT(m[R"(fanout_route_backend_latency_ewma_seconds{backend="gpu-a",route="r"})"], 0);
   EXPECT_EQ(m[R"(fanout_requests_total{code="OK",rpc="fanout.v1.Sidecar/Route"})"], 2);
+  EXPECT_EQ(m[R"(fanout_route_calls_total{outcome="ok",policy="round_robin",route="r"})"], 2);
+  EXPECT_EQ(m[R"(fanout_route_branches_total{backend="gpu-a",outcome="ok",route="r"})"], 2);
   EXPECT_THAT(Scrape(), Not(HasSubstr("hello")));
+}
+
+// A reload replaces the routes and counts itself; a route that keeps its
+// name keeps its series; a rejected reload changes nothing and says so.
+TEST_F(AdminMetricsTest, ReloadSwapsRoutesKeepsTheirSeriesAndCountsEachResult) {
+  testing::FakeBackendOptions options;
+  options.name = "b1";
+  auto backend = testing::FakeBackend::Start(options);
+  ASSERT_OK(backend);
+  auto routes = [&](absl::string_view names) {
+    std::string yaml = "routes:\n";
+    for (absl::string_view name : absl::StrSplit(names, ',')) {
+      absl::StrAppend(&yaml, "  ", name, ":\n    policy: round_robin\n    method: /any.S/M\n",
+                      "    backends: [{address: \"", (*backend)->address(), "\", name: gpu-a}]\n");
+    }
+    return yaml;
+  };
+  StartDaemon(Yaml(routes("r")));
+  fanout::v1::RouteRequest route;
+  route.set_route("r");
+  ASSERT_OK(client_->Route(route));
+  route.set_route("s");
+  EXPECT_FALSE(client_->Route(route).ok());
+
+  Fanoutd::ReloadResult result =
+      daemon_->Reload(ParseConfig(Yaml(routes("r,s")), "t.yaml"), "test");
+  EXPECT_EQ(result.outcome, Fanoutd::ReloadResult::Outcome::kApplied) << result.error;
+  ASSERT_OK(client_->Route(route));
+  route.set_route("r");
+  ASSERT_OK(client_->Route(route));
+
+  result = daemon_->Reload(absl::InvalidArgumentError("t.yaml: unknown key x"), "test");
+  EXPECT_EQ(result.outcome, Fanoutd::ReloadResult::Outcome::kRejected);
+  const std::string threads = absl::StrReplaceAll(
+      Yaml(routes("r,s")),
+      {{"server: {listen: \"127.0.0.1:0\"}", "server: {listen: \"127.0.0.1:0\", threads: 3}"}});
+  result = daemon_->Reload(ParseConfig(threads, "t.yaml"), "test");
+  EXPECT_EQ(result.outcome, Fanoutd::ReloadResult::Outcome::kRejected);
+  EXPECT_THAT(result.restart, ::testing::ElementsAre("server.threads"));
+  ASSERT_OK(client_->Route(route));  // routes as they were
+
+  Samples m = Metrics();
+  EXPECT_EQ(m[R"(fanout_route_calls_total{outcome="ok",policy="round_robin",route="r"})"], 3);
+  EXPECT_EQ(m[R"(fanout_route_calls_total{outcome="ok",policy="round_robin",route="s"})"], 1);
+  EXPECT_EQ(m[R"(fanout_config_reloads_total{result="applied"})"], 1);
+  EXPECT_EQ(m[R"(fanout_config_reloads_total{result="rejected"})"], 2);
+  EXPECT_EQ(m["fanout_config_last_reload_successful"], 0);
+  EXPECT_EQ(m["fanout_config_restart_required"], 1);
 }
 
 TEST_F(AdminMetricsTest, ReadyzIsUnavailableOnceDrainingWhileHealthzStaysOk) {

@@ -391,6 +391,42 @@ TEST_F(SidecarServiceTest, GetServesStaleFromGrpcOriginOutage) {
   EXPECT_THAT(client_->Get(none), StatusIs(absl::StatusCode::kUnavailable));
 }
 
+constexpr char kTraceparent[] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+// A Get through a raw stub carrying `traceparent` metadata (none if empty).
+grpc::Status GetWithTraceparent(const std::string& address, const std::string& key,
+                                const std::string& traceparent) {
+  auto stub = fanout::v1::Sidecar::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+  if (!traceparent.empty()) context.AddMetadata("traceparent", traceparent);
+  fanout::v1::GetRequest request;
+  request.set_key(key);
+  fanout::v1::GetResponse response;
+  return stub->Get(&context, request, &response);
+}
+
+TEST_F(SidecarServiceTest, GetPassesValidTraceparentToOriginAndDropsGarbage) {
+  auto origin = testing::FakeGrpcOrigin::Start();
+  origin->Set("a", "1");
+  origin->Set("b", "2");
+  origin->Set("c", "3");
+  config_.origin.type = OriginSection::Type::kGrpc;
+  config_.origin.grpc_target = origin->address();
+  StartDaemon();
+  ASSERT_TRUE(GetWithTraceparent(daemon_->address(), "a", kTraceparent).ok());
+  EXPECT_EQ(origin->last_traceparent(), kTraceparent);
+  // Upper-case hex is not a traceparent: dropped, not passed on.
+  ASSERT_TRUE(GetWithTraceparent(daemon_->address(), "b",
+                                 "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01")
+                  .ok());
+  EXPECT_EQ(origin->last_traceparent(), "");
+  ASSERT_TRUE(GetWithTraceparent(daemon_->address(), "c", std::string(300, 'f')).ok());
+  EXPECT_EQ(origin->last_traceparent(), "");
+  EXPECT_EQ(origin->fetches(), 3);
+}
+
 TEST_F(SidecarServiceTest, GetHangingOriginServesStaleBeforeCallersDeadline) {
   auto origin = testing::FakeGrpcOrigin::Start();
   origin->Set("k", "last-known", 5);
@@ -717,6 +753,26 @@ TEST_F(SidecarRouteTest, RouteCallerCancelReachesTheBackends) {
   EXPECT_TRUE(slow_->WaitFor([](const testing::FakeBackendCounters& c) {
     return c.cancelled == 1;
   })) << testing::FormatCounters(slow_->counters());
+}
+
+TEST_F(SidecarRouteTest, RoutePassesValidTraceparentToBackendsAndDropsGarbage) {
+  StartWithRace(router::Policy::kFirstSuccess);
+  auto stub = fanout::v1::Sidecar::NewStub(
+      grpc::CreateChannel(daemon_->address(), grpc::InsecureChannelCredentials()));
+  auto route = [&](const std::string& traceparent) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(20)));
+    context.AddMetadata("traceparent", traceparent);
+    fanout::v1::RouteRequest request;
+    request.set_route("race");
+    fanout::v1::RouteResponse response;
+    return stub->Route(&context, request, &response);
+  };
+  ASSERT_TRUE(route(kTraceparent).ok());
+  EXPECT_EQ(fast_->last_traceparent(), kTraceparent);
+  // An all-zero trace id is invalid.
+  ASSERT_TRUE(route("00-00000000000000000000000000000000-00f067aa0ba902b7-01").ok());
+  EXPECT_EQ(fast_->last_traceparent(), "");
 }
 
 TEST_F(SidecarRouteTest, RouteFailureCarriesEveryBranchInErrorDetails) {

@@ -139,6 +139,10 @@ class FakeBackend::Impl final : public grpc::CallbackGenericService,
     absl::MutexLock l(&mu_);
     return counters_;
   }
+  std::string last_traceparent() const {
+    absl::MutexLock l(&mu_);
+    return last_traceparent_;
+  }
   void SetDelay(absl::Duration delay) {
     absl::MutexLock l(&mu_);
     options_.delay = delay;
@@ -214,6 +218,10 @@ class FakeBackend::Impl final : public grpc::CallbackGenericService,
     if (auto it = metadata.find(kCostHeader); it != metadata.end()) {
       cost_header.assign(it->second.data(), it->second.size());
     }
+    std::string traceparent;
+    if (auto it = metadata.find("traceparent"); it != metadata.end()) {
+      traceparent.assign(it->second.data(), it->second.size());
+    }
     const size_t bytes = reactor->request_.Length();
     const int64_t cost = FakeBackendCost(cost_header, bytes);
     std::string reply = echo_ ? Flatten(reactor->request_) : std::string();
@@ -222,6 +230,7 @@ class FakeBackend::Impl final : public grpc::CallbackGenericService,
     if (it == calls_.end() || it->second.phase == Phase::kFinished)
       return;  // cancelled while reading
     CallState& call = it->second;
+    last_traceparent_ = std::move(traceparent);
     ++counters_.calls;
     ++counters_.in_flight;
     double u = 0;
@@ -333,6 +342,7 @@ class FakeBackend::Impl final : public grpc::CallbackGenericService,
   std::deque<uint64_t> queue_ ABSL_GUARDED_BY(mu_);
   int serving_ ABSL_GUARDED_BY(mu_) = 0;
   FakeBackendCounters counters_ ABSL_GUARDED_BY(mu_);
+  std::string last_traceparent_ ABSL_GUARDED_BY(mu_);
 };
 
 absl::StatusOr<std::unique_ptr<FakeBackend>> FakeBackend::Start(FakeBackendOptions options,
@@ -380,6 +390,7 @@ FakeBackend::~FakeBackend() {
 const std::string& FakeBackend::name() const { return impl_->name(); }
 
 FakeBackendCounters FakeBackend::counters() const { return impl_->counters(); }
+std::string FakeBackend::last_traceparent() const { return impl_->last_traceparent(); }
 void FakeBackend::SetDelay(absl::Duration delay) { impl_->SetDelay(delay); }
 void FakeBackend::SetFailProb(double fail_prob) { impl_->SetFailProb(fail_prob); }
 

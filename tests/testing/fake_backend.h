@@ -114,6 +114,9 @@ class FakeBackend {
   const std::string& name() const;
 
   FakeBackendCounters counters() const;
+  // The `traceparent` metadata of the last call received; empty when it
+  // carried none.
+  std::string last_traceparent() const;
   // Apply to calls received from now on.
   void SetDelay(absl::Duration delay);
   void SetFailProb(double fail_prob);

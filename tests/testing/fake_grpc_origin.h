@@ -49,12 +49,24 @@ class FakeGrpcOrigin final : public fanout::v1::Origin::CallbackService {
   }
   void SetDown(bool down) { down_.store(down); }
   int fetches() const { return fetches_.load(); }
+  // The `traceparent` metadata of the last Fetch; empty when it carried none.
+  std::string last_traceparent() {
+    absl::MutexLock l(&mu_);
+    return last_traceparent_;
+  }
   int in_flight() const { return in_flight_.load(); }
 
   grpc::ServerUnaryReactor* Fetch(grpc::CallbackServerContext* context,
                                   const fanout::v1::FetchRequest* request,
                                   fanout::v1::FetchResponse* response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    {
+      const auto& metadata = context->client_metadata();
+      auto it = metadata.find("traceparent");
+      absl::MutexLock l(&mu_);
+      last_traceparent_ =
+          it == metadata.end() ? "" : std::string(it->second.data(), it->second.size());
+    }
     fetches_.fetch_add(1);
     if (down_.load()) {
       reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake origin is down"));
@@ -90,6 +102,7 @@ class FakeGrpcOrigin final : public fanout::v1::Origin::CallbackService {
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::pair<std::string, int64_t>> values_ ABSL_GUARDED_BY(mu_);
   absl::Duration delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
+  std::string last_traceparent_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> down_{false};
   std::atomic<int> fetches_{0};
   std::atomic<int> in_flight_{0};
