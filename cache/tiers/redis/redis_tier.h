@@ -26,9 +26,15 @@
 // trip, within the caller's deadline overall); while the client's circuit
 // is open or no connection is ready, at once with Unavailable.
 //
-// Thread-safe. Callbacks run on the client's I/O thread or inline (refused
-// at once). Destruction waits for the calls in flight (each is bounded by
-// the client's timeouts); it must not run on the client's I/O thread.
+// Thread-safe. Callbacks run inline (refused at once), else on the
+// client's I/O thread, or, for Lookup and LookupMany with
+// RedisTierOptions::executor set, on that executor, which then also decodes
+// the reply: the caller's continuation (the read path's, which fills L1 and
+// answers gRPC calls) never delays the I/O thread, at the cost of one more
+// thread switch per lookup. Destruction waits for the calls in flight
+// (each is bounded by the client's timeouts, and by the executor running
+// what it was given); it must not run on the client's I/O thread or on
+// that executor.
 #ifndef FANOUT_CACHE_TIERS_REDIS_REDIS_TIER_H_
 #define FANOUT_CACHE_TIERS_REDIS_REDIS_TIER_H_
 
@@ -44,6 +50,7 @@
 #include "cache/tiers/redis/redis_client.h"
 #include "cache/tiers/redis/redis_keys.h"
 #include "common/clock.h"
+#include "common/executor.h"
 
 namespace fanout::cache {
 
@@ -53,6 +60,9 @@ struct RedisTierOptions {
   TierId id = TierId::kL2;
   // SCAN COUNT hint, and the most keys one UNLINK or supersede call takes.
   int batch = 1000;
+  // Runs Lookup and LookupMany answers (see above); null: the I/O thread.
+  // Not owned; must outlive the tier.
+  Executor* executor = nullptr;
 };
 
 class RedisTier final : public Tier {
@@ -81,6 +91,8 @@ class RedisTier final : public Tier {
   bool Enter();
   void Leave();
 
+  // Runs `task` on options_.executor, else here.
+  void Deliver(absl::AnyInvocable<void() &&> task);
   // A GET/MGET element as a lookup result.
   absl::StatusOr<Entry> Decode(absl::string_view key, const RedisReply& reply, absl::Time now);
   void CountFailure(const absl::Status& status);
