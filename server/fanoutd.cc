@@ -19,6 +19,7 @@
 #include "cache/l1/wtinylfu_cache.h"
 #include "cache/origins/file_origin.h"
 #include "cache/origins/grpc_origin.h"
+#include "cache/tiers/redis/redis_fill_lease.h"
 #include "cache/tiers/redis/redis_tier.h"
 #include "cache/tiers/rocksdb/rocksdb_tier.h"
 #include "common/address.h"
@@ -94,8 +95,9 @@ void WarmL1FromL3(const cache::RocksDbTier& l3, cache::L1Cache& l1, uint64_t l1_
 
 // The shared Redis tier (cache.l2), or nullptr when no address is set. An
 // unreachable Redis is not an error (the tier answers Unavailable until it
-// answers); a refused password or db is.
-absl::StatusOr<std::unique_ptr<cache::Tier>> MakeL2(const L2Section& l2) {
+// answers); a refused password or db is. Its answers go to `executor`
+// unless cache.l2.inline_answers.
+absl::StatusOr<std::unique_ptr<cache::RedisTier>> MakeL2(const L2Section& l2, Executor* executor) {
   if (l2.redis.empty()) return nullptr;
   cache::RedisClientOptions o;
   ASSIGN_OR_RETURN(o.address, cache::ParseRedisAddress(l2.redis));
@@ -106,6 +108,7 @@ absl::StatusOr<std::unique_ptr<cache::Tier>> MakeL2(const L2Section& l2) {
   o.name = "fanout-redis";
   cache::RedisTierOptions t;
   t.key_prefix = l2.key_prefix;
+  t.executor = l2.inline_answers ? nullptr : executor;
   absl::StatusOr<std::unique_ptr<cache::RedisTier>> tier = cache::NewRedisTier(o, t, Clock::Real());
   if (!tier.ok()) {
     const absl::StatusCode code = tier.status().code();
@@ -116,8 +119,19 @@ absl::StatusOr<std::unique_ptr<cache::Tier>> MakeL2(const L2Section& l2) {
     return absl::InvalidArgumentError(absl::StrCat(key, ": ", tier.status().message()));
   }
   FANOUT_LOG(INFO) << "L2: Redis at " << o.address.ToString() << " (db " << l2.db
-                   << ", key prefix \"" << l2.key_prefix << "\")";
-  return std::unique_ptr<cache::Tier>(*std::move(tier));
+                   << ", key prefix \"" << l2.key_prefix << "\""
+                   << (l2.lease ? "" : ", no fill lease") << ")";
+  return tier;
+}
+
+// The fill lease on L2's Redis (cache.l2.lease), sharing the tier's client.
+std::unique_ptr<cache::FillLease> MakeFillLease(const L2Section& l2, const cache::RedisTier& tier,
+                                                Executor* executor) {
+  if (!l2.lease) return nullptr;
+  cache::RedisFillLeaseOptions o;
+  o.key_prefix = l2.key_prefix;
+  o.executor = l2.inline_answers ? nullptr : executor;
+  return std::make_unique<cache::RedisFillLease>(tier.client(), o, Clock::Real());
 }
 
 // Replaces the port of "host:port" with `port` (for listen addresses on :0).
@@ -281,6 +295,9 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   cache::ReadPathOptions rp;
   rp.ttl = config.cache.ttl;
   rp.refresh_ahead = config.cache.refresh_ahead;
+  rp.xfetch_beta = config.cache.xfetch_beta;
+  // The holder's write to Redis after its fetch, and a waiter's last poll.
+  rp.lease_margin = std::max(absl::Milliseconds(100), 2 * config.cache.l2.timeout);
   rp.stale_ttl = config.cache.stale_ttl;
   rp.default_max_stale = config.cache.max_stale;
   rp.origin_timeout = config.origin.timeout;
@@ -289,12 +306,17 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   rp.max_retry_backoff = config.cache.max_retry_backoff;
   rp.max_background_refreshes = config.cache.max_background_refreshes;
   std::vector<std::unique_ptr<cache::Tier>> lower;  // L2 first, then L3
-  ASSIGN_OR_RETURN(std::unique_ptr<cache::Tier> l2, MakeL2(config.cache.l2));
-  if (l2 != nullptr) lower.push_back(std::move(l2));
+  ASSIGN_OR_RETURN(std::unique_ptr<cache::RedisTier> l2,
+                   MakeL2(config.cache.l2, d->executor_.get()));
+  std::unique_ptr<cache::FillLease> lease;
+  if (l2 != nullptr) {
+    lease = MakeFillLease(config.cache.l2, *l2, d->executor_.get());
+    lower.push_back(std::move(l2));
+  }
   cache::RocksDbTier* l3 = AddSurvivalTier(config, &lower);
-  d->read_path_ = std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1),
-                                                    std::move(lower), d->origin_.get(),
-                                                    d->executor_.get());
+  d->read_path_ =
+      std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1), std::move(lower),
+                                        d->origin_.get(), d->executor_.get(), std::move(lease));
   if (l3 != nullptr && config.cache.l3_warm_l1) {
     WarmL1FromL3(*l3, d->read_path_->l1(), config.cache.l1_capacity);
   }
