@@ -142,6 +142,7 @@ struct ReadPath::Waiter {
   absl::Duration max_stale;
   // The L1 copy: stale, or of any freshness for a bypass_cache read.
   std::optional<Entry> held;
+  absl::Time deadline = absl::InfiniteFuture();
   // Set under mu_ while in the flight; released by Disarm.
   TimerId timer = kNoTimer;
   std::unique_ptr<CancellationCallback> on_cancel;
@@ -154,10 +155,11 @@ struct ReadPath::Flight {
   std::string key;
   bool refresh = false;  // started by a refresh-ahead read
   bool bypass = false;   // skips the lower tiers
-  // When the fill ends at the latest if the tiers and the origin keep their
-  // deadlines; waiters with an earlier deadline get a timer.
-  absl::Time ends_by = absl::InfiniteFuture();
   // Guarded by ReadPath::mu_.
+  // When the fill ends at the latest if the tiers, the lease and the origin
+  // keep their deadlines; waiters with an earlier deadline get a timer.
+  // Moved later (ExtendFill) when the fill waits for another pod's.
+  absl::Time ends_by = absl::InfiniteFuture();
   bool asks_origin = false;  // the origin has been asked
   bool detached = false;     // by Invalidate or a bypass_cache read: caches nothing
   absl::flat_hash_map<uint64_t, std::unique_ptr<Waiter>> waiters;
@@ -288,11 +290,9 @@ std::shared_ptr<ReadPath::Flight> ReadPath::StartRefresh(std::string ckey, absl:
 absl::Time ReadPath::FillEndsBy(bool bypass, absl::Time now) const {
   if (bypass) return now + options_.origin_timeout;
   absl::Duration longest = options_.origin_timeout * static_cast<int64_t>(lower_.size() + 1);
-  if (lease_ != nullptr) {
-    // Each lease round: the Acquire, then a wait of at most the holder's
-    // lease (origin_timeout + lease_margin) plus lease_margin.
-    longest += kLeaseRounds * (2 * options_.origin_timeout + 3 * options_.lease_margin);
-  }
+  // The lease's Acquire (a wait for another pod's fill moves the end later:
+  // ExtendFill).
+  if (lease_ != nullptr) longest += options_.lease_margin;
   return now + longest;
 }
 
@@ -354,6 +354,7 @@ std::shared_ptr<ReadPath::Flight> ReadPath::Enlist(PendingRead read, absl::Time 
   std::shared_ptr<Flight> flight;
   bool start = false;
   uint64_t id = 0;
+  absl::Time ends_by;
   absl::Status refused;
   {
     absl::MutexLock l(&mu_);
@@ -393,33 +394,62 @@ std::shared_ptr<ReadPath::Flight> ReadPath::Enlist(PendingRead read, absl::Time 
       waiter->done = std::move(done);
       waiter->max_stale = read.max_stale_;
       waiter->held = std::move(read.held_);
+      waiter->deadline = deadline;
       id = next_waiter_id_++;
       flight->waiters.emplace(id, std::move(waiter));
+      ends_by = flight->ends_by;
     }
   }
   if (!refused.ok()) {
     std::move(done)(std::move(refused));
     return nullptr;
   }
-  Arm(flight, id, deadline, cancel);
+  Arm(flight, id, deadline, ends_by, cancel);
   return start ? flight : nullptr;
 }
 
-void ReadPath::Arm(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Time deadline,
-                   const CancellationToken& cancel) {
-  TimerId timer = kNoTimer;
-  if (deadline < flight->ends_by) {
-    const absl::Duration left = std::max(absl::ZeroDuration(), deadline - clock_->Now());
-    const absl::Time at = deadline - std::min(options_.deadline_margin, left / 2);
-    timer = executor_->ScheduleAt(at, [this, op = PendingOp(tracker_), flight, id]() mutable {
-      op.Run([&] {
-        AnswerEarly(flight, id,
-                    absl::DeadlineExceededError(absl::StrCat(
-                        "no answer for ", Describe(flight->ns, flight->key),
-                        " within the call's deadline, and no value within max_stale held")));
-      });
+TimerId ReadPath::StartTimer(const std::shared_ptr<Flight>& flight, uint64_t id,
+                             absl::Time deadline) {
+  const absl::Duration left = std::max(absl::ZeroDuration(), deadline - clock_->Now());
+  const absl::Time at = deadline - std::min(options_.deadline_margin, left / 2);
+  return executor_->ScheduleAt(at, [this, op = PendingOp(tracker_), flight, id]() mutable {
+    op.Run([&] {
+      AnswerEarly(flight, id,
+                  absl::DeadlineExceededError(absl::StrCat(
+                      "no answer for ", Describe(flight->ns, flight->key),
+                      " within the call's deadline, and no value within max_stale held")));
     });
+  });
+}
+
+void ReadPath::ExtendFill(const std::shared_ptr<Flight>& flight, absl::Time ends_by) {
+  std::vector<std::pair<uint64_t, absl::Time>> late;
+  {
+    absl::MutexLock l(&mu_);
+    if (ends_by <= flight->ends_by) return;
+    flight->ends_by = ends_by;
+    for (const auto& [id, w] : flight->waiters) {
+      if (w->timer == kNoTimer && w->deadline < ends_by) late.emplace_back(id, w->deadline);
+    }
   }
+  for (const auto& [id, deadline] : late) {
+    const TimerId timer = StartTimer(flight, id, deadline);
+    bool kept = false;
+    {
+      absl::MutexLock l(&mu_);
+      auto it = flight->waiters.find(id);
+      if (it != flight->waiters.end() && it->second->timer == kNoTimer) {
+        it->second->timer = timer;
+        kept = true;
+      }
+    }
+    if (!kept) executor_->CancelTimer(timer);
+  }
+}
+
+void ReadPath::Arm(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Time deadline,
+                   absl::Time ends_by, const CancellationToken& cancel) {
+  const TimerId timer = deadline < ends_by ? StartTimer(flight, id, deadline) : kNoTimer;
   std::unique_ptr<CancellationCallback> on_cancel;
   if (cancel.can_be_cancelled()) {
     // Runs inline if the token is already cancelled. Unregistered (by
@@ -432,18 +462,21 @@ void ReadPath::Arm(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Tim
           }
         });
   }
-  bool waiting;
+  bool kept = false;
   {
     absl::MutexLock l(&mu_);
     auto it = flight->waiters.find(id);
-    waiting = it != flight->waiters.end();
-    if (waiting) {
-      it->second->timer = timer;
+    if (it != flight->waiters.end()) {
+      // ExtendFill may have given it a timer meanwhile.
+      if (it->second->timer == kNoTimer) {
+        it->second->timer = timer;
+        kept = true;
+      }
       it->second->on_cancel = std::move(on_cancel);
     }
   }
   // Answered already (on another thread, or by the cancellation above).
-  if (!waiting && timer != kNoTimer) executor_->CancelTimer(timer);
+  if (!kept && timer != kNoTimer) executor_->CancelTimer(timer);
 }
 
 void ReadPath::Disarm(Waiter& w) {
@@ -612,9 +645,17 @@ void ReadPath::OnLease(std::shared_ptr<Flight> flight, absl::StatusOr<LeaseGrant
   const absl::Duration holder = grant->holder_remaining > absl::ZeroDuration()
                                     ? grant->holder_remaining
                                     : options_.origin_timeout + options_.lease_margin;
+  const absl::Time wait_until = clock_->Now() + holder + options_.lease_margin;
+  // After the wait: maybe one more round (an Acquire and a wait), then the
+  // origin.
+  absl::Duration after = options_.lease_margin + options_.origin_timeout;
+  if (flight->lease_rounds < kLeaseRounds) {
+    after += options_.lease_margin + options_.origin_timeout + 2 * options_.lease_margin;
+  }
+  ExtendFill(flight, wait_until + after);
   const Flight* f = flight.get();
   // Uncounted: Shutdown does not wait for another pod's fill.
-  lease_->AwaitFill(f->ckey, f->seen, clock_->Now() + holder + options_.lease_margin,
+  lease_->AwaitFill(f->ckey, f->seen, wait_until,
                     [this, op = PendingOp(tracker_, /*counted=*/false),
                      flight = std::move(flight)](absl::StatusOr<Entry> filled) mutable {
                       op.Run([&] { OnAwaited(std::move(flight), std::move(filled)); });

@@ -295,7 +295,12 @@ class ReadPath {
   // Waiters: register the deadline and cancellation of waiter `id` of
   // `flight`; answer one before its fill ends (deadline, cancellation).
   void Arm(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Time deadline,
-           const CancellationToken& cancel);
+           absl::Time ends_by, const CancellationToken& cancel);
+  // The deadline timer of waiter `id`.
+  TimerId StartTimer(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Time deadline);
+  // Moves the fill's latest end to `ends_by` and gives the waiters whose
+  // deadline comes before it a timer.
+  void ExtendFill(const std::shared_ptr<Flight>& flight, absl::Time ends_by);
   void AnswerEarly(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Status why);
   // Cancels the timer and drops the cancellation callback of a waiter taken
   // out of its flight. Call without mu_ held.

@@ -920,6 +920,27 @@ TEST_P(ReadPathTest, GetLeaseLoserWithStaleCopyAnswersItAtItsDeadline) {
   EXPECT_EQ(origin_.fetches(), 1);
 }
 
+TEST_P(ReadPathTest, GetLeaseWaitLongerThanAFillStillAnswersByTheCallersDeadline) {
+  const std::string ckey = CompositeKey("ns", "k");
+  shared_l2_.Put(ckey, EntryAt("old", Now() - absl::Seconds(20)));
+  // Another pod holds a long lease.
+  lease_.Acquire(ckey, absl::Seconds(30), absl::InfiniteFuture(),
+                 [](absl::StatusOr<LeaseGrant>) {});
+  auto b = Pod();
+  // A deadline after the fill's usual end (two tiers' and the origin's
+  // timeouts, 4 s here): no timer at first, one once the fill waits.
+  auto r = StartGetOn(*b, "k", WithDeadline(absl::Seconds(5)));
+  EXPECT_EQ(lease_.waiting(), 1u);
+  Advance(absl::Milliseconds(4970));
+  EXPECT_FALSE(r->has_value());
+  Advance(absl::Milliseconds(10));
+  ASSERT_TRUE(r->has_value());
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->value, "old");
+  EXPECT_TRUE(r->value()->stale);
+  EXPECT_EQ(origin_.fetches(), 0);
+}
+
 TEST_P(ReadPathTest, GetLeaseOfADeadPodRunsOutThenTheLoserFetches) {
   const std::string ckey = CompositeKey("ns", "k");
   // Another pod took the lease and died.
