@@ -356,7 +356,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   l2.Int("connections", &c.cache.l2.connections, 1, 64);
   l2.String("key_prefix", &c.cache.l2.key_prefix);
   l2.Bool("lease", &c.cache.l2.lease);
-  l2.Bool("inline_answers", &c.cache.l2.inline_answers);
+  l2.Bytes("inline_answer_bytes", &c.cache.l2.inline_answer_bytes, /*min=*/0);
   l2.CheckUnknown();
   if (!c.cache.l2.redis.empty()) {
     absl::StatusOr<cache::RedisAddress> a = cache::ParseRedisAddress(c.cache.l2.redis);

@@ -54,8 +54,9 @@ struct L2Section {
   // Cross-pod single fill: a pod takes a lease in Redis before it asks the
   // origin; the others wait for its value.
   bool lease = true;
-  // Continue the read path on the Redis I/O thread instead of the executor.
-  bool inline_answers = false;
+  // Redis answers carrying up to this many value bytes continue on the
+  // Redis I/O thread; larger ones (and batches) on the executor.
+  uint64_t inline_answer_bytes = 16 << 10;
 };
 
 struct CacheSection {

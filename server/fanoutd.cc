@@ -95,8 +95,8 @@ void WarmL1FromL3(const cache::RocksDbTier& l3, cache::L1Cache& l1, uint64_t l1_
 
 // The shared Redis tier (cache.l2), or nullptr when no address is set. An
 // unreachable Redis is not an error (the tier answers Unavailable until it
-// answers); a refused password or db is. Its answers go to `executor`
-// unless cache.l2.inline_answers.
+// answers); a refused password or db is. Its answers of more than
+// cache.l2.inline_answer_bytes go to `executor`.
 absl::StatusOr<std::unique_ptr<cache::RedisTier>> MakeL2(const L2Section& l2, Executor* executor) {
   if (l2.redis.empty()) return nullptr;
   cache::RedisClientOptions o;
@@ -108,7 +108,8 @@ absl::StatusOr<std::unique_ptr<cache::RedisTier>> MakeL2(const L2Section& l2, Ex
   o.name = "fanout-redis";
   cache::RedisTierOptions t;
   t.key_prefix = l2.key_prefix;
-  t.executor = l2.inline_answers ? nullptr : executor;
+  t.executor = executor;
+  t.inline_bytes = l2.inline_answer_bytes;
   absl::StatusOr<std::unique_ptr<cache::RedisTier>> tier = cache::NewRedisTier(o, t, Clock::Real());
   if (!tier.ok()) {
     const absl::StatusCode code = tier.status().code();
@@ -130,7 +131,7 @@ std::unique_ptr<cache::FillLease> MakeFillLease(const L2Section& l2, const cache
   if (!l2.lease) return nullptr;
   cache::RedisFillLeaseOptions o;
   o.key_prefix = l2.key_prefix;
-  o.executor = l2.inline_answers ? nullptr : executor;
+  o.executor = executor;
   return std::make_unique<cache::RedisFillLease>(tier.client(), o, Clock::Real());
 }
 

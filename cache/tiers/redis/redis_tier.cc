@@ -138,8 +138,8 @@ absl::StatusOr<Entry> RedisTier::Decode(absl::string_view key, const RedisReply&
   return absl::NotFoundError("miss (undecodable)");
 }
 
-void RedisTier::Deliver(absl::AnyInvocable<void() &&> task) {
-  if (options_.executor != nullptr) {
+void RedisTier::Deliver(size_t bytes, absl::AnyInvocable<void() &&> task) {
+  if (options_.executor != nullptr && bytes > options_.inline_bytes) {
     options_.executor->Schedule(std::move(task));
   } else {
     std::move(task)();
@@ -154,8 +154,9 @@ void RedisTier::Lookup(absl::string_view key, absl::Time deadline, LookupDone do
   client_->Run({"GET", keys_.Value(key)}, deadline,
                [this, key = std::string(key),
                 done = std::move(done)](absl::StatusOr<RedisReply> reply) mutable {
-                 Deliver([this, key = std::move(key), done = std::move(done),
-                          reply = std::move(reply)]() mutable {
+                 const size_t bytes = reply.ok() ? reply->str.size() : 0;
+                 Deliver(bytes, [this, key = std::move(key), done = std::move(done),
+                                 reply = std::move(reply)]() mutable {
                    absl::StatusOr<Entry> result;
                    if (!reply.ok()) {
                      CountFailure(reply.status());
@@ -187,8 +188,12 @@ void RedisTier::LookupMany(std::vector<std::string> keys, absl::Time deadline,
   client_->Run(std::move(mget), deadline,
                [this, keys = std::move(keys),
                 done = std::move(done)](absl::StatusOr<RedisReply> reply) mutable {
-                 Deliver([this, keys = std::move(keys), done = std::move(done),
-                          reply = std::move(reply)]() mutable {
+                 size_t bytes = 0;
+                 if (reply.ok()) {
+                   for (const RedisReply& e : reply->elements) bytes += e.str.size();
+                 }
+                 Deliver(bytes, [this, keys = std::move(keys), done = std::move(done),
+                                 reply = std::move(reply)]() mutable {
                    std::vector<absl::StatusOr<Entry>> out;
                    out.reserve(keys.size());
                    if (reply.ok() && (reply->type != RedisReply::Type::kArray ||

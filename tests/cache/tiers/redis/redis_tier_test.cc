@@ -361,6 +361,21 @@ TEST_F(RedisTierTest, LookupsAnswerOnTheExecutorWhenGivenOne) {
   }));
   EXPECT_EQ(on, std::this_thread::get_id());
   EXPECT_EQ(value, "v");
+
+  // Answers up to inline_bytes stay on the I/O thread.
+  t.inline_bytes = 1 << 20;
+  auto small = cache::NewRedisTier(ClientOptions(server_->address()), t, Clock::Real());
+  ASSERT_OK(small);
+  absl::Notification done;
+  (*small)->Lookup(Ck("ns", "k"), absl::Now() + absl::Seconds(5),
+                   [&](absl::StatusOr<cache::Entry> e) {
+                     EXPECT_OK(e);
+                     on = std::this_thread::get_id();
+                     done.Notify();
+                   });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_NE(on, std::this_thread::get_id());
+  EXPECT_EQ(executor.RunUntilIdle(), 0);
 }
 
 }  // namespace
