@@ -31,7 +31,7 @@ results="$root/bench/RESULTS.md"
 quick=${QUICK:-0}
 pairs=${PAIRS:-5}
 if [ "$quick" = 1 ]; then
-  duration=300ms freeze=2s e2e_duration=500ms rounds=10 expiries=5 ttl=2s
+  duration=300ms freeze=2s e2e_duration=500ms rounds=20 expiries=10 ttl=1s
 else
   duration=1s freeze=3s e2e_duration=1s rounds=20 expiries=10 ttl=3s
 fi
