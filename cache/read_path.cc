@@ -641,10 +641,14 @@ void ReadPath::OnLease(std::shared_ptr<Flight> flight, absl::StatusOr<LeaseGrant
   }
   flight->waited = true;
   // The holder writes its value before its lease ends (it fetches within
-  // origin_timeout, its lease runs lease_margin longer), or gave up.
-  const absl::Duration holder = grant->holder_remaining > absl::ZeroDuration()
-                                    ? grant->holder_remaining
-                                    : options_.origin_timeout + options_.lease_margin;
+  // origin_timeout, its lease runs lease_margin longer), or gave up. A lease
+  // that claims longer than this pod's own would run (a stray key, a pod with
+  // a far longer origin timeout) is waited for only that long, and then this
+  // pod asks the origin itself: a lease never keeps a key unanswerable.
+  const absl::Duration own = options_.origin_timeout + options_.lease_margin;
+  const absl::Duration holder =
+      grant->holder_remaining > absl::ZeroDuration() ? std::min(grant->holder_remaining, own) : own;
+  if (grant->holder_remaining > own) flight->lease_rounds = kLeaseRounds;
   const absl::Time wait_until = clock_->Now() + holder + options_.lease_margin;
   // After the wait: maybe one more round (an Acquire and a wait), then the
   // origin.

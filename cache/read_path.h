@@ -76,7 +76,8 @@ struct ReadPathOptions {
   // With a fill lease: a lease runs origin_timeout + lease_margin (the
   // holder's fetch, then its write to the shared tier), and a pod that lost
   // the race waits for the holder's value until the holder's lease ends
-  // plus lease_margin.
+  // plus lease_margin; a lease claiming longer than its own would run, only
+  // as long as its own, and then it fetches.
   absl::Duration lease_margin = absl::Milliseconds(100);
 };
 

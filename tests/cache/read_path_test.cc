@@ -923,8 +923,8 @@ TEST_P(ReadPathTest, GetLeaseLoserWithStaleCopyAnswersItAtItsDeadline) {
 TEST_P(ReadPathTest, GetLeaseWaitLongerThanAFillStillAnswersByTheCallersDeadline) {
   const std::string ckey = CompositeKey("ns", "k");
   shared_l2_.Put(ckey, EntryAt("old", Now() - absl::Seconds(20)));
-  // Another pod holds a long lease.
-  lease_.Acquire(ckey, absl::Seconds(30), absl::InfiniteFuture(),
+  // Another pod holds a lease (as long as b's own would run, at most).
+  lease_.Acquire(ckey, absl::Seconds(2), absl::InfiniteFuture(),
                  [](absl::StatusOr<LeaseGrant>) {});
   auto b = Pod();
   // A deadline after the fill's usual end (two tiers' and the origin's
@@ -939,6 +939,33 @@ TEST_P(ReadPathTest, GetLeaseWaitLongerThanAFillStillAnswersByTheCallersDeadline
   EXPECT_EQ(r->value()->value, "old");
   EXPECT_TRUE(r->value()->stale);
   EXPECT_EQ(origin_.fetches(), 0);
+}
+
+TEST_P(ReadPathTest, GetLeaseLongerThanThePodsOwnIsWaitedOnlyThatLongThenItFetches) {
+  const std::string ckey = CompositeKey("ns", "k");
+  // An hour-long lease whose holder never writes (a stray key, or a pod with
+  // a far longer origin timeout that died).
+  lease_.Acquire(ckey, absl::Hours(1), absl::InfiniteFuture(), [](absl::StatusOr<LeaseGrant>) {});
+  auto b = Pod();
+  auto r = StartGetOn(*b, "k", WithDeadline(absl::Seconds(30)));
+  EXPECT_EQ(lease_.waiting(), 1u);
+  // b's own lease would run origin_timeout + lease_margin (2.1 s); it waits
+  // that and one lease_margin more, then fetches without a second round.
+  Advance(absl::Milliseconds(2150));
+  lease_.Settle();
+  EXPECT_EQ(origin_.fetches(), 0);
+  Advance(absl::Milliseconds(100));
+  lease_.Settle();
+  ASSERT_EQ(origin_.pending(), 1u);
+  EXPECT_EQ(lease_.waiting(), 0u);
+  origin_.AnswerValue("v");
+  ASSERT_TRUE(r->has_value());
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->value, "v");
+  EXPECT_EQ(r->value()->served_by, TierId::kOrigin);
+  EXPECT_EQ(b->Stats().lease_wait_timed_out, 1u);
+  EXPECT_EQ(b->Stats().lease_fetched_self, 1u);
+  EXPECT_TRUE(shared_l2_.Contains(ckey));
 }
 
 TEST_P(ReadPathTest, GetLeaseOfADeadPodRunsOutThenTheLoserFetches) {
