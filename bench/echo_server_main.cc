@@ -1,10 +1,14 @@
 // fanout-echo-server: the benchmark floor. It serves fanout.v1.Echo on the
 // same gRPC stack and threading as fanoutd (callback API, gRPC's default
 // threads, answers inline) and does nothing else, so that what a fanoutd
-// call costs above an Echo call is fanoutd's own work.
+// call costs above an Echo call is fanoutd's own work. With
+// --answer_from_thread, every call is finished from a thread of the
+// server's own, as fanoutd finishes a call whose answer came from Redis or
+// an origin: the floor for a call that waits on something.
 #include <signal.h>
 
 #include <cstdio>
+#include <deque>
 #include <memory>
 #include <string>
 #include <thread>
@@ -20,26 +24,73 @@
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:0", "gRPC address (host:port; port 0 = any free port)");
 ABSL_FLAG(int, reply_bytes, -1, "size of every reply's payload; -1 = echo the request's payload");
+ABSL_FLAG(bool, answer_from_thread, false,
+          "finish every call from a thread of the server's own instead of inline");
 
 namespace {
 
+// One thread finishing the calls handed to it, in order.
+class Finisher {
+ public:
+  Finisher() : thread_([this] { Loop(); }) {}
+  ~Finisher() {
+    {
+      absl::MutexLock l(&mu_);
+      stop_ = true;
+    }
+    thread_.join();
+  }
+  void Finish(grpc::ServerUnaryReactor* reactor) {
+    absl::MutexLock l(&mu_);
+    queue_.push_back(reactor);
+  }
+
+ private:
+  void Loop() {
+    auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !queue_.empty(); };
+    for (;;) {
+      grpc::ServerUnaryReactor* reactor;
+      {
+        absl::MutexLock l(&mu_);
+        mu_.Await(absl::Condition(&ready));
+        if (queue_.empty()) return;
+        reactor = queue_.front();
+        queue_.pop_front();
+      }
+      reactor->Finish(grpc::Status::OK);
+    }
+  }
+
+  absl::Mutex mu_;
+  std::deque<grpc::ServerUnaryReactor*> queue_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
 class EchoService final : public fanout::v1::Echo::CallbackService {
  public:
-  explicit EchoService(int reply_bytes)
-      : echo_request_(reply_bytes < 0), reply_(reply_bytes < 0 ? 0 : reply_bytes, 'x') {}
+  EchoService(int reply_bytes, Finisher* finisher)
+      : echo_request_(reply_bytes < 0),
+        reply_(reply_bytes < 0 ? 0 : reply_bytes, 'x'),
+        finisher_(finisher) {}
 
   grpc::ServerUnaryReactor* Echo(grpc::CallbackServerContext* context,
                                  const fanout::v1::EchoRequest* request,
                                  fanout::v1::EchoResponse* response) override {
     response->set_payload(echo_request_ ? request->payload() : reply_);
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(grpc::Status::OK);
+    if (finisher_ != nullptr) {
+      finisher_->Finish(reactor);
+    } else {
+      reactor->Finish(grpc::Status::OK);
+    }
     return reactor;
   }
 
  private:
   const bool echo_request_;
   const std::string reply_;
+  Finisher* const finisher_;
 };
 
 }  // namespace
@@ -60,7 +111,9 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const std::string listen = absl::GetFlag(FLAGS_listen);
-  EchoService service(absl::GetFlag(FLAGS_reply_bytes));
+  std::unique_ptr<Finisher> finisher;
+  if (absl::GetFlag(FLAGS_answer_from_thread)) finisher = std::make_unique<Finisher>();
+  EchoService service(absl::GetFlag(FLAGS_reply_bytes), finisher.get());
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(listen, grpc::InsecureServerCredentials(), &port);

@@ -19,6 +19,10 @@
 //           is SIGSTOPped for
 //           --freeze, then SIGCONT: the latency of the calls made while
 //           it was frozen, when the circuit opened, when lookups hit again
+//
+// With --raw_get_only: one run of the hiredis GET loop alone (1 in flight,
+// --value_bytes values), printed as fanout-bench prints a run: the baseline
+// run_l2.sh adds to the Echo floor for fanoutd's L2-hit Get.
 #include <hiredis/hiredis.h>
 #include <signal.h>
 
@@ -47,6 +51,7 @@ ABSL_FLAG(absl::Duration, freeze, absl::Seconds(3), "how long Redis stays SIGSTO
 ABSL_FLAG(absl::Duration, timeout, absl::Milliseconds(50), "the tier's command timeout");
 ABSL_FLAG(int, keys, 1000, "keys stored and read");
 ABSL_FLAG(int, value_bytes, 128, "bytes per value");
+ABSL_FLAG(bool, raw_get_only, false, "only a raw hiredis GET loop, as one fanout-bench run");
 
 namespace fanout::bench {
 namespace {
@@ -383,6 +388,38 @@ std::string ToJson(const Run& r) {
       r.bench, r.side, r.pair, r.throughput, r.p50_us, r.p99_us, r.max_us, r.errors);
 }
 
+// The raw GET loop alone: --keys keys of --value_bytes bytes, one GET at a
+// time for --duration after a quarter of it as warm-up.
+int RawGetOnly(const cache::RedisAddress& address) {
+  const int keys = absl::GetFlag(FLAGS_keys);
+  const std::string value(absl::GetFlag(FLAGS_value_bytes), 'v');
+  const cache::RedisKeys names("l2bench-raw:");
+  redisContext* ctx = redisConnect(address.host.c_str(), address.port);
+  if (ctx == nullptr || ctx->err) {
+    std::fprintf(stderr, "raw hiredis cannot connect\n");
+    return 1;
+  }
+  for (int i = 0; i < keys; ++i) {
+    const std::string k = names.Value(Ckey(i));
+    const char* argv[] = {"SET", k.data(), value.data()};
+    const size_t lens[] = {3, k.size(), value.size()};
+    if (auto* r = static_cast<redisReply*>(redisCommandArgv(ctx, 3, argv, lens))) {
+      freeReplyObject(r);
+    }
+  }
+  redisFree(ctx);
+  Raw raw(address, names, keys);
+  if (!raw.ok()) return 1;
+  const absl::Duration d = absl::GetFlag(FLAGS_duration);
+  raw.C1(d / 4, 0);
+  const Run r = raw.C1(d, 1);
+  std::printf(
+      "{\"throughput\":%.3f,\"errors\":%d,\"latency_us\":{\"p50\":%.3f,\"p99\":%.3f,"
+      "\"max\":%.3f}}\n",
+      r.throughput, static_cast<int>(r.errors), r.p50_us, r.p99_us, r.max_us);
+  return 0;
+}
+
 int Main() {
   SetLogLevel(LogLevel::kError);
   absl::StatusOr<cache::RedisAddress> address =
@@ -391,6 +428,7 @@ int Main() {
     std::fprintf(stderr, "--redis: a host:port is needed\n");
     return 2;
   }
+  if (absl::GetFlag(FLAGS_raw_get_only)) return RawGetOnly(*address);
   cache::RedisClientOptions o;
   o.address = *address;
   o.command_timeout = absl::GetFlag(FLAGS_timeout);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <random>
 #include <utility>
 
@@ -37,7 +38,22 @@ bool OriginDown(const absl::Status& status) {
 
 absl::Status ShuttingDown() { return absl::UnavailableError("fanoutd is shutting down"); }
 
+// How many times one fill asks for the lease: a wait that finds the lease
+// gone without a value asks once more (so that one of the pods that waited
+// fetches, not all of them); after that it fetches without one.
+constexpr int kLeaseRounds = 2;
+
+// -ln(U) for the draws XFetchNow makes (53-bit U in (0, 1]) is at most
+// 53 ln 2 = 36.7: an entry further from expiry than this many scaled fill
+// times cannot be due, and needs no draw.
+constexpr double kMaxXFetchDraw = 37.0;
+
 }  // namespace
+
+bool XFetchDue(const Entry& e, absl::Time now, double beta, double u) {
+  if (beta <= 0 || e.fill_time <= absl::ZeroDuration() || u <= 0) return false;
+  return now + e.fill_time * (beta * -std::log(u)) >= e.expires_at;
+}
 
 // Counts the read path's outstanding asynchronous work so that Shutdown can
 // wait for it, and turns work that finishes after a Shutdown gave up waiting
@@ -91,16 +107,19 @@ class ReadPath::Tracker {
 // One unit of outstanding work, held by the callback that finishes it: it
 // is pending from construction until the callback is destroyed (run or
 // dropped), and Run executes the callback's body only while the read path
-// may be used.
+// may be used. An uncounted one (a wait for another pod's fill, which
+// Shutdown does not wait for) only guards Run.
 class ReadPath::PendingOp {
  public:
-  explicit PendingOp(std::shared_ptr<Tracker> tracker) : tracker_(std::move(tracker)) {
-    tracker_->Begin();
+  explicit PendingOp(std::shared_ptr<Tracker> tracker, bool counted = true)
+      : tracker_(std::move(tracker)), counted_(counted) {
+    if (counted_) tracker_->Begin();
   }
-  PendingOp(PendingOp&&) noexcept = default;
+  PendingOp(PendingOp&& other) noexcept
+      : tracker_(std::move(other.tracker_)), counted_(other.counted_) {}
   PendingOp& operator=(PendingOp&&) = delete;
   ~PendingOp() {
-    if (tracker_ != nullptr) tracker_->End();
+    if (tracker_ != nullptr && counted_) tracker_->End();
   }
 
   template <typename F>
@@ -112,6 +131,7 @@ class ReadPath::PendingOp {
 
  private:
   std::shared_ptr<Tracker> tracker_;
+  bool counted_;
 };
 
 // A read waiting for a fill. Owned by its flight until taken out (under mu_)
@@ -122,6 +142,7 @@ struct ReadPath::Waiter {
   absl::Duration max_stale;
   // The L1 copy: stale, or of any freshness for a bypass_cache read.
   std::optional<Entry> held;
+  absl::Time deadline = absl::InfiniteFuture();
   // Set under mu_ while in the flight; released by Disarm.
   TimerId timer = kNoTimer;
   std::unique_ptr<CancellationCallback> on_cancel;
@@ -135,23 +156,36 @@ struct ReadPath::Flight {
   bool refresh = false;     // started by a refresh-ahead read
   bool bypass = false;      // skips the lower tiers
   std::string traceparent;  // of the read that started the fill
-  // When the fill ends at the latest if the tiers and the origin keep their
-  // deadlines; waiters with an earlier deadline get a timer.
-  absl::Time ends_by = absl::InfiniteFuture();
   // Guarded by ReadPath::mu_.
-  bool asks_origin = false;  // past the lower tiers
+  // When the fill ends at the latest if the tiers, the lease and the origin
+  // keep their deadlines; waiters with an earlier deadline get a timer.
+  // Moved later (ExtendFill) when the fill waits for another pod's.
+  absl::Time ends_by = absl::InfiniteFuture();
+  bool asks_origin = false;  // the origin has been asked
   bool detached = false;     // by Invalidate or a bypass_cache read: caches nothing
   absl::flat_hash_map<uint64_t, std::unique_ptr<Waiter>> waiters;
   // The freshest stale copy a lower tier held.
   std::optional<Fallback> lower_stale;
+  // Touched only by the fill's own steps, one after another.
+  // The newest fetched_at among the copies this fill has seen (L1's, the
+  // lower tiers'): a refresh wants a newer one, and so does a wait for
+  // another pod's fill.
+  absl::Time seen = absl::InfinitePast();
+  bool shared_down = false;  // the shared tier failed its lookup: no lease either
+  int lease_rounds = 0;      // Acquire calls made
+  bool waited = false;       // waited for another pod's fill
+  std::string lease_token;   // the lease held, given back once the value is written
 };
 
 ReadPath::ReadPath(const ReadPathOptions& options, std::unique_ptr<L1Cache> l1,
-                   std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Executor* executor)
+                   std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Executor* executor,
+                   std::unique_ptr<FillLease> lease)
     : options_(options),
       tracker_(std::make_shared<Tracker>()),
       l1_(std::move(l1)),
       lower_(std::move(lower)),
+      // A lease guards writes to the shared tier: none without one.
+      lease_(lower_.empty() ? nullptr : std::move(lease)),
       origin_(origin),
       executor_(executor),
       clock_(executor->clock()),
@@ -160,7 +194,10 @@ ReadPath::ReadPath(const ReadPathOptions& options, std::unique_ptr<L1Cache> l1,
                                         "Time the origin took to answer a fill's fetch (values, "
                                         "NotFound and failures alike)",
                                         {}, LatencyBuckets())),
-      tuned_(options) {}
+      tuned_(options),
+      random_state_(options.random_seed != 0
+                        ? options.random_seed
+                        : (uint64_t{std::random_device()()} << 32) ^ std::random_device()()) {}
 
 ReadPath::~ReadPath() {
   // Without a Shutdown: answer the waiters and drop what is outstanding.
@@ -187,21 +224,21 @@ std::variant<ReadResult, ReadPath::PendingRead> ReadPath::ReadL1(absl::string_vi
   Entry e;
   std::optional<Freshness> freshness = l1_->Lookup(ckey, now, &e);
   if (freshness.has_value() && !TrustedInL1(e, now)) freshness = Freshness::kStale;
-  if (freshness.has_value() && !options.bypass_cache) {
-    if (*freshness == Freshness::kFresh) {
-      return ToResult(std::move(e), TierId::kL1, /*stale=*/false, now);
-    }
-    if (*freshness == Freshness::kRefreshAhead) {
+  if (freshness.has_value() && !options.bypass_cache && *freshness != Freshness::kStale) {
+    // In the refresh window, or picked by XFetch: refresh in the background.
+    const bool xfetch = *freshness == Freshness::kFresh && XFetchNow(e, now);
+    if (xfetch || *freshness == Freshness::kRefreshAhead) {
       // The refresh has its own copy of ns and key (the caller's request
       // may end as soon as it has the answer) and starts on the executor,
       // so the caller's thread answers first and does no more.
-      if (std::shared_ptr<Flight> refresh = StartRefresh(std::move(ckey), ns, key, now)) {
+      if (std::shared_ptr<Flight> refresh =
+              StartRefresh(std::move(ckey), ns, key, e, xfetch, now)) {
         executor_->Schedule([this, op = PendingOp(tracker_), refresh]() mutable {
           op.Run([&] { LookupLower(0, std::move(refresh)); });
         });
       }
-      return ToResult(std::move(e), TierId::kL1, /*stale=*/false, now);
     }
+    return ToResult(std::move(e), TierId::kL1, /*stale=*/false, now);
   }
   PendingRead read;
   read.ckey_ = std::move(ckey);
@@ -213,8 +250,24 @@ std::variant<ReadResult, ReadPath::PendingRead> ReadPath::ReadL1(absl::string_vi
   return read;
 }
 
+bool ReadPath::XFetchNow(const Entry& e, absl::Time now) {
+  const double beta = options_.xfetch_beta;
+  if (beta <= 0 || e.fill_time <= absl::ZeroDuration()) return false;
+  // The hot path: far from expiry, no draw.
+  if (e.expires_at - now > e.fill_time * (beta * kMaxXFetchDraw)) return false;
+  // splitmix64 over an atomic counter: lock-free, and repeatable for a seed.
+  uint64_t z =
+      random_state_.fetch_add(0x9e3779b97f4a7c15, std::memory_order_relaxed) + 0x9e3779b97f4a7c15;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111eb;
+  z ^= z >> 31;
+  const double u = static_cast<double>((z >> 11) + 1) * 0x1.0p-53;  // (0, 1]
+  return XFetchDue(e, now, beta, u);
+}
+
 std::shared_ptr<ReadPath::Flight> ReadPath::StartRefresh(std::string ckey, absl::string_view ns,
-                                                         absl::string_view key, absl::Time now) {
+                                                         absl::string_view key, const Entry& held,
+                                                         bool xfetch, absl::Time now) {
   absl::MutexLock l(&mu_);
   if (shutting_down_) return nullptr;
   if (!records_.empty()) {
@@ -234,18 +287,75 @@ std::shared_ptr<ReadPath::Flight> ReadPath::StartRefresh(std::string ckey, absl:
   flight->ns = std::string(ns);
   flight->key = std::string(key);
   flight->refresh = true;
-  flight->ends_by = now + options_.origin_timeout * static_cast<int64_t>(lower_.size() + 1);
+  flight->ends_by = FillEndsBy(/*bypass=*/false, now);
+  flight->seen = held.fetched_at;
   it->second = flight;
   ++background_refreshes_;
   ++stats_.refreshes_ahead;
+  if (xfetch) ++stats_.xfetch_refreshes;
   return flight;
+}
+
+absl::Time ReadPath::FillEndsBy(bool bypass, absl::Time now) const {
+  if (bypass) return now + options_.origin_timeout;
+  absl::Duration longest = options_.origin_timeout * static_cast<int64_t>(lower_.size() + 1);
+  // The lease's Acquire (a wait for another pod's fill moves the end later:
+  // ExtendFill).
+  if (lease_ != nullptr) longest += options_.lease_margin;
+  return now + longest;
 }
 
 void ReadPath::ReadBelowL1(PendingRead read, absl::Time deadline, const CancellationToken& cancel,
                            GetDone done) {
+  if (std::shared_ptr<Flight> flight = Enlist(std::move(read), deadline, cancel, std::move(done))) {
+    LookupLower(0, std::move(flight));
+  }
+}
+
+void ReadPath::ReadManyBelowL1(std::vector<BatchRead> reads, absl::Time deadline,
+                               const CancellationToken& cancel) {
+  std::vector<std::shared_ptr<Flight>> batched;
+  for (BatchRead& r : reads) {
+    std::shared_ptr<Flight> flight = Enlist(std::move(r.read), deadline, cancel, std::move(r.done));
+    if (flight == nullptr) continue;
+    if (flight->bypass || lower_.empty()) {
+      LookupLower(0, std::move(flight));
+    } else {
+      batched.push_back(std::move(flight));
+    }
+  }
+  if (batched.size() < 2) {
+    for (auto& flight : batched) LookupLower(0, std::move(flight));
+    return;
+  }
+  {
+    absl::MutexLock l(&mu_);
+    ++stats_.batch_lookups;
+  }
+  std::vector<std::string> keys;
+  keys.reserve(batched.size());
+  for (const auto& flight : batched) keys.push_back(flight->ckey);
+  lower_[0]->LookupMany(std::move(keys), clock_->Now() + options_.origin_timeout,
+                        [this, op = PendingOp(tracker_), batched = std::move(batched)](
+                            std::vector<absl::StatusOr<Entry>> found) mutable {
+                          op.Run([&] {
+                            for (size_t i = 0; i < batched.size(); ++i) {
+                              absl::StatusOr<Entry> one =
+                                  i < found.size()
+                                      ? std::move(found[i])
+                                      : absl::StatusOr<Entry>(absl::InternalError(
+                                            "the tier answered a LookupMany with too few results"));
+                              OnLowerAnswer(0, std::move(batched[i]), std::move(one));
+                            }
+                          });
+                        });
+}
+
+std::shared_ptr<ReadPath::Flight> ReadPath::Enlist(PendingRead read, absl::Time deadline,
+                                                   const CancellationToken& cancel, GetDone done) {
   if (cancel.cancelled()) {
     std::move(done)(absl::CancelledError("the caller cancelled the read"));
-    return;
+    return nullptr;
   }
   const absl::Time now = clock_->Now();
   const absl::string_view ns = read.ns();
@@ -253,6 +363,7 @@ void ReadPath::ReadBelowL1(PendingRead read, absl::Time deadline, const Cancella
   std::shared_ptr<Flight> flight;
   bool start = false;
   uint64_t id = 0;
+  absl::Time ends_by;
   absl::Status refused;
   {
     absl::MutexLock l(&mu_);
@@ -284,8 +395,8 @@ void ReadPath::ReadBelowL1(PendingRead read, absl::Time deadline, const Cancella
         flight->bypass = read.bypass_;
         flight->traceparent = std::move(read.traceparent_);
         flight->asks_origin = flight->bypass;  // it goes straight there
-        flight->ends_by = now + options_.origin_timeout *
-                                    static_cast<int64_t>(flight->bypass ? 1 : lower_.size() + 1);
+        flight->ends_by = FillEndsBy(flight->bypass, now);
+        if (read.held_.has_value()) flight->seen = read.held_->fetched_at;
         flights_.emplace(read.ckey_, flight);
         start = true;
       }
@@ -293,33 +404,62 @@ void ReadPath::ReadBelowL1(PendingRead read, absl::Time deadline, const Cancella
       waiter->done = std::move(done);
       waiter->max_stale = read.max_stale_;
       waiter->held = std::move(read.held_);
+      waiter->deadline = deadline;
       id = next_waiter_id_++;
       flight->waiters.emplace(id, std::move(waiter));
+      ends_by = flight->ends_by;
     }
   }
   if (!refused.ok()) {
     std::move(done)(std::move(refused));
-    return;
+    return nullptr;
   }
-  Arm(flight, id, deadline, cancel);
-  if (start) LookupLower(0, std::move(flight));
+  Arm(flight, id, deadline, ends_by, cancel);
+  return start ? flight : nullptr;
+}
+
+TimerId ReadPath::StartTimer(const std::shared_ptr<Flight>& flight, uint64_t id,
+                             absl::Time deadline) {
+  const absl::Duration left = std::max(absl::ZeroDuration(), deadline - clock_->Now());
+  const absl::Time at = deadline - std::min(options_.deadline_margin, left / 2);
+  return executor_->ScheduleAt(at, [this, op = PendingOp(tracker_), flight, id]() mutable {
+    op.Run([&] {
+      AnswerEarly(flight, id,
+                  absl::DeadlineExceededError(absl::StrCat(
+                      "no answer for ", Describe(flight->ns, flight->key),
+                      " within the call's deadline, and no value within max_stale held")));
+    });
+  });
+}
+
+void ReadPath::ExtendFill(const std::shared_ptr<Flight>& flight, absl::Time ends_by) {
+  std::vector<std::pair<uint64_t, absl::Time>> late;
+  {
+    absl::MutexLock l(&mu_);
+    if (ends_by <= flight->ends_by) return;
+    flight->ends_by = ends_by;
+    for (const auto& [id, w] : flight->waiters) {
+      if (w->timer == kNoTimer && w->deadline < ends_by) late.emplace_back(id, w->deadline);
+    }
+  }
+  for (const auto& [id, deadline] : late) {
+    const TimerId timer = StartTimer(flight, id, deadline);
+    bool kept = false;
+    {
+      absl::MutexLock l(&mu_);
+      auto it = flight->waiters.find(id);
+      if (it != flight->waiters.end() && it->second->timer == kNoTimer) {
+        it->second->timer = timer;
+        kept = true;
+      }
+    }
+    if (!kept) executor_->CancelTimer(timer);
+  }
 }
 
 void ReadPath::Arm(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Time deadline,
-                   const CancellationToken& cancel) {
-  TimerId timer = kNoTimer;
-  if (deadline < flight->ends_by) {
-    const absl::Duration left = std::max(absl::ZeroDuration(), deadline - clock_->Now());
-    const absl::Time at = deadline - std::min(options_.deadline_margin, left / 2);
-    timer = executor_->ScheduleAt(at, [this, op = PendingOp(tracker_), flight, id]() mutable {
-      op.Run([&] {
-        AnswerEarly(flight, id,
-                    absl::DeadlineExceededError(absl::StrCat(
-                        "no answer for ", Describe(flight->ns, flight->key),
-                        " within the call's deadline, and no value within max_stale held")));
-      });
-    });
-  }
+                   absl::Time ends_by, const CancellationToken& cancel) {
+  const TimerId timer = deadline < ends_by ? StartTimer(flight, id, deadline) : kNoTimer;
   std::unique_ptr<CancellationCallback> on_cancel;
   if (cancel.can_be_cancelled()) {
     // Runs inline if the token is already cancelled. Unregistered (by
@@ -332,18 +472,21 @@ void ReadPath::Arm(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Tim
           }
         });
   }
-  bool waiting;
+  bool kept = false;
   {
     absl::MutexLock l(&mu_);
     auto it = flight->waiters.find(id);
-    waiting = it != flight->waiters.end();
-    if (waiting) {
-      it->second->timer = timer;
+    if (it != flight->waiters.end()) {
+      // ExtendFill may have given it a timer meanwhile.
+      if (it->second->timer == kNoTimer) {
+        it->second->timer = timer;
+        kept = true;
+      }
       it->second->on_cancel = std::move(on_cancel);
     }
   }
   // Answered already (on another thread, or by the cancellation above).
-  if (!waiting && timer != kNoTimer) executor_->CancelTimer(timer);
+  if (!kept && timer != kNoTimer) executor_->CancelTimer(timer);
 }
 
 void ReadPath::Disarm(Waiter& w) {
@@ -407,28 +550,37 @@ void ReadPath::LookupLower(size_t index, std::shared_ptr<Flight> flight) {
   }
   Tier* tier = lower_[index].get();
   const std::string& ckey = flight->ckey;
-  tier->Lookup(
-      ckey, clock_->Now() + options_.origin_timeout,
-      [this, op = PendingOp(tracker_), index, tier,
-       flight = std::move(flight)](absl::StatusOr<Entry> found) mutable {
-        op.Run([&] {
-          if (found.ok()) {
-            const Freshness f = FreshnessAt(*found, clock_->Now());
-            // A refresh wants a copy newer than the one L1 holds.
-            if (f == Freshness::kFresh || (f == Freshness::kRefreshAhead && !flight->refresh)) {
-              Complete(flight, std::move(found), tier->id(), /*origin_failed=*/false);
-              return;
-            }
-            absl::MutexLock l(&mu_);
-            if (!flight->lower_stale.has_value() ||
-                found->fetched_at > flight->lower_stale->entry.fetched_at) {
-              flight->lower_stale = Fallback{*std::move(found), tier->id()};
-            }
-          }
-          // A miss, a failure or an old copy: the next tier decides.
-          LookupLower(index + 1, std::move(flight));
-        });
-      });
+  tier->Lookup(ckey, clock_->Now() + options_.origin_timeout,
+               [this, op = PendingOp(tracker_), index,
+                flight = std::move(flight)](absl::StatusOr<Entry> found) mutable {
+                 op.Run([&] { OnLowerAnswer(index, std::move(flight), std::move(found)); });
+               });
+}
+
+void ReadPath::OnLowerAnswer(size_t index, std::shared_ptr<Flight> flight,
+                             absl::StatusOr<Entry> found) {
+  const TierId tier = lower_[index]->id();
+  if (found.ok()) {
+    // Not expired answers (its refresh, if due, is L1's business), but a
+    // refresh wants a copy newer than the one L1 holds.
+    if (FreshnessAt(*found, clock_->Now()) != Freshness::kStale &&
+        (!flight->refresh || found->fetched_at > flight->seen)) {
+      Complete(flight, std::move(found), tier, /*origin_failed=*/false);
+      return;
+    }
+    flight->seen = std::max(flight->seen, found->fetched_at);
+    absl::MutexLock l(&mu_);
+    if (!flight->lower_stale.has_value() ||
+        found->fetched_at > flight->lower_stale->entry.fetched_at) {
+      flight->lower_stale = Fallback{*std::move(found), tier};
+    }
+  } else if (index == 0 && found.status().code() != absl::StatusCode::kNotFound) {
+    // The shared tier could not answer: its lease would cost another
+    // timeout and settle nothing.
+    flight->shared_down = true;
+  }
+  // A miss, a failure or an old copy: the next tier decides.
+  LookupLower(index + 1, std::move(flight));
 }
 
 void ReadPath::FetchOrigin(std::shared_ptr<Flight> flight) {
@@ -436,7 +588,6 @@ void ReadPath::FetchOrigin(std::shared_ptr<Flight> flight) {
   absl::Status refused;
   {
     absl::MutexLock l(&mu_);
-    flight->asks_origin = true;
     if (shutting_down_) {
       refused = ShuttingDown();
     } else if (!flight->bypass && !records_.empty()) {
@@ -460,39 +611,140 @@ void ReadPath::FetchOrigin(std::shared_ptr<Flight> flight) {
         stats_.backoff_answers += flight->waiters.size();
       }
     }
-    if (refused.ok()) ++stats_.origin_fetches;
   }
   if (!refused.ok()) {
     Complete(flight, std::move(refused), TierId::kOrigin, /*origin_failed=*/false);
     return;
   }
+  if (lease_ != nullptr && !flight->bypass && !flight->shared_down &&
+      flight->lease_rounds < kLeaseRounds) {
+    ++flight->lease_rounds;
+    const Flight* f = flight.get();
+    lease_->Acquire(f->ckey, options_.origin_timeout + options_.lease_margin,
+                    clock_->Now() + options_.origin_timeout,
+                    [this, op = PendingOp(tracker_),
+                     flight = std::move(flight)](absl::StatusOr<LeaseGrant> grant) mutable {
+                      op.Run([&] { OnLease(std::move(flight), std::move(grant)); });
+                    });
+    return;
+  }
+  AskOrigin(std::move(flight));
+}
+
+void ReadPath::OnLease(std::shared_ptr<Flight> flight, absl::StatusOr<LeaseGrant> grant) {
+  if (!grant.ok() || grant->acquired) {
+    {
+      absl::MutexLock l(&mu_);
+      ++(grant.ok() ? stats_.lease_acquired : stats_.lease_unavailable);
+    }
+    if (grant.ok()) {
+      flight->lease_token = std::move(grant->token);
+    } else {
+      flight->lease_rounds = kLeaseRounds;  // Redis is unwell: a local single flight
+    }
+    AskOrigin(std::move(flight));
+    return;
+  }
+  {
+    absl::MutexLock l(&mu_);
+    ++stats_.lease_waits;
+  }
+  flight->waited = true;
+  // The holder writes its value before its lease ends (it fetches within
+  // origin_timeout, its lease runs lease_margin longer), or gave up. A lease
+  // that claims longer than this pod's own would run (a stray key, a pod with
+  // a far longer origin timeout) is waited for only that long, and then this
+  // pod asks the origin itself: a lease never keeps a key unanswerable.
+  const absl::Duration own = options_.origin_timeout + options_.lease_margin;
+  const absl::Duration holder =
+      grant->holder_remaining > absl::ZeroDuration() ? std::min(grant->holder_remaining, own) : own;
+  if (grant->holder_remaining > own) flight->lease_rounds = kLeaseRounds;
+  const absl::Time wait_until = clock_->Now() + holder + options_.lease_margin;
+  // After the wait: maybe one more round (an Acquire and a wait), then the
+  // origin.
+  absl::Duration after = options_.lease_margin + options_.origin_timeout;
+  if (flight->lease_rounds < kLeaseRounds) {
+    after += options_.lease_margin + options_.origin_timeout + 2 * options_.lease_margin;
+  }
+  ExtendFill(flight, wait_until + after);
+  const Flight* f = flight.get();
+  // Uncounted: Shutdown does not wait for another pod's fill.
+  lease_->AwaitFill(f->ckey, f->seen, wait_until,
+                    [this, op = PendingOp(tracker_, /*counted=*/false),
+                     flight = std::move(flight)](absl::StatusOr<Entry> filled) mutable {
+                      op.Run([&] { OnAwaited(std::move(flight), std::move(filled)); });
+                    });
+}
+
+void ReadPath::OnAwaited(std::shared_ptr<Flight> flight, absl::StatusOr<Entry> filled) {
+  const TierId shared = lower_[0]->id();
+  if (filled.ok() && FreshnessAt(*filled, clock_->Now()) != Freshness::kStale) {
+    {
+      absl::MutexLock l(&mu_);
+      ++stats_.lease_wait_filled;
+    }
+    Complete(flight, std::move(filled), shared, /*origin_failed=*/false);
+    return;
+  }
+  const absl::StatusCode code = filled.ok() ? absl::StatusCode::kNotFound : filled.status().code();
+  {
+    absl::MutexLock l(&mu_);
+    switch (code) {
+      case absl::StatusCode::kNotFound:
+        ++stats_.lease_wait_vacant;
+        break;
+      case absl::StatusCode::kDeadlineExceeded:
+        ++stats_.lease_wait_timed_out;
+        break;
+      default:
+        ++stats_.lease_wait_failed;
+    }
+    // A value already expired is no answer, but a fallback.
+    if (filled.ok() && (!flight->lower_stale.has_value() ||
+                        filled->fetched_at > flight->lower_stale->entry.fetched_at)) {
+      flight->lower_stale = Fallback{*filled, shared};
+    }
+  }
+  if (code != absl::StatusCode::kNotFound && code != absl::StatusCode::kDeadlineExceeded) {
+    flight->lease_rounds = kLeaseRounds;
+  }
+  // The lease once more (one of the pods that waited fetches), else the origin.
+  FetchOrigin(std::move(flight));
+}
+
+void ReadPath::AskOrigin(std::shared_ptr<Flight> flight) {
+  const absl::Time start = clock_->Now();
+  {
+    absl::MutexLock l(&mu_);
+    flight->asks_origin = true;
+    ++stats_.origin_fetches;
+    if (flight->waited) ++stats_.lease_fetched_self;
+  }
   const Flight* f = flight.get();
   FetchContext fetch{.deadline = start + options_.origin_timeout,
                      .cancel = shutdown_.token(),
                      .traceparent = f->traceparent};
-  origin_->Fetch(
-      f->ns, f->key,
-      std::move(fetch),
-      [this, op = PendingOp(tracker_), start,
-       flight = std::move(flight)](absl::StatusOr<OriginValue> value) mutable {
-        op.Run([&] {
-          const absl::Time now = clock_->Now();
-          fetch_latency_->Observe(now - start);
-          if (!value.ok()) {
-            absl::Status status = value.status();
-            if (status.code() == absl::StatusCode::kNotFound) {
-              status = absl::NotFoundError(
-                  absl::StrCat(Describe(flight->ns, flight->key), " not found"));
-            }
-            const bool failed = status.code() != absl::StatusCode::kNotFound &&
-                                status.code() != absl::StatusCode::kCancelled;
-            Complete(flight, std::move(status), TierId::kOrigin, failed);
-            return;
-          }
-          Entry entry = MakeEntry(*std::move(value), now);
-          entry.fill_time = now - start;
-          Complete(flight, std::move(entry), TierId::kOrigin, /*origin_failed=*/false);
-        });
+  origin_->Fetch(f->ns, f->key, std::move(fetch),
+                 [this, op = PendingOp(tracker_), start,
+                  flight = std::move(flight)](absl::StatusOr<OriginValue> value) mutable {
+                   op.Run([&] {
+                     const absl::Time now = clock_->Now();
+                     fetch_latency_->Observe(now - start);
+                     if (!value.ok()) {
+                       absl::Status status = value.status();
+                       if (status.code() == absl::StatusCode::kNotFound) {
+                         status = absl::NotFoundError(
+                             absl::StrCat(Describe(flight->ns, flight->key), " not found"));
+                       }
+                       const bool failed = status.code() != absl::StatusCode::kNotFound &&
+                                           status.code() != absl::StatusCode::kCancelled;
+                       Complete(flight, std::move(status), TierId::kOrigin, failed);
+                       return;
+                     }
+                     Entry entry = MakeEntry(*std::move(value), now);
+                     entry.fill_time = now - start;
+                     Complete(flight, std::move(entry), TierId::kOrigin, /*origin_failed=*/false);
+                   });
                  });
 }
 
@@ -545,11 +797,24 @@ void ReadPath::Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<En
     waiters.swap(flight->waiters);
     lower = std::move(flight->lower_stale);
   }
+  // The lease is given back once the shared tier has the value (a pod that
+  // sees the lease gone then finds the value), or at once if there is none.
+  std::string token = std::move(flight->lease_token);
   if (store) {
-    for (const auto& tier : lower_) {
-      tier->Store(ckey, *result, [op = PendingOp(tracker_)](absl::Status) {});
+    for (size_t i = 0; i < lower_.size(); ++i) {
+      if (i == 0 && !token.empty()) {
+        lower_[i]->Store(
+            ckey, *result,
+            [this, op = PendingOp(tracker_), ckey, token = std::move(token)](absl::Status) mutable {
+              op.Run([&] { ReleaseLease(ckey, std::move(token)); });
+            });
+        token.clear();
+        continue;
+      }
+      lower_[i]->Store(ckey, *result, [op = PendingOp(tracker_)](absl::Status) {});
     }
   }
+  if (!token.empty()) ReleaseLease(ckey, std::move(token));
 
   const bool down = !result.ok() && OriginDown(result.status());
   uint64_t stale_served = 0;
@@ -576,6 +841,11 @@ void ReadPath::Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<En
     absl::MutexLock l(&mu_);
     stats_.stale_served += stale_served;
   }
+}
+
+void ReadPath::ReleaseLease(const std::string& ckey, std::string token) {
+  lease_->Release(ckey, token, clock_->Now() + options_.origin_timeout,
+                  [op = PendingOp(tracker_)](absl::Status) {});
 }
 
 ReadPath::KeyRecord* ReadPath::Record(const std::string& ckey, absl::Time now) {
@@ -608,7 +878,9 @@ Entry ReadPath::MakeEntry(OriginValue value, absl::Time fetched_at) const {
   e.version = value.version;
   e.fetched_at = fetched_at;
   e.expires_at = fetched_at + ttl;
-  e.fresh_until = fetched_at + ttl * tuned.refresh_ahead;
+  // With XFetch an entry is fresh until it expires: reads pick when to
+  // refresh it. Else the fixed refresh window.
+  e.fresh_until = options_.xfetch_beta > 0 ? e.expires_at : fetched_at + ttl * tuned.refresh_ahead;
   e.stale_until = e.expires_at + tuned.stale_ttl;
   return e;
 }

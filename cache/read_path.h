@@ -1,8 +1,10 @@
 // The tiered read path: L1, then the lower tiers in order, then the origin,
-// with one fill per key, refresh-ahead, and stale answers during outages.
+// with one fill per key (across pods too, with a fill lease), probabilistic
+// early refresh, and stale answers during outages.
 #ifndef FANOUT_CACHE_READ_PATH_H_
 #define FANOUT_CACHE_READ_PATH_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -19,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cache/entry.h"
+#include "cache/fill_lease.h"
 #include "cache/l1_cache.h"
 #include "cache/link_guard.h"
 #include "cache/origin.h"
@@ -32,8 +35,20 @@ namespace fanout::cache {
 struct ReadPathOptions {
   // Lifetime of a value unless the origin gives a ttl: expires_at = fetched_at + ttl.
   absl::Duration ttl = absl::Seconds(60);
-  // Reads after this fraction of the ttl start a background refresh.
+  // Reads after this fraction of the ttl start a background refresh. Only
+  // when xfetch_beta is 0 (entries filled by a pod with XFetch on are fresh
+  // until they expire).
   double refresh_ahead = 0.8;
+  // Probabilistic early refresh (XFetch, Vattani et al.): a read of a fresh
+  // L1 entry starts a background refresh when
+  //   now - fill_time * xfetch_beta * ln(U) >= expires_at,  U uniform in (0, 1],
+  // fill_time being the entry's measured origin time. Under load a key is
+  // refreshed about fill_time * beta * ln(reads/s * fill_time) before it
+  // expires, so readers never wait for its fill, and keys nobody reads are
+  // not refreshed. Larger = earlier. 0 = off: refresh_ahead applies.
+  double xfetch_beta = 1.0;
+  // Seeds the XFetch draws (for tests); 0 = from std::random_device.
+  uint64_t random_seed = 0;
   // Each entry's ttl is scaled by a random factor in [1 - j, 1 + j], so that
   // keys filled together do not refresh or expire together. 0 = exact.
   double ttl_jitter = 0.1;
@@ -68,6 +83,12 @@ struct ReadPathOptions {
   // (fanout_origin_fetch_duration_seconds); not owned, must outlive the
   // read path; null = nowhere. The read path's counts are in Stats().
   Metrics* metrics = nullptr;
+  // With a fill lease: a lease runs origin_timeout + lease_margin (the
+  // holder's fetch, then its write to the shared tier), and a pod that lost
+  // the race waits for the holder's value until the holder's lease ends
+  // plus lease_margin; a lease claiming longer than its own would run, only
+  // as long as its own, and then it fetches.
+  absl::Duration lease_margin = absl::Milliseconds(100);
 };
 
 // Which tiers an invalidation erases in.
@@ -130,7 +151,25 @@ struct ReadPathStats {
   uint64_t deadline_answers = 0;   // reads answered before their deadline, the fill still running
   uint64_t cancelled = 0;          // reads whose caller cancelled while they waited
   uint64_t detached_fills = 0;     // fills detached by Invalidate or a bypass_cache read
+  uint64_t xfetch_refreshes =
+      0;                       // background refreshes started early by XFetch (in refreshes_ahead)
+  uint64_t batch_lookups = 0;  // LookupMany calls made for batched reads
+  // The fill lease (cross-pod single fill). Every wait ends in exactly one
+  // of filled, timed_out, vacant or failed.
+  uint64_t lease_acquired = 0;        // fills that took the lease, then asked the origin
+  uint64_t lease_waits = 0;           // fills that found another pod's lease and waited
+  uint64_t lease_wait_filled = 0;     // ... answered with the holder's value: no origin call
+  uint64_t lease_wait_timed_out = 0;  // ... whose wait ran out (holder late): fetched themselves
+  uint64_t lease_wait_vacant = 0;     // ... that found the lease gone without a value
+  uint64_t lease_wait_failed = 0;     // ... that could not go on waiting (Redis failed)
+  uint64_t lease_fetched_self = 0;    // origin fetches made after a wait (holder died or failed)
+  uint64_t lease_unavailable = 0;     // fills that could not ask for the lease: local single flight
 };
+
+// The XFetch rule (ReadPathOptions::xfetch_beta) for entry `e` read at `now`
+// with the uniform draw `u` in (0, 1]: whether to refresh it now. False for
+// an entry without a measured fill time, or with beta <= 0.
+bool XFetchDue(const Entry& e, absl::Time now, double beta, double u);
 
 // Thread-safe. Get and Invalidate return at once and call `done` exactly
 // once, possibly inline (an L1 hit answers on the caller's thread), else on
@@ -148,18 +187,32 @@ struct ReadPathStats {
 // which caches the value (or the NotFound, or the backoff) and answers
 // every reader still waiting.
 //
-// Work outstanding (tier and origin calls, tier stores, deadline timers) is
-// counted; Shutdown cancels origin fetches and waits for it.
+// With a fill lease (fill_lease.h), a fill that must ask the origin first
+// takes the key's lease (FetchOrigin, OnLease): the winner fetches, writes
+// the shared tier (the first lower tier) and gives the lease back once that
+// write is done; a fill that finds another pod's lease waits for that pod's
+// value (AwaitFill) instead of asking the origin, its readers answered by
+// their own deadlines meanwhile (a stale copy, if they hold one). A wait
+// that finds the lease gone without a value takes the lease itself (once;
+// then it fetches without one), and one that runs out fetches. A fill whose
+// shared-tier lookup failed, or whose lease call fails, does not wait on it:
+// a plain local single flight.
+//
+// Work outstanding (tier and origin calls, tier stores, lease calls, deadline
+// timers) is counted; Shutdown cancels origin fetches and waits for it (a
+// wait for another pod's fill is not waited for: it is dropped).
 class ReadPath {
  public:
   using GetDone = absl::AnyInvocable<void(absl::StatusOr<ReadResult>) &&>;
   using InvalidateDone = absl::AnyInvocable<void(absl::StatusOr<uint64_t>) &&>;
 
-  // `lower` tiers are tried in order after L1 (L2, then L3). `origin` and
-  // `executor` (deadline timers and the clock, executor->clock()) are not
-  // owned and must outlive this.
+  // `lower` tiers are tried in order after L1 (L2, then L3). `lease`, if
+  // given, guards fills of the first lower tier, which every pod shares.
+  // `origin` and `executor` (deadline timers and the clock,
+  // executor->clock()) are not owned and must outlive this.
   ReadPath(const ReadPathOptions& options, std::unique_ptr<L1Cache> l1,
-           std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Executor* executor);
+           std::vector<std::unique_ptr<Tier>> lower, Origin* origin, Executor* executor,
+           std::unique_ptr<FillLease> lease = nullptr);
   // Answers the reads still waiting (Unavailable) and drops the work still
   // outstanding without waiting for it: call Shutdown first to let it end.
   ~ReadPath();
@@ -205,6 +258,17 @@ class ReadPath {
   // The rest of a Get, under the caller's deadline and cancellation.
   void ReadBelowL1(PendingRead read, absl::Time deadline, const CancellationToken& cancel,
                    GetDone done);
+
+  // ReadBelowL1 for several reads at once (BatchGet's L1 misses), under one
+  // deadline and cancellation: the reads that need a new fill look up the
+  // first lower tier in one LookupMany (one round trip for Redis), then go
+  // on one by one. Each read's `done` is called once, as ReadBelowL1's.
+  struct BatchRead {
+    PendingRead read;
+    GetDone done;
+  };
+  void ReadManyBelowL1(std::vector<BatchRead> reads, absl::Time deadline,
+                       const CancellationToken& cancel);
 
   // Erases `keys` and every key starting with `prefix` (if non-empty) in `ns`
   // from L1 and the lower tiers `scope` names; the survival tier keeps them
@@ -272,16 +336,36 @@ class ReadPath {
 
   // The steps of a fill, in order.
   std::shared_ptr<Flight> StartRefresh(std::string ckey, absl::string_view ns,
-                                       absl::string_view key, absl::Time now);
+                                       absl::string_view key, const Entry& held, bool xfetch,
+                                       absl::Time now);
+  // When a fill started at `now` ends at the latest, if every tier, lease
+  // and origin call keeps its deadline.
+  absl::Time FillEndsBy(bool bypass, absl::Time now) const;
+  // Adds `read` to its key's fill, or starts one: returns the new fill to
+  // start (LookupLower), else null (joined, or answered at once).
+  std::shared_ptr<Flight> Enlist(PendingRead read, absl::Time deadline,
+                                 const CancellationToken& cancel, GetDone done);
   void LookupLower(size_t index, std::shared_ptr<Flight> flight);
+  // Lower tier `index`'s answer for `flight`.
+  void OnLowerAnswer(size_t index, std::shared_ptr<Flight> flight, absl::StatusOr<Entry> found);
   void FetchOrigin(std::shared_ptr<Flight> flight);
+  // The fill lease: its answer, and the end of a wait for another pod's fill.
+  void OnLease(std::shared_ptr<Flight> flight, absl::StatusOr<LeaseGrant> grant);
+  void OnAwaited(std::shared_ptr<Flight> flight, absl::StatusOr<Entry> filled);
+  void AskOrigin(std::shared_ptr<Flight> flight);
+  void ReleaseLease(const std::string& ckey, std::string token);
   void Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<Entry> result, TierId source,
                 bool origin_failed);
 
   // Waiters: register the deadline and cancellation of waiter `id` of
   // `flight`; answer one before its fill ends (deadline, cancellation).
   void Arm(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Time deadline,
-           const CancellationToken& cancel);
+           absl::Time ends_by, const CancellationToken& cancel);
+  // The deadline timer of waiter `id`.
+  TimerId StartTimer(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Time deadline);
+  // Moves the fill's latest end to `ends_by` and gives the waiters whose
+  // deadline comes before it a timer.
+  void ExtendFill(const std::shared_ptr<Flight>& flight, absl::Time ends_by);
   void AnswerEarly(const std::shared_ptr<Flight>& flight, uint64_t id, absl::Status why);
   // Cancels the timer and drops the cancellation callback of a waiter taken
   // out of its flight. Call without mu_ held.
@@ -302,6 +386,8 @@ class ReadPath {
   // The options with the freshness settings of the last Retune.
   ReadPathOptions Tuned() const;
   Entry MakeEntry(OriginValue value, absl::Time fetched_at) const;
+  // Whether a read of the fresh `e` starts an XFetch refresh.
+  bool XFetchNow(const Entry& e, absl::Time now);
   absl::Duration Jittered(absl::Duration d) const;
   // Takes `e` by value: an L1 hit moves its copy in rather than copying the
   // value once more.
@@ -313,6 +399,8 @@ class ReadPath {
   const std::shared_ptr<Tracker> tracker_;
   const std::unique_ptr<L1Cache> l1_;
   const std::vector<std::unique_ptr<Tier>> lower_;
+  // After the tiers: destroyed first, its waits end while the tiers exist.
+  const std::unique_ptr<FillLease> lease_;
   Origin* const origin_;
   Executor* const executor_;
   Clock* const clock_;
@@ -323,6 +411,8 @@ class ReadPath {
   // A leaf lock: taken alone, or inside mu_.
   mutable absl::Mutex tune_mu_;
   ReadPathOptions tuned_ ABSL_GUARDED_BY(tune_mu_);
+  // XFetch's draws: splitmix64 over this counter (lock-free, seedable).
+  std::atomic<uint64_t> random_state_;
 
   mutable absl::Mutex mu_;
   bool shutting_down_ ABSL_GUARDED_BY(mu_) = false;

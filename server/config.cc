@@ -343,6 +343,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   if (has_l3 && c.cache.l3_path.empty()) l3.Fail("cache.l3.path: required when cache.l3 is set");
   cache.Duration("ttl", &c.cache.ttl);
   cache.Double("refresh_ahead", &c.cache.refresh_ahead, 0.01, 1.0);
+  cache.Double("xfetch_beta", &c.cache.xfetch_beta, 0.0, 100.0);
   cache.Duration("max_stale", &c.cache.max_stale, /*allow_zero=*/true);
   cache.Duration("stale_ttl", &c.cache.stale_ttl, /*allow_zero=*/true);
   cache.Duration("negative_ttl", &c.cache.negative_ttl, /*allow_zero=*/true);
@@ -359,6 +360,8 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   l2.Duration("timeout", &c.cache.l2.timeout);
   l2.Int("connections", &c.cache.l2.connections, 1, 64);
   l2.String("key_prefix", &c.cache.l2.key_prefix);
+  l2.Bool("lease", &c.cache.l2.lease);
+  l2.Bytes("inline_answer_bytes", &c.cache.l2.inline_answer_bytes, /*min=*/0);
   l2.CheckUnknown();
   if (!c.cache.l2.redis.empty()) {
     absl::StatusOr<cache::RedisAddress> a = cache::ParseRedisAddress(c.cache.l2.redis);

@@ -52,6 +52,12 @@ struct L2Section {
   absl::Duration timeout = absl::Milliseconds(50);  // per command
   int connections = 2;
   std::string key_prefix = "fanout:";
+  // Cross-pod single fill: a pod takes a lease in Redis before it asks the
+  // origin; the others wait for its value.
+  bool lease = true;
+  // Redis answers carrying up to this many value bytes continue on the
+  // Redis I/O thread; larger ones (and batches) on the executor.
+  uint64_t inline_answer_bytes = 16 << 10;
 };
 
 struct CacheSection {
@@ -59,6 +65,7 @@ struct CacheSection {
   double l1_max_entry_fraction = 0.01;
   absl::Duration ttl = absl::Seconds(60);
   double refresh_ahead = 0.8;
+  double xfetch_beta = 1.0;  // 0 = off: refresh_ahead applies
   absl::Duration max_stale = absl::Hours(1);
   absl::Duration stale_ttl = absl::Hours(24);
   absl::Duration negative_ttl = absl::Seconds(5);

@@ -21,6 +21,7 @@
 #include "cache/l1/wtinylfu_cache.h"
 #include "cache/origins/file_origin.h"
 #include "cache/origins/grpc_origin.h"
+#include "cache/tiers/redis/redis_fill_lease.h"
 #include "cache/tiers/redis/redis_tier.h"
 #include "cache/tiers/rocksdb/rocksdb_tier.h"
 #include "common/address.h"
@@ -96,8 +97,9 @@ void WarmL1FromL3(const cache::RocksDbTier& l3, cache::L1Cache& l1, uint64_t l1_
 
 // The shared Redis tier (cache.l2), or nullptr when no address is set. An
 // unreachable Redis is not an error (the tier answers Unavailable until it
-// answers); a refused password or db is.
-absl::StatusOr<std::unique_ptr<cache::Tier>> MakeL2(const L2Section& l2) {
+// answers); a refused password or db is. Its answers of more than
+// cache.l2.inline_answer_bytes go to `executor`.
+absl::StatusOr<std::unique_ptr<cache::RedisTier>> MakeL2(const L2Section& l2, Executor* executor) {
   if (l2.redis.empty()) return nullptr;
   cache::RedisClientOptions o;
   ASSIGN_OR_RETURN(o.address, cache::ParseRedisAddress(l2.redis));
@@ -108,6 +110,8 @@ absl::StatusOr<std::unique_ptr<cache::Tier>> MakeL2(const L2Section& l2) {
   o.name = "fanout-redis";
   cache::RedisTierOptions t;
   t.key_prefix = l2.key_prefix;
+  t.executor = executor;
+  t.inline_bytes = l2.inline_answer_bytes;
   absl::StatusOr<std::unique_ptr<cache::RedisTier>> tier = cache::NewRedisTier(o, t, Clock::Real());
   if (!tier.ok()) {
     const absl::StatusCode code = tier.status().code();
@@ -118,8 +122,19 @@ absl::StatusOr<std::unique_ptr<cache::Tier>> MakeL2(const L2Section& l2) {
     return absl::InvalidArgumentError(absl::StrCat(key, ": ", tier.status().message()));
   }
   FANOUT_LOG(INFO) << "L2: Redis at " << o.address.ToString() << " (db " << l2.db
-                   << ", key prefix \"" << l2.key_prefix << "\")";
-  return std::unique_ptr<cache::Tier>(*std::move(tier));
+                   << ", key prefix \"" << l2.key_prefix << "\""
+                   << (l2.lease ? "" : ", no fill lease") << ")";
+  return tier;
+}
+
+// The fill lease on L2's Redis (cache.l2.lease), sharing the tier's client.
+std::unique_ptr<cache::FillLease> MakeFillLease(const L2Section& l2, const cache::RedisTier& tier,
+                                                Executor* executor) {
+  if (!l2.lease) return nullptr;
+  cache::RedisFillLeaseOptions o;
+  o.key_prefix = l2.key_prefix;
+  o.executor = executor;
+  return std::make_unique<cache::RedisFillLease>(tier.client(), o, Clock::Real());
 }
 
 // The read path's options from cache.* and origin.timeout.
@@ -135,6 +150,9 @@ cache::ReadPathOptions ReadPathOptionsFor(const Config& config) {
   rp.max_retry_backoff = config.cache.max_retry_backoff;
   rp.max_background_refreshes = config.cache.max_background_refreshes;
   rp.deadline_margin = config.cache.deadline_margin;
+  rp.xfetch_beta = config.cache.xfetch_beta;
+  // The holder's write to Redis after its fetch, and a waiter's last poll.
+  rp.lease_margin = std::max(absl::Milliseconds(100), 2 * config.cache.l2.timeout);
   return rp;
 }
 
@@ -296,11 +314,14 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   cache::ReadPathOptions rp = ReadPathOptionsFor(config);
   rp.metrics = &d->metrics_;
   std::vector<std::unique_ptr<cache::Tier>> lower;  // L2 first, then L3
-  ASSIGN_OR_RETURN(std::unique_ptr<cache::Tier> l2, MakeL2(config.cache.l2));
+  ASSIGN_OR_RETURN(std::unique_ptr<cache::RedisTier> l2,
+                   MakeL2(config.cache.l2, d->executor_.get()));
+  std::unique_ptr<cache::FillLease> lease;
   ComponentCollector::Sources sources;
   if (l2 != nullptr) {
+    lease = MakeFillLease(config.cache.l2, *l2, d->executor_.get());
     sources.tiers.emplace_back("l2", l2.get());
-    sources.redis = static_cast<const cache::RedisTier*>(l2.get());  // MakeL2 makes one
+    sources.redis = l2.get();
     lower.push_back(std::move(l2));
   }
   cache::RocksDbTier* l3 = AddSurvivalTier(config, &lower);
@@ -310,8 +331,9 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   }
   ASSIGN_OR_RETURN(d->invalidation_, InvalidationSetup::Prepare(config, &lower));
   rp.link_guard = d->invalidation_->guard();
-  d->read_path_ = std::make_unique<cache::ReadPath>(
-      rp, cache::NewWTinyLfuCache(l1), std::move(lower), d->origin_.get(), d->executor_.get());
+  d->read_path_ =
+      std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1), std::move(lower),
+                                        d->origin_.get(), d->executor_.get(), std::move(lease));
   if (l3 != nullptr && config.cache.l3_warm_l1) {
     if (d->invalidation_->has_bus()) {
       // What L3 kept may have been invalidated while this pod was down.

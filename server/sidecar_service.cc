@@ -446,16 +446,30 @@ grpc::ServerUnaryReactor* SidecarService::BatchGet(grpc::CallbackServerContext* 
       ReadOptionsFor(request->max_stale_ms(), /*bypass_cache=*/false, CallDeadline(context, limits),
                      join->cancel().token());
   options.traceparent = Traceparent(context);
+  // L1 answers what it holds here; the rest go below L1 together, so that
+  // L2 is asked for all of them in one round trip.
+  std::vector<cache::ReadPath::BatchRead> below;
   for (size_t slot = 0; slot < distinct; ++slot) {
     if (join->finished()) {
       // Failed already (the response grew too large): read no more.
       join->Arrive(slot, absl::CancelledError("the batch failed"));
       continue;
     }
-    read_path_->Get(request->namespace_(), join->key(slot), options,
-                    [join, slot](absl::StatusOr<cache::ReadResult> result) {
-                      join->Arrive(slot, std::move(result));
-                    });
+    std::variant<cache::ReadResult, cache::ReadPath::PendingRead> first =
+        read_path_->ReadL1(request->namespace_(), join->key(slot), options);
+    if (cache::ReadResult* hit = std::get_if<cache::ReadResult>(&first)) {
+      join->Arrive(slot, std::move(*hit));
+      continue;
+    }
+    cache::ReadPath::PendingRead pending = std::get<cache::ReadPath::PendingRead>(std::move(first));
+    pending.set_traceparent(options.traceparent);
+    below.push_back({std::move(pending), [join, slot](absl::StatusOr<cache::ReadResult> result) {
+                       join->Arrive(slot, std::move(result));
+                     }});
+  }
+  // A batch that failed meanwhile cancelled its token: these answer Cancelled.
+  if (!below.empty()) {
+    read_path_->ReadManyBelowL1(std::move(below), options.deadline, options.cancel);
   }
   join->Started();
   return reactor;

@@ -3,10 +3,14 @@
 #include <functional>
 #include <optional>
 #include <thread>
+#include <variant>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "cache/l1/wtinylfu_cache.h"
 #include "gtest/gtest.h"
+#include "tests/testing/fake_fill_lease.h"
 #include "tests/testing/fake_origin.h"
 #include "tests/testing/fake_tier.h"
 #include "tests/testing/manual_executor.h"
@@ -15,12 +19,61 @@
 namespace fanout::cache {
 namespace {
 
+using ::fanout::testing::FakeFillLease;
 using ::fanout::testing::FakeOrigin;
 using ::fanout::testing::FakeTier;
 using ::fanout::testing::StatusIs;
 using ::testing::HasSubstr;
 
 using Slot = std::shared_ptr<std::optional<absl::StatusOr<ReadResult>>>;
+
+// A pod's view of a tier every pod shares (not owned): several read paths
+// over one FakeTier.
+class SharedTier final : public Tier {
+ public:
+  explicit SharedTier(Tier* shared) : shared_(shared) {}
+  TierId id() const override { return shared_->id(); }
+  void Lookup(absl::string_view key, absl::Time deadline, LookupDone done) override {
+    shared_->Lookup(key, deadline, std::move(done));
+  }
+  void LookupMany(std::vector<std::string> keys, absl::Time deadline,
+                  LookupManyDone done) override {
+    shared_->LookupMany(std::move(keys), deadline, std::move(done));
+  }
+  void Store(absl::string_view key, const Entry& entry, StoreDone done) override {
+    shared_->Store(key, entry, std::move(done));
+  }
+  void Erase(std::vector<std::string> keys, std::string prefix, EraseMode mode, absl::Time deadline,
+             EraseDone done) override {
+    shared_->Erase(std::move(keys), std::move(prefix), mode, deadline, std::move(done));
+  }
+  TierStats Stats() const override { return shared_->Stats(); }
+
+ private:
+  Tier* const shared_;
+};
+
+// A pod's view of the fill lease every pod shares (not owned).
+class SharedLease final : public FillLease {
+ public:
+  explicit SharedLease(FillLease* shared) : shared_(shared) {}
+  void Acquire(absl::string_view key, absl::Duration ttl, absl::Time deadline,
+               AcquireDone done) override {
+    shared_->Acquire(key, ttl, deadline, std::move(done));
+  }
+  void Release(absl::string_view key, absl::string_view token, absl::Time deadline,
+               ReleaseDone done) override {
+    shared_->Release(key, token, deadline, std::move(done));
+  }
+  void AwaitFill(absl::string_view key, absl::Time newer_than, absl::Time deadline,
+                 AwaitDone done) override {
+    shared_->AwaitFill(key, newer_than, deadline, std::move(done));
+  }
+  FillLeaseStats Stats() const override { return shared_->Stats(); }
+
+ private:
+  FillLease* const shared_;
+};
 
 // The read path runs over both L1 engines: production uses W-TinyLFU, which
 // may decline an insert; these tests use small values, which its window
@@ -36,6 +89,7 @@ class ReadPathTest : public ::testing::TestWithParam<Engine> {
   ReadPathTest() {
     options_.ttl = absl::Seconds(10);
     options_.refresh_ahead = 0.5;
+    options_.xfetch_beta = 0;  // the fixed refresh window; the XFetch tests set it
     options_.stale_ttl = absl::Seconds(100);
     options_.default_max_stale = absl::Seconds(30);
     options_.ttl_jitter = 0;  // exact windows; one test covers the jitter
@@ -60,10 +114,22 @@ class ReadPathTest : public ::testing::TestWithParam<Engine> {
     return raw;
   }
 
+  // A pod: a read path of its own over the L2 and the lease every pod
+  // shares (shared_l2_, lease_), the same origin and executor.
+  std::unique_ptr<ReadPath> Pod() {
+    std::vector<std::unique_ptr<Tier>> lower;
+    lower.push_back(std::make_unique<SharedTier>(&shared_l2_));
+    return std::make_unique<ReadPath>(options_, GetParam().make(), std::move(lower), &origin_,
+                                      &executor_, std::make_unique<SharedLease>(&lease_));
+  }
+
   // Starts a Get; the result lands in the returned slot when it completes.
   Slot StartGet(absl::string_view key, ReadOptions options = {}) {
+    return StartGetOn(*path_, key, options);
+  }
+  static Slot StartGetOn(ReadPath& path, absl::string_view key, ReadOptions options = {}) {
     auto slot = std::make_shared<std::optional<absl::StatusOr<ReadResult>>>();
-    path_->Get("ns", key, options, [slot](absl::StatusOr<ReadResult> r) { *slot = std::move(r); });
+    path.Get("ns", key, options, [slot](absl::StatusOr<ReadResult> r) { *slot = std::move(r); });
     return slot;
   }
   // Fills `key` from the origin with `value`.
@@ -95,6 +161,8 @@ class ReadPathTest : public ::testing::TestWithParam<Engine> {
   ReadPathOptions options_;
   testing::ManualExecutor executor_;
   FakeOrigin origin_;
+  FakeTier shared_l2_{TierId::kL2, executor_.clock()};
+  FakeFillLease lease_{executor_.clock(), &shared_l2_};
   std::unique_ptr<ReadPath> path_;
 };
 
@@ -753,6 +821,455 @@ TEST_P(ReadPathTest, DestroyWithoutShutdownAnswersWaitingReads) {
   EXPECT_THAT(waiting->value(), StatusIs(absl::StatusCode::kUnavailable));
   origin_.AnswerValue("late");
   Advance(absl::Seconds(1));
+}
+
+TEST_P(ReadPathTest, GetSharedTierHitIsPromotedToL1WithItsOriginalTimes) {
+  FakeTier* l2 = BuildWithTier(TierId::kL2);
+  l2->Put(CompositeKey("ns", "k"), EntryAt("from-l2", Now() - absl::Seconds(3)));
+  auto r = StartGet("k");
+  ASSERT_TRUE(r->has_value());
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->served_by, TierId::kL2);
+  EXPECT_EQ(r->value()->age, absl::Seconds(3));
+  EXPECT_FALSE(r->value()->stale);
+  Advance(absl::Seconds(1));
+  auto again = StartGet("k");
+  ASSERT_TRUE(again->has_value());
+  EXPECT_EQ(again->value()->served_by, TierId::kL1);
+  EXPECT_EQ(again->value()->age, absl::Seconds(4));  // not restarted by the promotion
+  // It expires in L1 when it expires in L2 (10 s after it was fetched).
+  Advance(absl::Seconds(6));
+  StartGet("k");
+  EXPECT_EQ(origin_.pending(), 1u);
+}
+
+TEST_P(ReadPathTest, GetServesSharedTierStaleCopyWithinMaxStaleWhenOriginDown) {
+  FakeTier* l2 = BuildWithTier(TierId::kL2);
+  l2->Put(CompositeKey("ns", "k"),
+          EntryAt("from-l2", Now() - absl::Seconds(20)));  // expired 10 s ago
+  ReadOptions lenient;
+  lenient.max_stale = absl::Seconds(15);
+  auto r = StartGet("k", lenient);
+  ASSERT_EQ(origin_.pending(), 1u);
+  origin_.Answer(absl::UnavailableError("down"));
+  ASSERT_TRUE(r->has_value());
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->value, "from-l2");
+  EXPECT_EQ(r->value()->served_by, TierId::kL2);
+  EXPECT_TRUE(r->value()->stale);
+  EXPECT_EQ(r->value()->age, absl::Seconds(20));
+  Advance(absl::Seconds(2));  // past the backoff
+  ReadOptions strict;
+  strict.max_stale = absl::Seconds(5);
+  auto r2 = StartGet("k", strict);
+  ASSERT_EQ(origin_.pending(), 1u);
+  origin_.Answer(absl::UnavailableError("down"));
+  EXPECT_THAT(r2->value(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("max_stale")));
+}
+
+TEST_P(ReadPathTest, ReadManyLooksUpTheSharedTierOnceForAllItsMisses) {
+  FakeTier* l2 = BuildWithTier(TierId::kL2);
+  for (const char* k : {"a", "b", "c"}) {
+    l2->Put(CompositeKey("ns", k), EntryAt(absl::StrCat("l2-", k), Now()));
+  }
+  std::vector<ReadPath::BatchRead> reads;
+  std::vector<Slot> slots;
+  for (const char* k : {"a", "b", "c", "missing"}) {
+    std::variant<ReadResult, ReadPath::PendingRead> first = path_->ReadL1("ns", k, {});
+    ASSERT_TRUE(std::holds_alternative<ReadPath::PendingRead>(first));
+    auto slot = std::make_shared<std::optional<absl::StatusOr<ReadResult>>>();
+    slots.push_back(slot);
+    reads.push_back({std::get<ReadPath::PendingRead>(std::move(first)),
+                     [slot](absl::StatusOr<ReadResult> r) { *slot = std::move(r); }});
+  }
+  path_->ReadManyBelowL1(std::move(reads), absl::InfiniteFuture(), CancellationToken());
+  EXPECT_EQ(l2->lookup_many_calls(), 1);
+  EXPECT_EQ(l2->lookups(), 4);  // all four in that one call: no Lookup of its own
+  EXPECT_EQ(path_->Stats().batch_lookups, 1u);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(slots[i]->has_value());
+    ASSERT_OK(slots[i]->value());
+    EXPECT_EQ(slots[i]->value()->served_by, TierId::kL2);
+  }
+  EXPECT_EQ(slots[1]->value()->value, "l2-b");
+  ASSERT_EQ(origin_.pending(), 1u);  // the miss goes on to the origin by itself
+  EXPECT_EQ(origin_.pending_key(0), "missing");
+  origin_.AnswerValue("o");
+  ASSERT_TRUE(slots[3]->has_value());
+  EXPECT_EQ(slots[3]->value()->value, "o");
+}
+
+TEST_P(ReadPathTest, ReadManyJoinsFillsUnderWayAndAnswersCancelledCallers) {
+  FakeTier* l2 = BuildWithTier(TierId::kL2);
+  l2->set_hang(true);
+  auto earlier = StartGet("a");  // its fill is held in L2
+  std::vector<ReadPath::BatchRead> reads;
+  std::vector<Slot> slots;
+  for (const char* k : {"a", "b"}) {
+    std::variant<ReadResult, ReadPath::PendingRead> first = path_->ReadL1("ns", k, {});
+    auto slot = std::make_shared<std::optional<absl::StatusOr<ReadResult>>>();
+    slots.push_back(slot);
+    reads.push_back({std::get<ReadPath::PendingRead>(std::move(first)),
+                     [slot](absl::StatusOr<ReadResult> r) { *slot = std::move(r); }});
+  }
+  path_->ReadManyBelowL1(std::move(reads), absl::InfiniteFuture(), CancellationToken());
+  EXPECT_EQ(path_->Stats().coalesced, 1u);
+  EXPECT_EQ(path_->Stats().batch_lookups, 0u);  // one new fill: a Lookup of its own
+  EXPECT_EQ(l2->held(), 2u);
+  l2->set_hang(false);
+  l2->ReleaseHung();
+  ASSERT_EQ(origin_.pending(), 2u);
+  origin_.AnswerValue("va");
+  origin_.AnswerValue("vb");
+  EXPECT_EQ(earlier->value()->value, "va");
+  EXPECT_EQ(slots[0]->value()->value, "va");
+  EXPECT_EQ(slots[1]->value()->value, "vb");
+
+  CancellationSource gone;
+  gone.Cancel();
+  std::vector<ReadPath::BatchRead> late;
+  auto slot = std::make_shared<std::optional<absl::StatusOr<ReadResult>>>();
+  std::variant<ReadResult, ReadPath::PendingRead> first = path_->ReadL1("ns", "c", {});
+  late.push_back({std::get<ReadPath::PendingRead>(std::move(first)),
+                  [slot](absl::StatusOr<ReadResult> r) { *slot = std::move(r); }});
+  path_->ReadManyBelowL1(std::move(late), absl::InfiniteFuture(), gone.token());
+  ASSERT_TRUE(slot->has_value());
+  EXPECT_THAT(slot->value(), StatusIs(absl::StatusCode::kCancelled));
+}
+
+// ---- The fill lease: several pods sharing one L2 ---------------------------
+
+TEST_P(ReadPathTest, GetLeaseLoserTakesTheWinnersValueWithoutAskingTheOrigin) {
+  auto a = Pod();
+  auto b = Pod();
+  const std::string ckey = CompositeKey("ns", "hot");
+  auto from_a = StartGetOn(*a, "hot");
+  ASSERT_EQ(origin_.pending(), 1u);
+  EXPECT_TRUE(lease_.Held(ckey));
+  std::vector<Slot> from_b;
+  for (int i = 0; i < 3; ++i) from_b.push_back(StartGetOn(*b, "hot"));
+  EXPECT_EQ(lease_.waiting(), 1u);  // b's reads share one fill, which waits
+  EXPECT_EQ(origin_.fetches(), 1);
+  Advance(absl::Milliseconds(40));
+  origin_.AnswerValue("v", 3);
+  ASSERT_TRUE(from_a->has_value());
+  ASSERT_OK(from_a->value());
+  EXPECT_EQ(from_a->value()->served_by, TierId::kOrigin);
+  for (const Slot& r : from_b) {
+    ASSERT_TRUE(r->has_value());
+    ASSERT_OK(r->value());
+    EXPECT_EQ(r->value()->value, "v");
+    EXPECT_EQ(r->value()->version, 3);
+    EXPECT_EQ(r->value()->served_by, TierId::kL2);
+  }
+  EXPECT_EQ(origin_.fetches(), 1);
+  EXPECT_FALSE(lease_.Held(ckey));  // given back once the value was written
+  EXPECT_EQ(a->Stats().lease_acquired, 1u);
+  EXPECT_EQ(b->Stats().lease_waits, 1u);
+  EXPECT_EQ(b->Stats().lease_wait_filled, 1u);
+  EXPECT_EQ(b->Stats().origin_fetches, 0u);
+  auto again = StartGetOn(*b, "hot");
+  ASSERT_TRUE(again->has_value());
+  EXPECT_EQ(again->value()->served_by, TierId::kL1);
+  // The winner's measured fill time travels with the value.
+  std::optional<Entry> stored = shared_l2_.Get(ckey);
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->fill_time, absl::Milliseconds(40));
+}
+
+TEST_P(ReadPathTest, GetLeaseLoserWithStaleCopyAnswersItAtItsDeadline) {
+  const std::string ckey = CompositeKey("ns", "k");
+  shared_l2_.Put(ckey, EntryAt("old", Now() - absl::Seconds(20)));  // expired 10 s ago
+  auto a = Pod();
+  auto b = Pod();
+  auto from_a = StartGetOn(*a, "k");
+  ASSERT_EQ(origin_.pending(), 1u);
+  auto from_b = StartGetOn(*b, "k", WithDeadline(absl::Milliseconds(200)));
+  EXPECT_EQ(lease_.waiting(), 1u);
+  Advance(absl::Milliseconds(179));
+  EXPECT_FALSE(from_b->has_value());
+  Advance(absl::Milliseconds(1));  // 20 ms before the caller's deadline
+  ASSERT_TRUE(from_b->has_value());
+  ASSERT_OK(from_b->value());
+  EXPECT_EQ(from_b->value()->value, "old");
+  EXPECT_TRUE(from_b->value()->stale);
+  EXPECT_EQ(from_b->value()->served_by, TierId::kL2);
+  EXPECT_EQ(from_b->value()->age, absl::Seconds(20) + absl::Milliseconds(180));
+  EXPECT_EQ(origin_.fetches(), 1);
+  // The wait goes on without its caller, and fills b's L1.
+  origin_.AnswerValue("new");
+  auto later = StartGetOn(*b, "k");
+  ASSERT_TRUE(later->has_value());
+  EXPECT_EQ(later->value()->value, "new");
+  EXPECT_EQ(later->value()->served_by, TierId::kL1);
+  EXPECT_EQ(origin_.fetches(), 1);
+}
+
+TEST_P(ReadPathTest, GetLeaseWaitLongerThanAFillStillAnswersByTheCallersDeadline) {
+  const std::string ckey = CompositeKey("ns", "k");
+  shared_l2_.Put(ckey, EntryAt("old", Now() - absl::Seconds(20)));
+  // Another pod holds a lease (as long as b's own would run, at most).
+  lease_.Acquire(ckey, absl::Seconds(2), absl::InfiniteFuture(),
+                 [](absl::StatusOr<LeaseGrant>) {});
+  auto b = Pod();
+  // A deadline after the fill's usual end (two tiers' and the origin's
+  // timeouts, 4 s here): no timer at first, one once the fill waits.
+  auto r = StartGetOn(*b, "k", WithDeadline(absl::Seconds(5)));
+  EXPECT_EQ(lease_.waiting(), 1u);
+  Advance(absl::Milliseconds(4970));
+  EXPECT_FALSE(r->has_value());
+  Advance(absl::Milliseconds(10));
+  ASSERT_TRUE(r->has_value());
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->value, "old");
+  EXPECT_TRUE(r->value()->stale);
+  EXPECT_EQ(origin_.fetches(), 0);
+}
+
+TEST_P(ReadPathTest, GetLeaseLongerThanThePodsOwnIsWaitedOnlyThatLongThenItFetches) {
+  const std::string ckey = CompositeKey("ns", "k");
+  // An hour-long lease whose holder never writes (a stray key, or a pod with
+  // a far longer origin timeout that died).
+  lease_.Acquire(ckey, absl::Hours(1), absl::InfiniteFuture(), [](absl::StatusOr<LeaseGrant>) {});
+  auto b = Pod();
+  auto r = StartGetOn(*b, "k", WithDeadline(absl::Seconds(30)));
+  EXPECT_EQ(lease_.waiting(), 1u);
+  // b's own lease would run origin_timeout + lease_margin (2.1 s); it waits
+  // that and one lease_margin more, then fetches without a second round.
+  Advance(absl::Milliseconds(2150));
+  lease_.Settle();
+  EXPECT_EQ(origin_.fetches(), 0);
+  Advance(absl::Milliseconds(100));
+  lease_.Settle();
+  ASSERT_EQ(origin_.pending(), 1u);
+  EXPECT_EQ(lease_.waiting(), 0u);
+  origin_.AnswerValue("v");
+  ASSERT_TRUE(r->has_value());
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->value, "v");
+  EXPECT_EQ(r->value()->served_by, TierId::kOrigin);
+  EXPECT_EQ(b->Stats().lease_wait_timed_out, 1u);
+  EXPECT_EQ(b->Stats().lease_fetched_self, 1u);
+  EXPECT_TRUE(shared_l2_.Contains(ckey));
+}
+
+TEST_P(ReadPathTest, GetLeaseOfADeadPodRunsOutThenTheLoserFetches) {
+  const std::string ckey = CompositeKey("ns", "k");
+  // Another pod took the lease and died.
+  lease_.Acquire(ckey, absl::Seconds(2), absl::InfiniteFuture(),
+                 [](absl::StatusOr<LeaseGrant> g) { ASSERT_TRUE(g.ok() && g->acquired); });
+  auto b = Pod();
+  auto r = StartGetOn(*b, "k");
+  EXPECT_EQ(lease_.waiting(), 1u);
+  Advance(absl::Seconds(1));
+  lease_.Settle();
+  EXPECT_EQ(origin_.fetches(), 0);  // still held: still waiting
+  Advance(absl::Seconds(1));        // the lease runs out
+  lease_.Settle();
+  ASSERT_EQ(origin_.pending(), 1u);
+  EXPECT_TRUE(lease_.Held(ckey));  // b fetches under a lease of its own
+  origin_.AnswerValue("v");
+  ASSERT_TRUE(r->has_value());
+  ASSERT_OK(r->value());
+  EXPECT_EQ(r->value()->value, "v");
+  EXPECT_EQ(r->value()->served_by, TierId::kOrigin);
+  EXPECT_EQ(b->Stats().lease_wait_vacant, 1u);
+  EXPECT_EQ(b->Stats().lease_fetched_self, 1u);
+  EXPECT_TRUE(shared_l2_.Contains(ckey));
+  EXPECT_FALSE(lease_.Held(ckey));
+}
+
+TEST_P(ReadPathTest, GetLeaseHolderOriginFailureLetsOneWaiterFetch) {
+  auto a = Pod();
+  auto b = Pod();
+  auto from_a = StartGetOn(*a, "k");
+  auto from_b = StartGetOn(*b, "k");
+  ASSERT_EQ(origin_.pending(), 1u);
+  origin_.Answer(absl::UnavailableError("down"));
+  EXPECT_THAT(from_a->value(), StatusIs(absl::StatusCode::kUnavailable));
+  // a gave the lease back without a value: b takes it and asks itself.
+  ASSERT_EQ(origin_.pending(), 1u);
+  EXPECT_FALSE(from_b->has_value());
+  origin_.AnswerValue("back");
+  ASSERT_TRUE(from_b->has_value());
+  EXPECT_EQ(from_b->value()->value, "back");
+  EXPECT_EQ(b->Stats().lease_wait_vacant, 1u);
+}
+
+TEST_P(ReadPathTest, GetLeaseUnavailableFallsBackToLocalSingleFlight) {
+  lease_.set_failure(absl::UnavailableError("redis down"));
+  auto a = Pod();
+  std::vector<Slot> reads;
+  for (int i = 0; i < 5; ++i) reads.push_back(StartGetOn(*a, "k"));
+  EXPECT_EQ(origin_.fetches(), 1);
+  origin_.AnswerValue("v");
+  for (const Slot& r : reads) {
+    ASSERT_TRUE(r->has_value());
+    ASSERT_OK(r->value());
+    EXPECT_EQ(r->value()->value, "v");
+  }
+  EXPECT_EQ(a->Stats().lease_unavailable, 1u);
+  EXPECT_EQ(a->Stats().lease_acquired, 0u);
+}
+
+TEST_P(ReadPathTest, GetSharedTierDownSkipsTheLease) {
+  shared_l2_.set_failure(absl::UnavailableError("redis down"));
+  auto a = Pod();
+  auto r = StartGetOn(*a, "k");
+  EXPECT_EQ(origin_.fetches(), 1);
+  const FillLeaseStats lease = lease_.Stats();
+  EXPECT_EQ(lease.acquired + lease.contended + lease.errors, 0u);
+  origin_.AnswerValue("v");
+  ASSERT_TRUE(r->has_value());
+  EXPECT_EQ(r->value()->value, "v");
+}
+
+// ---- XFetch --------------------------------------------------------------------
+
+TEST(XFetchTest, DueWhenTheScaledDrawReachesExpiry) {
+  const absl::Time now = absl::FromUnixSeconds(1000);
+  Entry e;
+  e.fill_time = absl::Milliseconds(100);
+  e.expires_at = now + absl::Milliseconds(100);
+  // Due when -ln(u) * beta >= gap / fill_time = 1.
+  EXPECT_TRUE(XFetchDue(e, now, 1.0, 0.36));
+  EXPECT_FALSE(XFetchDue(e, now, 1.0, 0.37));
+  EXPECT_TRUE(XFetchDue(e, now, 2.0, 0.60));  // larger beta: earlier
+  EXPECT_FALSE(XFetchDue(e, now, 2.0, 0.61));
+  EXPECT_FALSE(XFetchDue(e, now, 0.0, 1e-12));  // off
+  EXPECT_TRUE(XFetchDue(e, e.expires_at, 1.0, 1.0));
+  e.fill_time = absl::ZeroDuration();  // nothing measured
+  EXPECT_FALSE(XFetchDue(e, now, 1.0, 1e-12));
+}
+
+TEST_P(ReadPathTest, XFetchRefreshesSlowFillsEarlierThanFastOnes) {
+  options_.xfetch_beta = 1.0;
+  options_.random_seed = 42;
+  options_.max_background_refreshes = 1000;
+  Build({});
+  const absl::Time now = Now();
+  // 200 keys filled in 100 ms and 200 in 10 ms, all expiring 100 ms from now.
+  auto put = [&](const std::string& key, absl::Duration fill_time) {
+    Entry e;
+    e.value = "v";
+    e.fetched_at = now - absl::Seconds(9);
+    e.fresh_until = e.expires_at = now + absl::Milliseconds(100);
+    e.stale_until = now + absl::Seconds(100);
+    e.fill_time = fill_time;
+    ASSERT_TRUE(path_->l1().Insert(CompositeKey("ns", key), e));
+  };
+  for (int i = 0; i < 200; ++i) {
+    put(absl::StrCat("slow/", i), absl::Milliseconds(100));
+    put(absl::StrCat("fast/", i), absl::Milliseconds(10));
+  }
+  for (int i = 0; i < 200; ++i) {
+    for (const char* kind : {"slow/", "fast/"}) {
+      auto r = StartGet(absl::StrCat(kind, i));
+      ASSERT_TRUE(r->has_value());  // served from L1 either way
+      EXPECT_EQ(r->value()->served_by, TierId::kL1);
+    }
+  }
+  executor_.RunUntilIdle();
+  int slow = 0;
+  int fast = 0;
+  for (size_t i = 0; i < origin_.pending(); ++i) {
+    ++(absl::StartsWith(origin_.pending_key(i), "slow/") ? slow : fast);
+  }
+  // One read each, 100 ms before expiry: P = exp(-gap / (fill_time * beta)),
+  // e^-1 (74 of 200 expected) for the slow keys, e^-10 for the fast ones.
+  EXPECT_GE(slow, 50);
+  EXPECT_LE(slow, 100);
+  EXPECT_EQ(fast, 0);
+  EXPECT_EQ(path_->Stats().xfetch_refreshes, static_cast<uint64_t>(slow));
+}
+
+TEST_P(ReadPathTest, XFetchOffLeavesTheFixedRefreshWindow) {
+  // beta 0 (the fixture's): an entry due by XFetch almost surely is not refreshed.
+  const absl::Time now = Now();
+  Entry e;
+  e.value = "v";
+  e.fetched_at = now - absl::Seconds(9);
+  e.fresh_until = e.expires_at = now + absl::Milliseconds(10);
+  e.stale_until = now + absl::Seconds(100);
+  e.fill_time = absl::Seconds(1);
+  ASSERT_TRUE(path_->l1().Insert(CompositeKey("ns", "k"), e));
+  for (int i = 0; i < 20; ++i) StartGet("k");
+  executor_.RunUntilIdle();
+  EXPECT_EQ(origin_.fetches(), 0);
+  // The same with XFetch on: refreshed (P = e^-0.01 a read).
+  options_.xfetch_beta = 1.0;
+  options_.random_seed = 1;
+  Build({});
+  ASSERT_TRUE(path_->l1().Insert(CompositeKey("ns", "k"), e));
+  for (int i = 0; i < 20; ++i) StartGet("k");
+  executor_.RunUntilIdle();
+  EXPECT_EQ(origin_.fetches(), 1);
+  EXPECT_EQ(path_->Stats().xfetch_refreshes, 1u);
+}
+
+TEST_P(ReadPathTest, FillWithXFetchIsFreshUntilItExpiresAndKeepsItsFillTime) {
+  options_.xfetch_beta = 1.0;
+  FakeTier* l2 = BuildWithTier(TierId::kL2);
+  auto r = StartGet("k");
+  Advance(absl::Milliseconds(30));
+  origin_.AnswerValue("v");
+  ASSERT_OK(r->value());
+  std::optional<Entry> e = l2->Get(CompositeKey("ns", "k"));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->fresh_until, e->expires_at);
+  EXPECT_EQ(e->fill_time, absl::Milliseconds(30));
+  // In the fixed window's place (refresh_ahead 0.5), no refresh.
+  Advance(absl::Seconds(6));
+  StartGet("k");
+  executor_.RunUntilIdle();
+  EXPECT_EQ(origin_.fetches(), 1);
+}
+
+TEST_P(ReadPathTest, XFetchRefreshOnTwoPodsAsksTheOriginOnce) {
+  options_.xfetch_beta = 1.0;
+  options_.random_seed = 7;
+  auto a = Pod();
+  auto b = Pod();
+  const std::string ckey = CompositeKey("ns", "k");
+  const absl::Time now = Now();
+  // Both pods hold the key, 10 ms from expiry, 1 s to fill: due at once.
+  Entry e;
+  e.value = "old";
+  e.fetched_at = now - absl::Seconds(9);
+  e.fresh_until = e.expires_at = now + absl::Milliseconds(10);
+  e.stale_until = now + absl::Seconds(100);
+  e.fill_time = absl::Seconds(1);
+  ASSERT_TRUE(a->l1().Insert(ckey, e));
+  ASSERT_TRUE(b->l1().Insert(ckey, e));
+  shared_l2_.Put(ckey, e);
+  EXPECT_EQ(StartGetOn(*a, "k")->value()->value, "old");
+  EXPECT_EQ(StartGetOn(*b, "k")->value()->value, "old");
+  executor_.RunUntilIdle();
+  EXPECT_EQ(a->Stats().xfetch_refreshes + b->Stats().xfetch_refreshes, 2u);
+  EXPECT_EQ(origin_.fetches(), 1);
+  EXPECT_EQ(lease_.waiting(), 1u);
+  origin_.AnswerValue("new");
+  EXPECT_EQ(StartGetOn(*a, "k")->value()->value, "new");
+  EXPECT_EQ(StartGetOn(*b, "k")->value()->value, "new");
+  EXPECT_EQ(origin_.fetches(), 1);
+}
+
+TEST_P(ReadPathTest, RefreshTakesANewerCopyFromTheSharedTierWithoutTheOrigin) {
+  auto b = Pod();
+  const std::string ckey = CompositeKey("ns", "k");
+  Fill("unused", "x");  // path_ is not a pod; only b is read below
+  shared_l2_.Put(ckey, EntryAt("old", Now()));
+  auto first = StartGetOn(*b, "k");
+  ASSERT_EQ(first->value()->served_by, TierId::kL2);
+  Advance(absl::Seconds(6));  // b's copy is in its refresh window (5 s)
+  shared_l2_.Put(ckey, EntryAt("newer", Now() - absl::Seconds(1)));  // another pod refreshed it
+  EXPECT_EQ(StartGetOn(*b, "k")->value()->value, "old");
+  executor_.RunUntilIdle();
+  EXPECT_EQ(origin_.fetches(), 1);  // only path_'s "unused"
+  EXPECT_EQ(lease_.Stats().acquired + lease_.Stats().contended, 0u);
+  auto after = StartGetOn(*b, "k");
+  EXPECT_EQ(after->value()->value, "newer");
+  EXPECT_EQ(after->value()->served_by, TierId::kL1);
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, ReadPathTest,

@@ -22,6 +22,9 @@ TEST(ConfigL2Test, AbsentMeansNoL2WithDefaults) {
   EXPECT_EQ(c->cache.l2.timeout, absl::Milliseconds(50));
   EXPECT_EQ(c->cache.l2.connections, 2);
   EXPECT_EQ(c->cache.l2.key_prefix, "fanout:");
+  EXPECT_TRUE(c->cache.l2.lease);
+  EXPECT_EQ(c->cache.l2.inline_answer_bytes, 16u << 10);
+  EXPECT_DOUBLE_EQ(c->cache.xfetch_beta, 1.0);
   c = ParseConfig(EmbeddedDefaultYaml(), "<embedded>");
   ASSERT_OK(c);
   EXPECT_TRUE(c->cache.l2.redis.empty());  // `make run` needs no Redis
@@ -37,6 +40,9 @@ cache:
     timeout: 20ms
     connections: 4
     key_prefix: "prod:"
+    lease: false
+    inline_answer_bytes: 0
+  xfetch_beta: 0
 )",
                                          "test.yaml");
   ASSERT_OK(c);
@@ -46,6 +52,9 @@ cache:
   EXPECT_EQ(c->cache.l2.timeout, absl::Milliseconds(20));
   EXPECT_EQ(c->cache.l2.connections, 4);
   EXPECT_EQ(c->cache.l2.key_prefix, "prod:");
+  EXPECT_FALSE(c->cache.l2.lease);
+  EXPECT_EQ(c->cache.l2.inline_answer_bytes, 0u);
+  EXPECT_DOUBLE_EQ(c->cache.xfetch_beta, 0.0);
   c = ParseConfig("cache: {l2: {redis: '127.0.0.1:6379', key_prefix: ''}}", "test.yaml");
   ASSERT_OK(c);
   EXPECT_EQ(c->cache.l2.key_prefix, "");
@@ -67,6 +76,15 @@ TEST(ConfigL2Test, BadValuesNameTheKey) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.l2.connections")));
   EXPECT_THAT(ParseConfig("cache: {l2: {pasword: x}}", "t.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.l2.pasword")));
+  EXPECT_THAT(ParseConfig("cache: {l2: {lease: maybe}}", "t.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.l2.lease")));
+  EXPECT_THAT(
+      ParseConfig("cache: {l2: {inline_answer_bytes: -1}}", "t.yaml"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.l2.inline_answer_bytes")));
+  EXPECT_THAT(ParseConfig("cache: {xfetch_beta: -1}", "t.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.xfetch_beta")));
+  EXPECT_THAT(ParseConfig("cache: {xfetch_beta: nan}", "t.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.xfetch_beta")));
   EXPECT_THAT(ParseConfig("cache: {l2: {password: x, password_env: Y}}", "t.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("at most one")));
 }

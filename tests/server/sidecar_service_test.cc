@@ -676,6 +676,7 @@ TEST_F(SidecarServiceTest, DestroyWithBackgroundRefreshInFlightCancelsIt) {
   config_.origin.grpc_target = origin->address();
   config_.origin.timeout = absl::Seconds(30);
   config_.cache.ttl = absl::Seconds(2);
+  config_.cache.xfetch_beta = 0;       // the fixed refresh window:
   config_.cache.refresh_ahead = 0.01;  // every read after 20 ms refreshes
   StartDaemon();
   ASSERT_EQ(client_->Get("k")->value(), "v");

@@ -112,8 +112,10 @@ void RedisFillLease::Acquire(absl::string_view key, absl::Duration ttl, absl::Ti
                            }
                            out = std::move(g);
                          }
-                         std::move(done)(std::move(out));
-                         Leave();
+                         Deliver([this, done = std::move(done), out = std::move(out)]() mutable {
+                           std::move(done)(std::move(out));
+                           Leave();
+                         });
                        });
 }
 
@@ -231,9 +233,18 @@ void RedisFillLease::FinishWait(const std::shared_ptr<Wait>& wait, absl::StatusO
   } else {
     errors_.fetch_add(1, std::memory_order_relaxed);
   }
-  AwaitDone done = std::move(wait->done);
-  std::move(done)(std::move(result));
-  Leave();
+  Deliver([this, done = std::move(wait->done), result = std::move(result)]() mutable {
+    std::move(done)(std::move(result));
+    Leave();
+  });
+}
+
+void RedisFillLease::Deliver(absl::AnyInvocable<void() &&> task) {
+  if (options_.executor != nullptr) {
+    options_.executor->Schedule(std::move(task));
+  } else {
+    std::move(task)();
+  }
 }
 
 FillLeaseStats RedisFillLease::Stats() const {

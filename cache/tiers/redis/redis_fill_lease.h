@@ -16,10 +16,13 @@
 // about log2(fill time / poll_min) + fill time / poll_max small round
 // trips. A pub/sub wake-up can replace it behind the same interface.
 //
-// Tokens are 128 random bits. Thread-safe; callbacks run on the client's I/O
-// thread or inline (refused at once). Destruction ends the waits in flight
+// Tokens are 128 random bits. Thread-safe; callbacks run inline (refused at
+// once), else on the client's I/O thread, or, for Acquire and AwaitFill with
+// RedisFillLeaseOptions::executor set, on that executor (what the caller
+// does next, an origin fetch or filling L1 and answering calls, then never
+// delays the I/O thread). Destruction ends the waits in flight
 // (Unavailable) and waits for the calls in flight; it must not run on the
-// client's I/O thread.
+// client's I/O thread or on that executor.
 #ifndef FANOUT_CACHE_TIERS_REDIS_REDIS_FILL_LEASE_H_
 #define FANOUT_CACHE_TIERS_REDIS_REDIS_FILL_LEASE_H_
 
@@ -33,6 +36,7 @@
 #include "cache/tiers/redis/redis_client.h"
 #include "cache/tiers/redis/redis_keys.h"
 #include "common/clock.h"
+#include "common/executor.h"
 
 namespace fanout::cache {
 
@@ -40,6 +44,9 @@ struct RedisFillLeaseOptions {
   std::string key_prefix = "fanout:";  // the L2 tier's
   absl::Duration poll_min = absl::Milliseconds(5);
   absl::Duration poll_max = absl::Milliseconds(100);
+  // Runs Acquire and AwaitFill answers (see above); null: the I/O thread.
+  // Not owned; must outlive the lease.
+  Executor* executor = nullptr;
 };
 
 class RedisFillLease final : public FillLease {
@@ -64,6 +71,8 @@ class RedisFillLease final : public FillLease {
   bool Closing();
   void Poll(std::shared_ptr<Wait> wait);
   void FinishWait(const std::shared_ptr<Wait>& wait, absl::StatusOr<Entry> result);
+  // Runs `task` on options_.executor, else here.
+  void Deliver(absl::AnyInvocable<void() &&> task);
 
   const RedisFillLeaseOptions options_;
   const RedisKeys keys_;

@@ -138,6 +138,14 @@ absl::StatusOr<Entry> RedisTier::Decode(absl::string_view key, const RedisReply&
   return absl::NotFoundError("miss (undecodable)");
 }
 
+void RedisTier::Deliver(size_t bytes, absl::AnyInvocable<void() &&> task) {
+  if (options_.executor != nullptr && bytes > options_.inline_bytes) {
+    options_.executor->Schedule(std::move(task));
+  } else {
+    std::move(task)();
+  }
+}
+
 void RedisTier::Lookup(absl::string_view key, absl::Time deadline, LookupDone done) {
   if (!Enter()) {
     std::move(done)(absl::UnavailableError("L2 tier closing"));
@@ -146,15 +154,19 @@ void RedisTier::Lookup(absl::string_view key, absl::Time deadline, LookupDone do
   client_->Run({"GET", keys_.Value(key)}, deadline,
                [this, key = std::string(key),
                 done = std::move(done)](absl::StatusOr<RedisReply> reply) mutable {
-                 absl::StatusOr<Entry> result;
-                 if (!reply.ok()) {
-                   CountFailure(reply.status());
-                   result = reply.status();
-                 } else {
-                   result = Decode(key, *reply, clock_->Now());
-                 }
-                 std::move(done)(std::move(result));
-                 Leave();
+                 const size_t bytes = reply.ok() ? reply->str.size() : 0;
+                 Deliver(bytes, [this, key = std::move(key), done = std::move(done),
+                                 reply = std::move(reply)]() mutable {
+                   absl::StatusOr<Entry> result;
+                   if (!reply.ok()) {
+                     CountFailure(reply.status());
+                     result = reply.status();
+                   } else {
+                     result = Decode(key, *reply, clock_->Now());
+                   }
+                   std::move(done)(std::move(result));
+                   Leave();
+                 });
                });
 }
 
@@ -176,25 +188,32 @@ void RedisTier::LookupMany(std::vector<std::string> keys, absl::Time deadline,
   client_->Run(std::move(mget), deadline,
                [this, keys = std::move(keys),
                 done = std::move(done)](absl::StatusOr<RedisReply> reply) mutable {
-                 std::vector<absl::StatusOr<Entry>> out;
-                 out.reserve(keys.size());
-                 if (reply.ok() && (reply->type != RedisReply::Type::kArray ||
-                                    reply->elements.size() != keys.size())) {
-                   reply = absl::UnavailableError(
-                       reply->is_error() ? absl::StrCat("Redis answered MGET with ", reply->str)
-                                         : std::string("unexpected MGET reply"));
+                 size_t bytes = 0;
+                 if (reply.ok()) {
+                   for (const RedisReply& e : reply->elements) bytes += e.str.size();
                  }
-                 if (!reply.ok()) {
-                   for (size_t i = 0; i < keys.size(); ++i) CountFailure(reply.status());
-                   out.assign(keys.size(), reply.status());
-                 } else {
-                   const absl::Time now = clock_->Now();
-                   for (size_t i = 0; i < keys.size(); ++i) {
-                     out.push_back(Decode(keys[i], reply->elements[i], now));
+                 Deliver(bytes, [this, keys = std::move(keys), done = std::move(done),
+                                 reply = std::move(reply)]() mutable {
+                   std::vector<absl::StatusOr<Entry>> out;
+                   out.reserve(keys.size());
+                   if (reply.ok() && (reply->type != RedisReply::Type::kArray ||
+                                      reply->elements.size() != keys.size())) {
+                     reply = absl::UnavailableError(
+                         reply->is_error() ? absl::StrCat("Redis answered MGET with ", reply->str)
+                                           : std::string("unexpected MGET reply"));
                    }
-                 }
-                 std::move(done)(std::move(out));
-                 Leave();
+                   if (!reply.ok()) {
+                     for (size_t i = 0; i < keys.size(); ++i) CountFailure(reply.status());
+                     out.assign(keys.size(), reply.status());
+                   } else {
+                     const absl::Time now = clock_->Now();
+                     for (size_t i = 0; i < keys.size(); ++i) {
+                       out.push_back(Decode(keys[i], reply->elements[i], now));
+                     }
+                   }
+                   std::move(done)(std::move(out));
+                   Leave();
+                 });
                });
 }
 

@@ -26,9 +26,17 @@
 // trip, within the caller's deadline overall); while the client's circuit
 // is open or no connection is ready, at once with Unavailable.
 //
-// Thread-safe. Callbacks run on the client's I/O thread or inline (refused
-// at once). Destruction waits for the calls in flight (each is bounded by
-// the client's timeouts); it must not run on the client's I/O thread.
+// Thread-safe. Callbacks run inline (refused at once), else on the
+// client's I/O thread, or, for Lookup and LookupMany answers that carry more
+// than RedisTierOptions::inline_bytes of values when an executor is set, on
+// that executor, which then also decodes them. What the caller does with an
+// answer (the read path: fill L1, answer the gRPC calls waiting, copying
+// the value into each response) grows with the value; a large or batched
+// answer handled on the I/O thread would delay every other Redis call,
+// while a small one costs less there than the thread switch to the
+// executor. Destruction waits for the calls in flight (each is bounded by
+// the client's timeouts, and by the executor running what it was given);
+// it must not run on the client's I/O thread or on that executor.
 #ifndef FANOUT_CACHE_TIERS_REDIS_REDIS_TIER_H_
 #define FANOUT_CACHE_TIERS_REDIS_REDIS_TIER_H_
 
@@ -44,6 +52,7 @@
 #include "cache/tiers/redis/redis_client.h"
 #include "cache/tiers/redis/redis_keys.h"
 #include "common/clock.h"
+#include "common/executor.h"
 
 namespace fanout::cache {
 
@@ -53,6 +62,11 @@ struct RedisTierOptions {
   TierId id = TierId::kL2;
   // SCAN COUNT hint, and the most keys one UNLINK or supersede call takes.
   int batch = 1000;
+  // Runs Lookup and LookupMany answers of more than inline_bytes of values
+  // (see above); null: every answer on the I/O thread. Not owned; must
+  // outlive the tier.
+  Executor* executor = nullptr;
+  size_t inline_bytes = 0;
 };
 
 class RedisTier final : public Tier {
@@ -81,6 +95,9 @@ class RedisTier final : public Tier {
   bool Enter();
   void Leave();
 
+  // Runs `task` here, or on options_.executor for an answer of more than
+  // inline_bytes.
+  void Deliver(size_t bytes, absl::AnyInvocable<void() &&> task);
   // A GET/MGET element as a lookup result.
   absl::StatusOr<Entry> Decode(absl::string_view key, const RedisReply& reply, absl::Time now);
   void CountFailure(const absl::Status& status);

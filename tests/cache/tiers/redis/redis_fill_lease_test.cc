@@ -6,6 +6,7 @@
 #include "gmock/gmock.h"
 #include "tests/cache/fill_lease_contract.h"
 #include "tests/cache/tiers/redis/redis_test_env.h"
+#include "tests/testing/manual_executor.h"
 
 namespace fanout::testing {
 // The lease contract borrows the tier contract's helpers, not its suite.
@@ -90,6 +91,41 @@ TEST_F(RedisFillLeaseTest, DestructionEndsWaitsInFlight) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(5));
   ASSERT_TRUE(wait.answered());
   EXPECT_THAT(wait.Get([] {}), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+TEST_F(RedisFillLeaseTest, AnswersRunOnTheExecutorWhenGivenOne) {
+  ASSERT_NE(lease_, nullptr);
+  ManualExecutor executor;
+  cache::RedisFillLeaseOptions o;
+  o.key_prefix = env_.tier->keys().prefix();
+  o.executor = &executor;
+  cache::RedisFillLease lease(env_.tier->client(), o, Clock::Real());
+  std::atomic<int> answered{0};
+  std::thread::id acquired_on;
+  std::thread::id waited_on;
+  lease.Acquire(Ck("ns", "k"), absl::Seconds(30), absl::Now() + absl::Seconds(5),
+                [&](absl::StatusOr<cache::LeaseGrant> g) {
+                  EXPECT_TRUE(g.ok() && g->acquired);
+                  acquired_on = std::this_thread::get_id();
+                  ++answered;
+                });
+  ASSERT_TRUE(PollUntil([&] {
+    executor.RunUntilIdle();
+    return answered.load() == 1;
+  }));
+  lease.AwaitFill(Ck("ns", "k"), absl::InfinitePast(), absl::Now() + absl::Seconds(10),
+                  [&](absl::StatusOr<cache::Entry> e) {
+                    EXPECT_OK(e);
+                    waited_on = std::this_thread::get_id();
+                    ++answered;
+                  });
+  env_.Write(Ck("ns", "k"), EntryNow("v"));
+  EXPECT_TRUE(PollUntil([&] {
+    executor.RunUntilIdle();
+    return answered.load() == 2;
+  }));
+  EXPECT_EQ(acquired_on, std::this_thread::get_id());
+  EXPECT_EQ(waited_on, std::this_thread::get_id());
 }
 
 }  // namespace

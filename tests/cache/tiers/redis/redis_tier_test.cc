@@ -11,6 +11,7 @@
 #include "tests/cache/tiers/redis/redis_test_env.h"
 #include "tests/cache/tiers/tier_contract.h"
 #include "tests/testing/fake_clock.h"
+#include "tests/testing/manual_executor.h"
 
 namespace fanout::testing {
 namespace {
@@ -328,6 +329,53 @@ TEST_F(RedisTierTest, LargeValuesRoundTrip) {
   absl::StatusOr<cache::Entry> got = LookupNow(*tier_, Ck("ns", "big"));
   ASSERT_OK(got);
   EXPECT_EQ(got->value.size(), big.size());
+}
+
+TEST_F(RedisTierTest, LookupsAnswerOnTheExecutorWhenGivenOne) {
+  ManualExecutor executor;
+  cache::RedisTierOptions t;
+  t.key_prefix = UniquePrefix();
+  t.executor = &executor;
+  auto tier = cache::NewRedisTier(ClientOptions(server_->address()), t, Clock::Real());
+  ASSERT_OK(tier);
+  ASSERT_OK(StoreNow(**tier, Ck("ns", "k"), EntryNow("v")));
+  std::atomic<int> answered{0};
+  std::thread::id on;
+  std::string value;
+  (*tier)->Lookup(Ck("ns", "k"), absl::Now() + absl::Seconds(5),
+                  [&](absl::StatusOr<cache::Entry> e) {
+                    on = std::this_thread::get_id();
+                    value = e.ok() ? e->value.ToString() : e.status().ToString();
+                    ++answered;
+                  });
+  (*tier)->LookupMany({Ck("ns", "k"), Ck("ns", "other")}, absl::Now() + absl::Seconds(5),
+                      [&](std::vector<absl::StatusOr<cache::Entry>> found) {
+                        EXPECT_TRUE(found.size() == 2 && found[0].ok());
+                        ++answered;
+                      });
+  // Nothing is answered on the I/O thread: the answers wait for the
+  // executor, which runs them here.
+  EXPECT_TRUE(PollUntil([&] {
+    executor.RunUntilIdle();
+    return answered.load() == 2;
+  }));
+  EXPECT_EQ(on, std::this_thread::get_id());
+  EXPECT_EQ(value, "v");
+
+  // Answers up to inline_bytes stay on the I/O thread.
+  t.inline_bytes = 1 << 20;
+  auto small = cache::NewRedisTier(ClientOptions(server_->address()), t, Clock::Real());
+  ASSERT_OK(small);
+  absl::Notification done;
+  (*small)->Lookup(Ck("ns", "k"), absl::Now() + absl::Seconds(5),
+                   [&](absl::StatusOr<cache::Entry> e) {
+                     EXPECT_OK(e);
+                     on = std::this_thread::get_id();
+                     done.Notify();
+                   });
+  ASSERT_TRUE(done.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_NE(on, std::this_thread::get_id());
+  EXPECT_EQ(executor.RunUntilIdle(), 0);
 }
 
 }  // namespace
