@@ -545,6 +545,7 @@ std::map<std::string, std::string> ConfigSettings(const Config& c) {
   m["cache.max_retry_backoff"] = Text(c.cache.max_retry_backoff);
   m["cache.max_background_refreshes"] = Text(c.cache.max_background_refreshes);
   m["cache.deadline_margin"] = Text(c.cache.deadline_margin);
+  m["cache.xfetch_beta"] = Text(c.cache.xfetch_beta);
   m["cache.l2.redis"] = c.cache.l2.redis;
   m["cache.l2.password"] = c.cache.l2.password;
   m["cache.l2.password_file"] = c.cache.l2.password_file;
@@ -553,6 +554,8 @@ std::map<std::string, std::string> ConfigSettings(const Config& c) {
   m["cache.l2.timeout"] = Text(c.cache.l2.timeout);
   m["cache.l2.connections"] = Text(c.cache.l2.connections);
   m["cache.l2.key_prefix"] = c.cache.l2.key_prefix;
+  m["cache.l2.lease"] = Text(c.cache.l2.lease);
+  m["cache.l2.inline_answer_bytes"] = Text(c.cache.l2.inline_answer_bytes);
   m["cache.l3.path"] = c.cache.l3_path;
   m["cache.l3.max_bytes"] = Text(c.cache.l3_max_bytes);
   m["cache.l3.sync"] = Text(c.cache.l3_sync);
@@ -564,6 +567,14 @@ std::map<std::string, std::string> ConfigSettings(const Config& c) {
   m["origin.file.io_threads"] = Text(c.origin.file_io_threads);
   m["origin.file.max_queued_reads"] = Text(c.origin.file_max_queued_reads);
   m["origin.grpc.target"] = c.origin.grpc_target;
+  m["invalidation.max_local_ttl"] = Text(c.invalidation.max_local_ttl);
+  m["invalidation.heartbeat"] = Text(c.invalidation.heartbeat);
+  m["invalidation.dead_after"] = Text(c.invalidation.dead_after);
+  m["invalidation.stream_max_len"] = Text(c.invalidation.stream_max_len);
+  m["invalidation.pod"] = c.invalidation.pod;
+  m["watch.max_streams"] = Text(c.watch.max_streams);
+  m["watch.heartbeat"] = Text(c.watch.heartbeat);
+  m["watch.buffer_bytes"] = Text(c.watch.buffer_bytes);
   for (const router::RouteConfig& r : c.routes) m["routes." + r.name] = RouteText(r);
   return m;
 }

@@ -1,5 +1,9 @@
 #include "server/config.h"
 
+#include <map>
+#include <string>
+
+#include "absl/strings/ascii.h"
 #include "gtest/gtest.h"
 #include "tests/testing/status_matchers.h"
 
@@ -299,6 +303,63 @@ TEST(ParseConfigTest, DeadlineMarginDefaultsTo20msAndMustBePositive) {
   EXPECT_THAT(ParseConfig("cache:\n  deadline_margin: 0\n", "bad.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.deadline_margin")));
 }
+
+
+// A reload compares ConfigSettings of the running and the new file: a key it
+// leaves out would be changed in the file, reported as "unchanged" and
+// silently not applied.
+struct SettingCase {
+  std::string key;
+  std::string yaml;
+};
+
+class ConfigSettingsTest : public ::testing::TestWithParam<SettingCase> {};
+
+TEST_P(ConfigSettingsTest, ConfigSettingsSeeTheChangedKey) {
+  absl::StatusOr<Config> base = ParseConfig("", "base.yaml");
+  absl::StatusOr<Config> changed = ParseConfig(GetParam().yaml, "changed.yaml");
+  ASSERT_TRUE(base.ok()) << base.status();
+  ASSERT_TRUE(changed.ok()) << changed.status();
+  const std::map<std::string, std::string> a = ConfigSettings(*base);
+  const std::map<std::string, std::string> b = ConfigSettings(*changed);
+  ASSERT_TRUE(a.contains(GetParam().key)) << GetParam().key;
+  EXPECT_NE(a.at(GetParam().key), b.at(GetParam().key));
+  for (const auto& [key, value] : a) {
+    if (key != GetParam().key) {
+      EXPECT_EQ(value, b.at(key)) << key;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Keys, ConfigSettingsTest,
+    ::testing::Values(
+        SettingCase{"cache.ttl", "cache: {ttl: 7m}"},
+        SettingCase{"cache.deadline_margin", "cache: {deadline_margin: 70ms}"},
+        SettingCase{"cache.xfetch_beta", "cache: {xfetch_beta: 2.5}"},
+        SettingCase{"cache.l2.lease", "cache: {l2: {lease: false}}"},
+        SettingCase{"cache.l2.inline_answer_bytes", "cache: {l2: {inline_answer_bytes: 1KiB}}"},
+        SettingCase{"invalidation.max_local_ttl", "invalidation: {max_local_ttl: 9s}"},
+        SettingCase{"invalidation.heartbeat", "invalidation: {heartbeat: 2s}"},
+        SettingCase{"invalidation.dead_after", "invalidation: {dead_after: 9s}"},
+        SettingCase{"invalidation.stream_max_len", "invalidation: {stream_max_len: 5000}"},
+        SettingCase{"invalidation.pod", "invalidation: {pod: pod-b}"},
+        SettingCase{"watch.max_streams", "watch: {max_streams: 12}"},
+        SettingCase{"watch.heartbeat", "watch: {heartbeat: 9s}"},
+        SettingCase{"watch.buffer_bytes", "watch: {buffer_bytes: 64KiB}"}),
+    [](const ::testing::TestParamInfo<SettingCase>& info) {
+      std::string name;
+      bool upper = true;
+      for (char c : info.param.key) {
+        if (c == '.' || c == '_') {
+          upper = true;
+        } else {
+          name += upper ? absl::ascii_toupper(c) : c;
+          upper = false;
+        }
+      }
+      return name;
+    });
 
 }  // namespace
 }  // namespace fanout::server
