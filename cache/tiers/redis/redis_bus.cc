@@ -279,10 +279,14 @@ void RedisBus::ReadRound() {
     commands.push_back({"CLIENT", "SETNAME", absl::StrCat("fanout-bus:", options_.pod)});
   }
   commands.push_back({"EVAL", GapLua(), "1", stream_, last_});
-  commands.push_back({"XREAD", "BLOCK",
-                      std::to_string(absl::ToInt64Milliseconds(options_.heartbeat)), "COUNT",
-                      std::to_string(options_.read_batch), "STREAMS", stream_,
-                      last_.empty() ? std::string("$") : last_});
+  // The first round only learns where the stream ends (at once, so the link
+  // is up within a round trip of the start rather than a heartbeat later);
+  // every later one reads on from the last entry seen.
+  if (!last_.empty()) {
+    commands.push_back({"XREAD", "BLOCK",
+                        std::to_string(absl::ToInt64Milliseconds(options_.heartbeat)), "COUNT",
+                        std::to_string(options_.read_batch), "STREAMS", stream_, last_});
+  }
   reader_->RunPipeline(
       std::move(commands), absl::InfiniteFuture(),
       [this](absl::StatusOr<std::vector<RedisReply>> replies) { OnRound(std::move(replies)); });
@@ -303,16 +307,17 @@ void RedisBus::OnRound(absl::StatusOr<std::vector<RedisReply>> replies) {
       return;
     }
   }
-  const RedisReply& gap = (*replies)[replies->size() - 2];
-  const RedisReply& read = replies->back();
+  const bool start = last_.empty();
+  const RedisReply nothing_read;  // nil: the first round reads no entries
+  const RedisReply& gap = start ? replies->back() : (*replies)[replies->size() - 2];
+  const RedisReply& read = start ? nothing_read : replies->back();
   if (gap.type != RedisReply::Type::kArray || gap.elements.size() != 2 ||
-      (read.type != RedisReply::Type::kArray && !read.is_nil())) {
+      gap.elements[1].str.empty() || (read.type != RedisReply::Type::kArray && !read.is_nil())) {
     ReadFailed(absl::UnavailableError("unexpected reply to the invalidation stream read"));
     return;
   }
   name_sent_ = true;
   retry_ = options_.retry_min;
-  const bool start = last_.empty();
   if (gap.elements[0].integer != 0) {
     gaps_.fetch_add(1, std::memory_order_relaxed);
     FANOUT_LOG(WARNING) << "invalidation stream: entries after " << last_

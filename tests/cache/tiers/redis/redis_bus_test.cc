@@ -38,7 +38,7 @@ constexpr absl::Duration kDeadAfter = absl::Seconds(1);
 // subscribed to it.
 struct BusPod {
   BusPod(const std::string& address, const std::string& prefix, const std::string& pod,
-         const std::string& reader_address = "") {
+         const std::string& reader_address = "", absl::Duration heartbeat = kHeartbeat) {
     cache::RedisClientOptions o = ClientOptions(address, absl::Seconds(2));
     auto t = cache::NewRedisTier(o, cache::RedisTierOptions{.key_prefix = prefix}, Clock::Real());
     EXPECT_OK(t);
@@ -47,8 +47,8 @@ struct BusPod {
     cache::RedisBusOptions b;
     b.key_prefix = prefix;
     b.pod = pod;
-    b.heartbeat = kHeartbeat;
-    b.dead_after = kDeadAfter;
+    b.heartbeat = heartbeat;
+    b.dead_after = std::max(kDeadAfter, 2 * heartbeat);
     b.fence_ttl = absl::Seconds(20);
     auto started = cache::RedisBus::Start(
         tier->client(), ClientOptions(reader_address.empty() ? address : reader_address),
@@ -187,6 +187,19 @@ TEST_F(RedisBusTest, PublishReachesOtherPodsButNotItsPublisher) {
   EXPECT_TRUE(a.heard.invalidations().empty());
   EXPECT_EQ(a.bus->Stats().published, 2u);
   EXPECT_EQ(b.bus->Stats().received, 2u);
+}
+
+TEST_F(RedisBusTest, LinkIsUpWithoutWaitingForAHeartbeatAndMissesNothingAfter) {
+  ASSERT_NE(redis_, nullptr);
+  // A heartbeat longer than WaitUp's bound: the first read must not block.
+  BusPod b(redis_->address(), prefix_, "b", "", absl::Seconds(60));
+  BusPod a(redis_->address(), prefix_, "a");
+  ASSERT_TRUE(b.WaitUp());
+  ASSERT_TRUE(a.WaitUp());
+  ASSERT_OK(a.Publish(Keys({"k1"})));
+  ASSERT_TRUE(b.heard.WaitForEvents(2, absl::Seconds(10)));  // link up + 1
+  ASSERT_EQ(b.heard.invalidations().size(), 1u);
+  EXPECT_THAT(b.heard.invalidations()[0].keys, ElementsAre("k1"));
 }
 
 TEST_F(RedisBusTest, PublishErasesTheL2ValuesItNames) {
