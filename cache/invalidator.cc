@@ -164,8 +164,10 @@ void Invalidator::OnLinkState(LinkState state) {
     // The bus starts reading where the stream is at its first read: what
     // this pod cached before that may have been invalidated before it, and
     // would not be replayed. (Nothing, when the bus was up before the first
-    // call was served.)
-    const uint64_t dropped = read_path_->InvalidateAll();
+    // call was served.) Fills under way are kept: what they read now, from
+    // L2 or the origin, is as new as the stream position the bus starts at
+    // (detaching them made every pod starting together ask the origin).
+    const uint64_t dropped = read_path_->DropL1();
     if (dropped > 0) {
       absl::MutexLock l(&mu_);
       ++cache_drops_;

@@ -295,6 +295,9 @@ class ReadPath {
   // remembered NotFound and backoff: for a pod that missed invalidations it
   // cannot name. Returns how many L1 entries were erased.
   uint64_t InvalidateAll();
+  // Drops everything L1 holds, and nothing else: fills under way go on and
+  // cache what they read. Returns how many L1 entries were erased.
+  uint64_t DropL1() { return l1_->ErasePrefix(""); }
 
   // Refuses new reads (Unavailable), answers the reads still waiting
   // (Unavailable), cancels origin fetches (FetchContext::cancel) and waits

@@ -250,6 +250,25 @@ TEST_F(InvalidatorTest, FirstLinkUpDropsWhatWasCachedBeforeIt) {
   EXPECT_EQ(b.invalidator->Stats().cache_drops, 1u);
 }
 
+TEST_F(InvalidatorTest, FirstLinkUpKeepsAFillUnderWay) {
+  // Pods started together see their link come up while their first reads
+  // wait for the origin: those fills still cache what they read, or every
+  // pod's next read asks the origin again.
+  Pod b(&log_, "b", &executor_, nullptr, nullptr, /*with_bus=*/true, /*link_up=*/false);
+  std::optional<absl::StatusOr<ReadResult>> first;
+  b.path->Get("ns", "k", {}, [&](absl::StatusOr<ReadResult> r) { first = std::move(r); });
+  ASSERT_EQ(b.origin.pending(), 1u);
+  b.bus->SetLink(LinkState::kUp);
+  b.origin.AnswerValue("v1");
+  ASSERT_TRUE(first.has_value());
+  ASSERT_OK(*first);
+  EXPECT_EQ((*first)->value, "v1");
+  absl::StatusOr<ReadResult> again = b.Get("k", "v2");
+  ASSERT_OK(again);
+  EXPECT_EQ(again->served_by, TierId::kL1);
+  EXPECT_EQ(again->value, "v1");
+}
+
 TEST_F(InvalidatorTest, GapDropsL1AndSurvivalCopiesServeOnlyAsFallback) {
   FakeTier l3(TierId::kL3, executor_.clock());
   Pod b(&log_, "b", &executor_, nullptr, &l3);
