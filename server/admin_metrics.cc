@@ -7,8 +7,10 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "cache/invalidator.h"
 #include "cache/tiers/redis/redis_tier.h"
 #include "cache/tiers/rocksdb/rocksdb_tier.h"
+#include "server/watch_service.h"
 
 namespace fanout::server {
 
@@ -271,6 +273,47 @@ void CollectL3(const cache::RocksDbTier& l3, Families& out) {
          {}, s.read_only ? 1 : 0);
 }
 
+void CollectInvalidation(const cache::Invalidator& invalidator, Families& out) {
+  const cache::InvalidatorStats s = invalidator.Stats();
+  MetricFamily& made = out.Add("fanout_invalidations_total",
+                               "Invalidations applied here, by where they were made: this pod "
+                               "(Invalidate) or another (the invalidation stream)",
+                               MetricType::Counter);
+  Sample(made, {{"from", "local"}}, static_cast<double>(s.made));
+  Sample(made, {{"from", "remote"}}, static_cast<double>(s.applied));
+  Sample(out.Add("fanout_invalidations_not_broadcast_total",
+                 "Invalidations made here that the stream did not take (other pods may still "
+                 "serve the old value until their own limits)",
+                 MetricType::Counter),
+         {}, static_cast<double>(s.not_broadcast));
+  Sample(out.Add("fanout_invalidation_cache_drops_total",
+                 "Times L1 was dropped whole because invalidations were missed (a gap)",
+                 MetricType::Counter),
+         {}, static_cast<double>(s.cache_drops));
+  if (s.has_bus) {
+    Sample(out.Add("fanout_invalidation_link_up",
+                   "1 while this pod reads the invalidation stream, 0 while it is degraded",
+                   MetricType::Gauge),
+           {}, s.link == cache::LinkState::kUp ? 1 : 0);
+  }
+}
+
+void CollectWatch(const WatchService& watch, Families& out) {
+  const WatchStats s = watch.Stats();
+  Sample(out.Add("fanout_watch_streams", "Watch streams open now", MetricType::Gauge), {},
+         static_cast<double>(s.open));
+  Sample(
+      out.Add("fanout_watch_events_total", "Events written to Watch streams", MetricType::Counter),
+      {}, static_cast<double>(s.events));
+  Sample(out.Add("fanout_watch_cut_off_total",
+                 "Watch streams ended because their reader fell behind by watch.buffer_bytes",
+                 MetricType::Counter),
+         {}, static_cast<double>(s.cut_off));
+  Sample(out.Add("fanout_watch_refused_total", "Watch streams refused past watch.max_streams",
+                 MetricType::Counter),
+         {}, static_cast<double>(s.refused));
+}
+
 void CollectRouter(const router::Router& router, Families& out) {
   const std::vector<std::string> names = router.RouteNames();
   if (names.empty()) return;
@@ -343,6 +386,8 @@ std::vector<prometheus::MetricFamily> ComponentCollector::Collect() const {
   CollectTiers(sources_.tiers, out);
   if (sources_.redis != nullptr) CollectRedis(*sources_.redis, out);
   if (sources_.l3 != nullptr) CollectL3(*sources_.l3, out);
+  if (sources_.invalidator != nullptr) CollectInvalidation(*sources_.invalidator, out);
+  if (sources_.watch != nullptr) CollectWatch(*sources_.watch, out);
   if (sources_.router) {
     if (std::shared_ptr<const router::Router> router = sources_.router()) {
       CollectRouter(*router, out);

@@ -32,11 +32,14 @@
 #include "router/router.h"
 
 namespace fanout::cache {
+class Invalidator;
 class RedisTier;
 class RocksDbTier;
 }  // namespace fanout::cache
 
 namespace fanout::server {
+
+class WatchService;
 
 // A Collectable over a MetricRegistry (not owned; must outlive this).
 class RegistryCollector final : public prometheus::Collectable {
@@ -62,6 +65,9 @@ class ComponentCollector final : public prometheus::Collectable {
     // and circuit, L3's disk use).
     const cache::RedisTier* redis = nullptr;
     const cache::RocksDbTier* l3 = nullptr;
+    // Cross-pod invalidation and the Watch streams; unset = none.
+    const cache::Invalidator* invalidator = nullptr;
+    const WatchService* watch = nullptr;
     // The router calls use now (a reload replaces it); unset = none.
     std::function<std::shared_ptr<const router::Router>()> router{};
   };

@@ -374,6 +374,8 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   sources.read_path = d->read_path_.get();
   sources.l1 = &d->read_path_->l1();
   sources.l1_capacity_bytes = config.cache.l1_capacity;
+  sources.invalidator = d->invalidation_->invalidator();
+  sources.watch = d->invalidation_->watch();
   sources.router = [slot = d->routers_.get()] {
     return std::shared_ptr<const router::Router>(slot->Get());
   };

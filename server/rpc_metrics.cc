@@ -124,10 +124,7 @@ SidecarMetrics::SidecarMetrics(Metrics* metrics)
       invalidate(metrics, "fanout.v1.Sidecar/Invalidate"),
       route(metrics, "fanout.v1.Sidecar/Route"),
       watch(metrics, "fanout.v1.Sidecar/Watch"),
-      answers(metrics),
-      watch_streams(metrics->GetGauge("fanout_watch_streams", "Watch streams open now")),
-      watch_events(
-          metrics->GetCounter("fanout_watch_events_total", "Events written to Watch streams")) {}
+      answers(metrics) {}
 
 grpc::ServerGenericBidiReactor* UnknownMethodService::CreateReactor(
     grpc::GenericCallbackServerContext* context) {

@@ -99,11 +99,6 @@ struct SidecarMetrics {
   RpcSeries route;
   RpcSeries watch;
   AnswerCounters answers;
-  // For the Watch handler: fanout_watch_streams, the streams open now (+1 when
-  // a stream starts, -1 when it ends), and fanout_watch_events_total, the
-  // events written to them. Exposed from the start, at zero.
-  Gauge* const watch_streams;
-  Counter* const watch_events;
 };
 
 // Answers every method no registered service declares with UNIMPLEMENTED,

@@ -17,15 +17,22 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "cache/invalidator.h"
+#include "cache/l1/wtinylfu_cache.h"
+#include "cache/link_guard.h"
 #include "client/client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/config.h"
 #include "server/fanoutd.h"
+#include "server/watch_service.h"
 #include "tests/testing/fake_backend.h"
 #include "tests/testing/fake_clock.h"
+#include "tests/testing/fake_invalidation_bus.h"
+#include "tests/testing/fake_origin.h"
 #include "tests/testing/fake_tier.h"
 #include "tests/testing/http_client.h"
+#include "tests/testing/manual_executor.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
 
@@ -455,6 +462,44 @@ TEST(ComponentCollectorTest, CollectReadsEveryTiersStats) {
   EXPECT_EQ(values["fanout_tier_available{tier=l2,}"], 1);
   // Nothing else was given: no read path, L1 or route families.
   EXPECT_EQ(values.count("fanout_origin_fetches_total{}"), 0);
+}
+
+TEST(ComponentCollectorTest, CollectReadsInvalidationAndWatchStats) {
+  testing::ManualExecutor executor;
+  testing::FakeOrigin origin;
+  testing::FakeBusLog log;
+  testing::FakeInvalidationBus bus(&log, "a");
+  cache::LinkGuard guard(absl::Seconds(5));
+  cache::ReadPathOptions o;
+  o.link_guard = &guard;
+  cache::ReadPath path(o, cache::NewWTinyLfuCache({}), {}, &origin, &executor);
+  cache::Invalidator invalidator(&path, &bus, &guard, executor.clock());
+  WatchService watch(Config{}, &path, &invalidator, &executor);
+  cache::Invalidation inv;
+  inv.ns = "ns";
+  inv.keys = {"k"};
+  invalidator.Invalidate(inv, [](absl::StatusOr<cache::Invalidator::Result>) {});
+  bus.SetLink(cache::LinkState::kDegraded);
+  ComponentCollector::Sources sources;
+  sources.invalidator = &invalidator;
+  sources.watch = &watch;
+  ComponentCollector collector(std::move(sources));
+  std::map<std::string, double> values;
+  for (const prometheus::MetricFamily& f : collector.Collect()) {
+    for (const prometheus::ClientMetric& m : f.metric) {
+      std::string labels;
+      for (const auto& l : m.label) absl::StrAppend(&labels, l.name, "=", l.value, ",");
+      values[absl::StrCat(f.name, "{", labels, "}")] =
+          f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
+    }
+  }
+  EXPECT_EQ(values["fanout_invalidations_total{from=local,}"], 1);
+  EXPECT_EQ(values["fanout_invalidations_total{from=remote,}"], 0);
+  EXPECT_EQ(values.count("fanout_invalidation_link_up{}"), 1u);
+  EXPECT_EQ(values["fanout_invalidation_link_up{}"], 0);
+  EXPECT_EQ(values.count("fanout_watch_streams{}"), 1u);
+  EXPECT_EQ(values.count("fanout_watch_events_total{}"), 1u);
+  watch.Shutdown();
 }
 
 }  // namespace

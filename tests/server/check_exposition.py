@@ -27,7 +27,7 @@ LABEL_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count", "")}
 # Labels fanout may use; each has a small set of values or names from the configuration.
 ALLOWED_LABELS = {"rpc", "code", "tier", "stale", "result", "cause", "reason", "route", "backend",
-                  "policy", "outcome", "state", "quantile", "le"}
+                  "policy", "outcome", "state", "from", "quantile", "le"}
 
 
 def family_of(name, types):

@@ -62,7 +62,8 @@ origin:
   timeout: 500ms
   grpc:
     target: 127.0.0.1:9000
-)", "test.yaml");
+)",
+                                         "test.yaml");
   ASSERT_OK(c);
   EXPECT_EQ(c->server.listen, "unix:///tmp/fanout.sock");
   EXPECT_FALSE(c->server.reflection);
@@ -182,7 +183,8 @@ cache:
   retry_backoff: 250ms
   max_retry_backoff: 1m
   max_background_refreshes: 8
-)", "test.yaml");
+)",
+                                         "test.yaml");
   ASSERT_OK(c);
   EXPECT_EQ(c->limits.max_batch_bytes, 16ull << 20);
   EXPECT_EQ(c->cache.negative_ttl, absl::ZeroDuration());
@@ -191,9 +193,9 @@ cache:
   EXPECT_EQ(c->cache.max_background_refreshes, 8);
   EXPECT_THAT(ParseConfig("limits:\n  max_batch_bytes: 2GiB\n", "bad.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("limits.max_batch_bytes")));
-  EXPECT_THAT(ParseConfig("cache:\n  max_background_refreshes: 0\n", "bad.yaml"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("cache.max_background_refreshes")));
+  EXPECT_THAT(
+      ParseConfig("cache:\n  max_background_refreshes: 0\n", "bad.yaml"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.max_background_refreshes")));
   EXPECT_THAT(ParseConfig("cache:\n  max_retry_backoff: 0\n", "bad.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.max_retry_backoff")));
 }
@@ -224,7 +226,8 @@ routes:
       consecutive_failures: 3
     adaptive:
       window: 20
-)", "routes.yaml");
+)",
+                                         "routes.yaml");
   ASSERT_OK(c);
   ASSERT_EQ(c->routes.size(), 2u);
   const router::RouteConfig& llm = c->routes[0];
@@ -245,22 +248,26 @@ routes:
 
 TEST(ParseConfigRoutesTest, BadRoutesFailNamingTheRouteAndField) {
   EXPECT_THAT(ParseConfig("routes:\n  r:\n    policy: fastest\n    method: /a.B/C\n"
-                          "    backends: [\"x:1\"]\n", "r.yaml"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("routes.r.policy: ")));
+                          "    backends: [\"x:1\"]\n",
+                          "r.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("routes.r.policy: ")));
   EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: /a.B/C\n", "r.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("backends")));
   EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: nope\n    backends: [\"x:1\"]\n", "r.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("method")));
-  EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: /a.B/C\n    backends: [\"x:1\"]\n"
-                          "    retries: 3\n", "r.yaml"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown key routes.r.retries")));
+  EXPECT_THAT(
+      ParseConfig("routes:\n  r:\n    method: /a.B/C\n    backends: [\"x:1\"]\n"
+                  "    retries: 3\n",
+                  "r.yaml"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown key routes.r.retries")));
   EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: /a.B/C\n    backends:\n"
-                          "      - {address: \"x:1\", weight: 2}\n", "r.yaml"),
+                          "      - {address: \"x:1\", weight: 2}\n",
+                          "r.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("unknown key routes.r.backends[0].weight")));
-  EXPECT_THAT(ParseConfig("routes:\n  r:\n    method: /a.B/C\n    backends: \"x:1\"\n", "r.yaml"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("routes.r.backends: must be a list")));
+  EXPECT_THAT(
+      ParseConfig("routes:\n  r:\n    method: /a.B/C\n    backends: \"x:1\"\n", "r.yaml"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("routes.r.backends: must be a list")));
 }
 
 TEST(ParseConfigRoutesTest, BadBackendAddressesFailNamingTheBackend) {
@@ -304,7 +311,6 @@ TEST(ParseConfigTest, DeadlineMarginDefaultsTo20msAndMustBePositive) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cache.deadline_margin")));
 }
 
-
 // A reload compares ConfigSettings of the running and the new file: a key it
 // leaves out would be changed in the file, reported as "unchanged" and
 // silently not applied.
@@ -312,6 +318,8 @@ struct SettingCase {
   std::string key;
   std::string yaml;
 };
+
+void PrintTo(const SettingCase& c, std::ostream* os) { *os << c.key; }
 
 class ConfigSettingsTest : public ::testing::TestWithParam<SettingCase> {};
 
