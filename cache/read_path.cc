@@ -783,11 +783,14 @@ void ReadPath::Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<En
       } else if (origin_failed && tuned.retry_backoff > absl::ZeroDuration()) {
         if (KeyRecord* r = Record(ckey, now)) {
           r->failures = std::min(r->failures + 1, 30);
+          // Doubling up to max_retry_backoff, and never past a ttl: a key
+          // is asked again at least once a ttl, so values are fresh again
+          // within a ttl of the origin's return.
+          const absl::Duration cap =
+              std::min(tuned.max_retry_backoff, std::max(tuned.ttl, tuned.retry_backoff));
           absl::Duration backoff = tuned.retry_backoff;
-          for (int i = 1; i < r->failures && backoff < tuned.max_retry_backoff; ++i) {
-            backoff *= 2;
-          }
-          r->retry_after = now + Jittered(std::min(backoff, tuned.max_retry_backoff));
+          for (int i = 1; i < r->failures && backoff < cap; ++i) backoff *= 2;
+          r->retry_after = now + Jittered(std::min(backoff, cap));
           r->last_error = result.status();
         }
       }

@@ -400,6 +400,25 @@ TEST_P(ReadPathTest, GetOriginFailureBacksOffThenAsksAgain) {
   EXPECT_EQ(r4->value()->value, "back");
 }
 
+TEST_P(ReadPathTest, GetOriginFailureBackoffNeverExceedsTheTtl) {
+  // An origin down for long has its keys asked again at least once a ttl,
+  // so values are fresh again within a ttl of its return.
+  options_.ttl = absl::Seconds(3);
+  options_.max_retry_backoff = absl::Seconds(30);
+  BuildWithTier(TierId::kL2);
+  int fetches = 0;
+  for (int i = 0; i < 6; ++i) {
+    StartGet("k");
+    ASSERT_EQ(origin_.fetches(), ++fetches) << "failure " << i;
+    origin_.Answer(absl::UnavailableError("down"));
+    Advance(absl::Seconds(3));
+  }
+  auto back = StartGet("k");
+  ASSERT_EQ(origin_.fetches(), fetches + 1);
+  origin_.AnswerValue("back");
+  EXPECT_EQ(back->value()->value, "back");
+}
+
 TEST_P(ReadPathTest, GetDuringBackoffServesStaleCopyAtOnce) {
   Fill("k", "last-known");
   Advance(absl::Seconds(20));
@@ -1009,8 +1028,7 @@ TEST_P(ReadPathTest, GetLeaseWaitLongerThanAFillStillAnswersByTheCallersDeadline
   const std::string ckey = CompositeKey("ns", "k");
   shared_l2_.Put(ckey, EntryAt("old", Now() - absl::Seconds(20)));
   // Another pod holds a lease (as long as b's own would run, at most).
-  lease_.Acquire(ckey, absl::Seconds(2), absl::InfiniteFuture(),
-                 [](absl::StatusOr<LeaseGrant>) {});
+  lease_.Acquire(ckey, absl::Seconds(2), absl::InfiniteFuture(), [](absl::StatusOr<LeaseGrant>) {});
   auto b = Pod();
   // A deadline after the fill's usual end (two tiers' and the origin's
   // timeouts, 4 s here): no timer at first, one once the fill waits.
