@@ -187,8 +187,9 @@ JoinPolicy ToJoin(ReplicaPolicy policy) {
 // Several replicas of one origin; see the header for the semantics.
 // Threading: Fetch starts a task group and returns; the group's tasks start
 // calls on the thread that starts or ends the one before, its timers fire on
-// the executor, and `done` runs on whichever thread ends the group. `mu_`
-// guards only the count of fetches in flight (the shutdown gate).
+// the executor, and `done` runs on whichever thread ends the group. The
+// gate counts the fetches in flight; it is shared with them so that the last
+// one may release it while the destructor, woken, goes on.
 class ReplicatedGrpcOrigin final : public Origin {
  public:
   struct Replica {
@@ -202,14 +203,15 @@ class ReplicatedGrpcOrigin final : public Origin {
 
   ~ReplicatedGrpcOrigin() override {
     {
-      absl::MutexLock l(&mu_);
-      closed_ = true;
+      absl::MutexLock l(&gate_->mu);
+      gate_->closed = true;
     }
     // Cancels every group in flight; runs their cancellation inline.
     shutdown_.Cancel();
-    absl::MutexLock l(&mu_);
-    mu_.Await(absl::Condition(
-        +[](int* n) { return *n == 0; }, &in_flight_));
+    absl::MutexLock l(&gate_->mu);
+    gate_->mu.Await(absl::Condition(
+        +[](Gate* gate) ABSL_NO_THREAD_SAFETY_ANALYSIS { return gate->in_flight == 0; },
+        gate_.get()));
   }
 
   void Fetch(absl::string_view ns, absl::string_view key, const FetchContext& fetch,
@@ -257,23 +259,29 @@ class ReplicatedGrpcOrigin final : public Origin {
     // Runs inline when the origin is already closing.
     state->on_shutdown = std::make_unique<CancellationCallback>(
         shutdown_.token(), [group = state->group.get()] { group->Cancel(); });
-    state->group->Start([this, state](GroupResult<Answer> result) mutable {
+    state->group->Start([this, state, gate = gate_](GroupResult<Answer> result) mutable {
       absl::StatusOr<OriginValue> out = Outcome(*state, result);
       FetchDone user_done = std::move(state->done);
       state->on_shutdown.reset();
       state->group.reset();
       std::move(user_done)(std::move(out));
-      // Last: the origin may be destroyed once this returns.
-      absl::MutexLock l(&mu_);
-      --in_flight_;
+      // Last: the origin may be destroyed from here on.
+      absl::MutexLock l(&gate->mu);
+      --gate->in_flight;
     });
   }
 
  private:
+  struct Gate {
+    absl::Mutex mu;
+    bool closed ABSL_GUARDED_BY(mu) = false;
+    int in_flight ABSL_GUARDED_BY(mu) = 0;
+  };
+
   bool Enter() {
-    absl::MutexLock l(&mu_);
-    if (closed_) return false;
-    ++in_flight_;
+    absl::MutexLock l(&gate_->mu);
+    if (gate_->closed) return false;
+    ++gate_->in_flight;
     return true;
   }
 
@@ -309,9 +317,7 @@ class ReplicatedGrpcOrigin final : public Origin {
   const GrpcOriginOptions options_;
   const std::vector<std::unique_ptr<Replica>> replicas_;
   CancellationSource shutdown_;
-  absl::Mutex mu_;
-  bool closed_ ABSL_GUARDED_BY(mu_) = false;
-  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  const std::shared_ptr<Gate> gate_ = std::make_shared<Gate>();
 };
 
 }  // namespace
