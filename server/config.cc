@@ -403,10 +403,39 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
   file.Int("max_queued_reads", &c.origin.file_max_queued_reads, 1, 1000000);
   file.CheckUnknown();
   Section grpc = origin.Child("grpc");
-  grpc.String("target", &c.origin.grpc_target);
+  YAML::Node targets = grpc.Raw("target");
+  if (targets && targets.IsSequence()) {
+    if (targets.size() == 0) origin.Fail("origin.grpc.target: the list of targets is empty");
+    for (size_t i = 0; i < targets.size(); ++i) {
+      const std::string key = absl::StrCat("origin.grpc.target[", i, "]");
+      if (!targets[i].IsScalar() || targets[i].Scalar().empty()) {
+        origin.Fail(absl::StrCat(key, ": must be an address"));
+        continue;
+      }
+      CheckTarget(origin, key, targets[i].Scalar());
+      c.origin.grpc_targets.push_back(targets[i].Scalar());
+    }
+    if (c.origin.grpc_targets.size() == 1) {
+      c.origin.grpc_target = c.origin.grpc_targets[0];
+      c.origin.grpc_targets.clear();
+    }
+  } else if (targets && targets.IsScalar()) {
+    c.origin.grpc_target = targets.Scalar();
+  } else if (targets && !targets.IsNull()) {
+    origin.Fail("origin.grpc.target: must be an address or a list of addresses");
+  }
+  std::string replica_policy;
+  grpc.String("policy", &replica_policy);
+  if (!replica_policy.empty()) {
+    absl::StatusOr<cache::ReplicaPolicy> p = cache::ParseReplicaPolicy(replica_policy);
+    if (p.ok()) c.origin.grpc_policy = *p;
+    else grpc.Fail(absl::StrCat("origin.grpc.policy: ", p.status().message()));
+  }
+  grpc.Duration("hedge_after", &c.origin.grpc_hedge_after);
   grpc.CheckUnknown();
   origin.CheckUnknown();
-  if (c.origin.type == OriginSection::Type::kGrpc && c.origin.grpc_target.empty()) {
+  if (c.origin.type == OriginSection::Type::kGrpc && c.origin.grpc_target.empty() &&
+      c.origin.grpc_targets.empty()) {
     origin.Fail("origin.grpc.target: required when origin.type is grpc");
   } else if (!c.origin.grpc_target.empty()) {
     CheckTarget(origin, "origin.grpc.target", c.origin.grpc_target);
@@ -566,7 +595,11 @@ std::map<std::string, std::string> ConfigSettings(const Config& c) {
   m["origin.file.symlinks"] = Text(static_cast<int>(c.origin.file_symlinks));
   m["origin.file.io_threads"] = Text(c.origin.file_io_threads);
   m["origin.file.max_queued_reads"] = Text(c.origin.file_max_queued_reads);
-  m["origin.grpc.target"] = c.origin.grpc_target;
+  m["origin.grpc.target"] = c.origin.grpc_targets.empty()
+                                ? c.origin.grpc_target
+                                : absl::StrJoin(c.origin.grpc_targets, ",");
+  m["origin.grpc.policy"] = std::string(cache::ReplicaPolicyName(c.origin.grpc_policy));
+  m["origin.grpc.hedge_after"] = Text(c.origin.grpc_hedge_after);
   m["invalidation.max_local_ttl"] = Text(c.invalidation.max_local_ttl);
   m["invalidation.heartbeat"] = Text(c.invalidation.heartbeat);
   m["invalidation.dead_after"] = Text(c.invalidation.dead_after);

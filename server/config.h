@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "cache/origins/file_origin.h"
+#include "cache/origins/grpc_origin.h"
 #include "common/log.h"
 #include "router/route_config.h"
 
@@ -91,6 +92,11 @@ struct OriginSection {
   int file_io_threads = 4;           // threads of the file origin's blocking-read pool
   int file_max_queued_reads = 1024;  // reads waiting for those threads; past it, refused
   std::string grpc_target;
+  // origin.grpc.target given as a list of two or more replicas (then
+  // grpc_target is empty), asked under grpc_policy.
+  std::vector<std::string> grpc_targets;
+  cache::ReplicaPolicy grpc_policy = cache::ReplicaPolicy::kFallback;
+  absl::Duration grpc_hedge_after = absl::Milliseconds(50);
 };
 
 // invalidation: cross-pod invalidation over the shared tier (on whenever

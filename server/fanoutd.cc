@@ -44,8 +44,12 @@ absl::StatusOr<std::unique_ptr<cache::Origin>> MakeOrigin(const Config& config, 
     }
     case OriginSection::Type::kGrpc: {
       cache::GrpcOriginOptions o;
-      o.target = config.origin.grpc_target;
+      o.targets = config.origin.grpc_targets;
+      if (o.targets.empty()) o.targets.push_back(config.origin.grpc_target);
       o.max_value_bytes = config.limits.max_value_bytes;
+      o.policy = config.origin.grpc_policy;
+      o.hedge_after = config.origin.grpc_hedge_after;
+      o.executor = executor;
       return cache::NewGrpcOrigin(o);
     }
   }

@@ -1,12 +1,17 @@
-// An origin reached over gRPC: any service implementing fanout.v1.Origin.
+// An origin reached over gRPC: any service implementing fanout.v1.Origin,
+// at one address or at several replicas of it.
 #ifndef FANOUT_CACHE_ORIGINS_GRPC_ORIGIN_H_
 #define FANOUT_CACHE_ORIGINS_GRPC_ORIGIN_H_
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "cache/origin.h"
+#include "common/executor.h"
 
 namespace fanout::cache {
 
@@ -15,15 +20,41 @@ namespace fanout::cache {
 // back from an outage is asked again within about a second.
 inline constexpr int kOriginReconnectBackoffMs = 1000;
 
+// How a fetch uses several replicas (origin.grpc.policy).
+enum class ReplicaPolicy {
+  // One replica at a time, in the configured order; the next is asked when
+  // one fails or has not answered within an equal share of the fetch's
+  // remaining time.
+  kFallback,
+  // Every replica at once; the first answer wins, the rest are cancelled.
+  kFirstSuccess,
+  // Like kFallback, and the next replica is also asked when the ones asked
+  // have not answered within hedge_after; the first answer wins.
+  kHedged,
+};
+
+// "fallback", "first_success" or "hedged"; InvalidArgument naming the
+// choices otherwise.
+absl::StatusOr<ReplicaPolicy> ParseReplicaPolicy(absl::string_view text);
+absl::string_view ReplicaPolicyName(ReplicaPolicy policy);
+
 struct GrpcOriginOptions {
-  std::string target;  // e.g. "127.0.0.1:7080", "dns:///origin.svc:443", "unix:///run/o.sock"
+  // One or more addresses of the same origin, e.g. "127.0.0.1:7080",
+  // "dns:///origin.svc:443", "unix:///run/o.sock".
+  std::vector<std::string> targets;
   uint64_t max_value_bytes = 1 << 20;
+  // With more than one target:
+  ReplicaPolicy policy = ReplicaPolicy::kFallback;
+  absl::Duration hedge_after = absl::Milliseconds(50);
+  // Runs the fetches' timers (attempt timeouts, hedging, the deadline).
+  // Required with more than one target; not owned, must outlive the origin.
+  Executor* executor = nullptr;
 };
 
 // Calls fanout.v1.Origin/Fetch with the callback API (no thread waits for an
-// answer) over one channel created here, and decodes the answer itself, so
-// that an undecodable one is told apart from an empty one (gRPC's typed
-// callback API reports OK for both). Translates the answer:
+// answer) over one channel per target created here, and decodes the answer
+// itself, so that an undecodable one is told apart from an empty one (gRPC's
+// typed callback API reports OK for both). Translates the answer:
 //   found: false, or the NOT_FOUND status  NotFound (the only way to say
 //                                          "no such key")
 //   found: true                            the value
@@ -35,8 +66,26 @@ struct GrpcOriginOptions {
 //                                          limits.max_value_bytes
 //   UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED sent by the origin
 //   and other failures                     keep their code
-// Answers arrive on gRPC's callback threads and never touch the origin
-// object, so an answer may arrive after the origin is destroyed.
+//
+// One target: one call per fetch, exactly as above. Answers arrive on gRPC's
+// callback threads and never touch the origin object, so an answer may
+// arrive after the origin is destroyed.
+//
+// Several targets (replicas of one origin): each fetch is a task group
+// (common/task_group.h) with one task per replica, joined under `policy`,
+// every attempt bounded by the fetch's deadline and cancelled with
+// FetchContext::cancel or when the origin is destroyed. A replica's value
+// and its NotFound are both answers (replicas hold the same data, so "no
+// such key" from one of them is the result, under every policy, first_success
+// included: the first answer wins, found or not); so are InvalidArgument and
+// FailedPrecondition (the key or its value is wrong, which another replica
+// will not change). Every other status (Unavailable, DeadlineExceeded, an
+// undecodable answer, ...) is that replica failing, and the next one is
+// asked. When no replica answers: Cancelled when the fetch was cancelled,
+// DeadlineExceeded when its deadline passed, else Unavailable listing each
+// replica's failure. Destroying the origin cancels its fetches in flight and
+// waits for them to call `done` (promptly: their calls are cancelled), so do
+// not destroy it on a thread those calls need.
 absl::StatusOr<std::unique_ptr<Origin>> NewGrpcOrigin(const GrpcOriginOptions& options);
 
 }  // namespace fanout::cache

@@ -138,7 +138,40 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"origin:\n  type: grpc\n  grpc:\n    target: origin\n",
                 "origin.grpc.target: \"origin\" has no port"},
         BadCase{"origin:\n  type: grpc\n  grpc:\n    target: \"origin:99999\"\n",
-                "origin.grpc.target: \"origin:99999\" has port 99999"}));
+                "origin.grpc.target: \"origin:99999\" has port 99999"},
+        BadCase{"origin:\n  type: grpc\n  grpc:\n    target: [\"127.0.0.1:1\", origin]\n",
+                "origin.grpc.target[1]: \"origin\" has no port"},
+        BadCase{"origin:\n  type: grpc\n  grpc:\n    target: [\"127.0.0.1:1\", {a: b}]\n",
+                "origin.grpc.target[1]: must be an address"},
+        BadCase{"origin:\n  type: grpc\n  grpc:\n    target: []\n",
+                "origin.grpc.target: the list of targets is empty"},
+        BadCase{"origin:\n  grpc:\n    policy: random\n",
+                "origin.grpc.policy: \"random\" is not one of fallback, first_success, hedged"},
+        BadCase{"origin:\n  grpc:\n    hedge_after: soon\n", "origin.grpc.hedge_after"},
+        BadCase{"origin:\n  grpc:\n    hedge_after: 0\n",
+                "origin.grpc.hedge_after: must be more than zero"}));
+
+TEST(ParseConfigTest, OriginGrpcTargetTakesAListOfReplicasAndAPolicy) {
+  absl::StatusOr<Config> defaults = ParseConfig("", "test.yaml");
+  ASSERT_OK(defaults);
+  EXPECT_EQ(defaults->origin.grpc_policy, cache::ReplicaPolicy::kFallback);
+  EXPECT_EQ(defaults->origin.grpc_hedge_after, absl::Milliseconds(50));
+  absl::StatusOr<Config> c = ParseConfig(
+      "origin:\n  type: grpc\n  grpc:\n    target: [\"127.0.0.1:1\", \"dns:///o.svc:443\"]\n"
+      "    policy: hedged\n    hedge_after: 80ms\n",
+      "test.yaml");
+  ASSERT_OK(c);
+  EXPECT_EQ(c->origin.grpc_targets, (std::vector<std::string>{"127.0.0.1:1", "dns:///o.svc:443"}));
+  EXPECT_EQ(c->origin.grpc_target, "");
+  EXPECT_EQ(c->origin.grpc_policy, cache::ReplicaPolicy::kHedged);
+  EXPECT_EQ(c->origin.grpc_hedge_after, absl::Milliseconds(80));
+  // A list of one is the single target.
+  absl::StatusOr<Config> one =
+      ParseConfig("origin:\n  type: grpc\n  grpc:\n    target: [\"127.0.0.1:1\"]\n", "test.yaml");
+  ASSERT_OK(one);
+  EXPECT_EQ(one->origin.grpc_target, "127.0.0.1:1");
+  EXPECT_TRUE(one->origin.grpc_targets.empty());
+}
 
 TEST(LoadConfigFileTest, MissingFileIsNotFound) {
   EXPECT_THAT(LoadConfigFile("/nonexistent/fanout.yaml"),
@@ -354,7 +387,11 @@ INSTANTIATE_TEST_SUITE_P(
         SettingCase{"invalidation.pod", "invalidation: {pod: pod-b}"},
         SettingCase{"watch.max_streams", "watch: {max_streams: 12}"},
         SettingCase{"watch.heartbeat", "watch: {heartbeat: 9s}"},
-        SettingCase{"watch.buffer_bytes", "watch: {buffer_bytes: 64KiB}"}),
+        SettingCase{"watch.buffer_bytes", "watch: {buffer_bytes: 64KiB}"},
+        SettingCase{"origin.grpc.target",
+                    "origin: {grpc: {target: [\"127.0.0.1:1\", \"127.0.0.1:2\"]}}"},
+        SettingCase{"origin.grpc.policy", "origin: {grpc: {policy: hedged}}"},
+        SettingCase{"origin.grpc.hedge_after", "origin: {grpc: {hedge_after: 80ms}}"}),
     [](const ::testing::TestParamInfo<SettingCase>& info) {
       std::string name;
       bool upper = true;

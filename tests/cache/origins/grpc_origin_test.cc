@@ -1,10 +1,14 @@
 #include "cache/origins/grpc_origin.h"
 
+#include <atomic>
+
 #include "absl/synchronization/notification.h"
+#include "fanout/v1/sidecar.grpc.pb.h"
 #include "fanout/v1/sidecar.pb.h"
 #include "gtest/gtest.h"
 #include "tests/testing/fake_backend.h"
 #include "tests/testing/fake_grpc_origin.h"
+#include "tests/testing/manual_executor.h"
 #include "tests/testing/status_matchers.h"
 
 namespace fanout::cache {
@@ -51,7 +55,7 @@ class GrpcOriginTest : public ::testing::Test {
   void SetUp() override {
     server_ = testing::FakeGrpcOrigin::Start();
     GrpcOriginOptions options;
-    options.target = server_->address();
+    options.targets = {server_->address()};
     options.max_value_bytes = 64;
     origin_ = *NewGrpcOrigin(options);
   }
@@ -82,7 +86,7 @@ TEST(GrpcOriginReconnectTest, OriginThatWasDownSinceStartIsAskedWithinSecondsOfC
     address = gone->address();
   }
   GrpcOriginOptions options;
-  options.target = address;
+  options.targets = {address};
   auto origin = NewGrpcOrigin(options);
   ASSERT_OK(origin);
   // Ten seconds of failed connects: gRPC's default backoff (1 s, × 1.6 per
@@ -182,7 +186,7 @@ class RawAnswerTest : public ::testing::Test {
     EXPECT_OK(backend);
     if (!backend.ok()) return backend.status();
     GrpcOriginOptions o;
-    o.target = (*backend)->address();
+    o.targets = {(*backend)->address()};
     auto origin = NewGrpcOrigin(o);
     EXPECT_OK(origin);
     if (!origin.ok()) return origin.status();
@@ -230,6 +234,287 @@ TEST_F(RawAnswerTest, OnlyAnExplicitFoundFalseIsNotFound) {
   EXPECT_EQ(v->value, "v");
   EXPECT_EQ(v->version, 7);
   EXPECT_EQ(v->ttl, absl::ZeroDuration());
+}
+
+// A fanout.v1.Origin that accepts every Fetch and answers none until the
+// call is cancelled (by the client, its deadline or shutdown); counts the
+// calls and the cancellations it saw. Thread-safe.
+class HungOrigin final : public fanout::v1::Origin::CallbackService {
+ public:
+  HungOrigin() {
+    grpc::ServerBuilder builder;
+    int port = 0;
+    builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    builder.RegisterService(this);
+    server_ = builder.BuildAndStart();
+    address_ = absl::StrCat("127.0.0.1:", port);
+  }
+  ~HungOrigin() override {
+    server_->Shutdown(std::chrono::system_clock::now());
+    server_->Wait();
+  }
+
+  const std::string& address() const { return address_; }
+  int calls() const { return calls_.load(); }
+  int cancelled() const { return cancelled_.load(); }
+
+  grpc::ServerUnaryReactor* Fetch(grpc::CallbackServerContext*, const fanout::v1::FetchRequest*,
+                                  fanout::v1::FetchResponse*) override {
+    calls_.fetch_add(1);
+    return new Reactor(this);
+  }
+
+ private:
+  class Reactor final : public grpc::ServerUnaryReactor {
+   public:
+    explicit Reactor(HungOrigin* owner) : owner_(owner) {}
+    void OnCancel() override {
+      owner_->cancelled_.fetch_add(1);
+      Finish(grpc::Status::CANCELLED);
+    }
+    void OnDone() override { delete this; }
+
+   private:
+    HungOrigin* const owner_;
+  };
+
+  std::unique_ptr<grpc::Server> server_;
+  std::string address_;
+  std::atomic<int> calls_{0};
+  std::atomic<int> cancelled_{0};
+};
+
+// Polls `condition` for up to 20 s (generous for a loaded machine).
+template <typename F>
+bool Eventually(F condition) {
+  const absl::Time end = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < end) {
+    if (condition()) return true;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return condition();
+}
+
+// An address where nothing listens any more.
+std::string StoppedAddress() {
+  auto gone = testing::FakeGrpcOrigin::Start();
+  return gone->address();
+}
+
+// One fetch in flight; its answer is awaited with a generous bound.
+class PendingFetch {
+ public:
+  PendingFetch(Origin& origin, absl::string_view key, absl::Time deadline,
+               const CancellationToken& cancel = {}) {
+    origin.Fetch("", key, {.deadline = deadline, .cancel = cancel},
+                 [this](absl::StatusOr<OriginValue> v) {
+                   result_ = std::move(v);
+                   done_.Notify();
+                 });
+  }
+  bool done() const { return done_.HasBeenNotified(); }
+  absl::StatusOr<OriginValue> Wait() {
+    if (!done_.WaitForNotificationWithTimeout(absl::Seconds(30))) {
+      return absl::UnknownError("the fetch never ended");
+    }
+    return result_;
+  }
+
+ private:
+  absl::Notification done_;
+  absl::StatusOr<OriginValue> result_;
+};
+
+// Replicas under a manual executor whose clock starts at the real time (the
+// attempts' gRPC deadlines come from it), so the tests move the attempt
+// timeouts and hedges; the calls themselves are real.
+class ReplicaTest : public ::testing::Test {
+ protected:
+  void SetUp() override { executor_.fake_clock().Set(absl::Now()); }
+
+  std::unique_ptr<Origin> Make(std::vector<std::string> targets, ReplicaPolicy policy) {
+    GrpcOriginOptions options;
+    options.targets = std::move(targets);
+    options.policy = policy;
+    options.hedge_after = absl::Milliseconds(50);
+    options.executor = &executor_;
+    auto origin = NewGrpcOrigin(options);
+    EXPECT_OK(origin);
+    return origin.ok() ? *std::move(origin) : nullptr;
+  }
+  absl::Time In(absl::Duration d) { return executor_.clock()->Now() + d; }
+
+  testing::ManualExecutor executor_;
+};
+
+TEST_F(ReplicaTest, FetchFallbackSkipsAStoppedReplica) {
+  auto live = testing::FakeGrpcOrigin::Start();
+  live->Set("k", "v", 3);
+  auto origin = Make({StoppedAddress(), live->address()}, ReplicaPolicy::kFallback);
+  PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
+  auto v = fetch.Wait();
+  ASSERT_OK(v);
+  EXPECT_EQ(v->value, "v");
+  EXPECT_EQ(v->version, 3);
+  EXPECT_EQ(live->fetches(), 1);
+}
+
+TEST_F(ReplicaTest, FetchFallbackMovesOnFromAHungReplicaAfterItsShareOfTheDeadline) {
+  HungOrigin hung;
+  auto live = testing::FakeGrpcOrigin::Start();
+  live->Set("k", "v");
+  auto origin = Make({hung.address(), live->address()}, ReplicaPolicy::kFallback);
+  // Two replicas, 60 s: each is given 30 s.
+  PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
+  ASSERT_TRUE(Eventually([&] { return hung.calls() == 1; }));
+  executor_.AdvanceTime(absl::Seconds(29));
+  EXPECT_FALSE(fetch.done());
+  EXPECT_EQ(live->fetches(), 0);
+  executor_.AdvanceTime(absl::Seconds(1));
+  auto v = fetch.Wait();
+  ASSERT_OK(v);
+  EXPECT_EQ(v->value, "v");
+  EXPECT_TRUE(Eventually([&] { return hung.cancelled() == 1; }));
+}
+
+TEST_F(ReplicaTest, FetchFallbackMovesOnFromAnUndecodableAnswer) {
+  testing::FakeBackendOptions garbage;
+  garbage.name = "\xff\xff\xff\xff\xff";  // the reply payload
+  auto broken = testing::FakeBackend::Start(garbage);
+  ASSERT_OK(broken);
+  auto live = testing::FakeGrpcOrigin::Start();
+  live->Set("k", "v");
+  auto origin = Make({(*broken)->address(), live->address()}, ReplicaPolicy::kFallback);
+  PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
+  auto v = fetch.Wait();
+  ASSERT_OK(v);
+  EXPECT_EQ(v->value, "v");
+}
+
+TEST_F(ReplicaTest, FetchFallbackTakesNotFoundAsTheAnswer) {
+  auto first = testing::FakeGrpcOrigin::Start();
+  auto second = testing::FakeGrpcOrigin::Start();
+  second->Set("k", "v");
+  auto origin = Make({first->address(), second->address()}, ReplicaPolicy::kFallback);
+  PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
+  EXPECT_THAT(fetch.Wait(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(first->fetches(), 1);
+  EXPECT_EQ(second->fetches(), 0);
+}
+
+TEST_F(ReplicaTest, FetchFirstSuccessAnswersFromTheFastReplicaAndCancelsTheSlow) {
+  HungOrigin hung;
+  auto live = testing::FakeGrpcOrigin::Start();
+  live->Set("k", "fast");
+  auto origin = Make({hung.address(), live->address()}, ReplicaPolicy::kFirstSuccess);
+  PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
+  auto v = fetch.Wait();
+  ASSERT_OK(v);
+  EXPECT_EQ(v->value, "fast");
+  EXPECT_TRUE(Eventually([&] { return hung.cancelled() == 1; }));
+}
+
+TEST_F(ReplicaTest, FetchFirstSuccessTakesTheFirstNotFoundAsTheAnswer) {
+  HungOrigin hung;
+  auto empty = testing::FakeGrpcOrigin::Start();
+  auto origin = Make({hung.address(), empty->address()}, ReplicaPolicy::kFirstSuccess);
+  PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
+  EXPECT_THAT(fetch.Wait(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_TRUE(Eventually([&] { return hung.cancelled() == 1; }));
+}
+
+TEST_F(ReplicaTest, FetchHedgedAsksTheSecondOnlyAfterHedgeAfter) {
+  HungOrigin hung;
+  auto live = testing::FakeGrpcOrigin::Start();
+  live->Set("k", "hedge");
+  auto origin = Make({hung.address(), live->address()}, ReplicaPolicy::kHedged);
+  PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
+  ASSERT_TRUE(Eventually([&] { return hung.calls() == 1; }));
+  executor_.AdvanceTime(absl::Milliseconds(49));
+  EXPECT_FALSE(fetch.done());
+  EXPECT_EQ(live->fetches(), 0);
+  executor_.AdvanceTime(absl::Milliseconds(1));
+  auto v = fetch.Wait();
+  ASSERT_OK(v);
+  EXPECT_EQ(v->value, "hedge");
+  EXPECT_EQ(live->fetches(), 1);
+  EXPECT_TRUE(Eventually([&] { return hung.cancelled() == 1; }));
+}
+
+TEST_F(ReplicaTest, FetchUnavailableNamingEveryReplicaWhenAllFail) {
+  auto down = testing::FakeGrpcOrigin::Start();
+  down->SetDown(true);
+  const std::string stopped = StoppedAddress();
+  for (ReplicaPolicy policy :
+       {ReplicaPolicy::kFallback, ReplicaPolicy::kFirstSuccess, ReplicaPolicy::kHedged}) {
+    auto origin = Make({down->address(), stopped}, policy);
+    PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
+    auto v = fetch.Wait();
+    EXPECT_THAT(v, StatusIs(absl::StatusCode::kUnavailable, ::testing::HasSubstr(down->address())))
+        << ReplicaPolicyName(policy);
+    EXPECT_THAT(v, StatusIs(absl::StatusCode::kUnavailable, ::testing::HasSubstr(stopped)))
+        << ReplicaPolicyName(policy);
+  }
+}
+
+TEST_F(ReplicaTest, FetchDeadlineExceededWhenEveryReplicaHangs) {
+  HungOrigin a;
+  HungOrigin b;
+  auto origin = Make({a.address(), b.address()}, ReplicaPolicy::kFirstSuccess);
+  PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
+  ASSERT_TRUE(Eventually([&] { return a.calls() == 1 && b.calls() == 1; }));
+  executor_.AdvanceTime(absl::Seconds(60));
+  EXPECT_THAT(fetch.Wait(), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_TRUE(Eventually([&] { return a.cancelled() == 1 && b.cancelled() == 1; }));
+}
+
+TEST_F(ReplicaTest, FetchEndsCancelledWhenItsTokenIsCancelled) {
+  HungOrigin a;
+  HungOrigin b;
+  auto origin = Make({a.address(), b.address()}, ReplicaPolicy::kFirstSuccess);
+  CancellationSource cancel;
+  PendingFetch fetch(*origin, "k", In(absl::Seconds(60)), cancel.token());
+  ASSERT_TRUE(Eventually([&] { return a.calls() == 1 && b.calls() == 1; }));
+  cancel.Cancel();
+  EXPECT_THAT(fetch.Wait(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_TRUE(Eventually([&] { return a.cancelled() == 1 && b.cancelled() == 1; }));
+}
+
+TEST_F(ReplicaTest, DestroyingTheOriginCancelsItsFetchesInFlight) {
+  HungOrigin a;
+  HungOrigin b;
+  auto origin = Make({a.address(), b.address()}, ReplicaPolicy::kFallback);
+  PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
+  ASSERT_TRUE(Eventually([&] { return a.calls() == 1; }));
+  origin.reset();
+  // The destructor waited for the fetch to end.
+  EXPECT_TRUE(fetch.done());
+  EXPECT_THAT(fetch.Wait(), StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_EQ(b.calls(), 0);
+  EXPECT_TRUE(Eventually([&] { return a.cancelled() == 1; }));
+}
+
+TEST(NewGrpcOriginTest, RejectsSeveralTargetsWithoutAnExecutor) {
+  GrpcOriginOptions options;
+  options.targets = {"127.0.0.1:1", "127.0.0.1:2"};
+  EXPECT_THAT(NewGrpcOrigin(options), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(NewGrpcOriginTest, RejectsAnEmptyTargetInTheListNamingIt) {
+  testing::ManualExecutor executor;
+  GrpcOriginOptions options;
+  options.targets = {"127.0.0.1:1", ""};
+  options.executor = &executor;
+  EXPECT_THAT(NewGrpcOrigin(options), StatusIs(absl::StatusCode::kInvalidArgument,
+                                               ::testing::HasSubstr("origin.grpc.target[1]")));
+}
+
+TEST(ReplicaPolicyTest, ParseReplicaPolicyNamesTheChoices) {
+  EXPECT_EQ(*ParseReplicaPolicy("hedged"), ReplicaPolicy::kHedged);
+  EXPECT_EQ(*ParseReplicaPolicy("first_success"), ReplicaPolicy::kFirstSuccess);
+  EXPECT_EQ(*ParseReplicaPolicy("fallback"), ReplicaPolicy::kFallback);
+  EXPECT_THAT(ParseReplicaPolicy("random"),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("first_success")));
 }
 
 TEST(NewGrpcOriginTest, RejectsEmptyTarget) {
