@@ -440,13 +440,8 @@ TEST_F(AdminMetricsTest, EmptyAdminListenTurnsTheEndpointOff) {
   EXPECT_EQ((*d)->admin_address(), "");
 }
 
-TEST(ComponentCollectorTest, CollectReadsEveryTiersStats) {
-  testing::FakeClock clock;
-  testing::FakeTier l2(cache::TierId::kL2, &clock);
-  l2.Lookup("missing", absl::InfiniteFuture(), [](absl::StatusOr<cache::Entry>) {});
-  l2.set_failure(absl::UnavailableError("down"));
-  l2.Lookup("k", absl::InfiniteFuture(), [](absl::StatusOr<cache::Entry>) {});
-  ComponentCollector collector({.tiers = {{"l2", &l2}}});
+// Every sample `collector` gives, as "name{label=value,...,}" → value.
+std::map<std::string, double> Values(const ComponentCollector& collector) {
   std::map<std::string, double> values;
   for (const prometheus::MetricFamily& f : collector.Collect()) {
     for (const prometheus::ClientMetric& m : f.metric) {
@@ -456,6 +451,17 @@ TEST(ComponentCollectorTest, CollectReadsEveryTiersStats) {
           f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
     }
   }
+  return values;
+}
+
+TEST(ComponentCollectorTest, CollectReadsEveryTiersStats) {
+  testing::FakeClock clock;
+  testing::FakeTier l2(cache::TierId::kL2, &clock);
+  l2.Lookup("missing", absl::InfiniteFuture(), [](absl::StatusOr<cache::Entry>) {});
+  l2.set_failure(absl::UnavailableError("down"));
+  l2.Lookup("k", absl::InfiniteFuture(), [](absl::StatusOr<cache::Entry>) {});
+  ComponentCollector collector({.tiers = {{"l2", &l2}}});
+  std::map<std::string, double> values = Values(collector);
   EXPECT_EQ(values["fanout_tier_lookups_total{tier=l2,result=miss,}"], 1);
   EXPECT_EQ(values["fanout_tier_lookups_total{tier=l2,result=hit,}"], 0);
   EXPECT_EQ(values["fanout_tier_errors_total{tier=l2,}"], 1);
@@ -484,15 +490,7 @@ TEST(ComponentCollectorTest, CollectReadsInvalidationAndWatchStats) {
   sources.invalidator = &invalidator;
   sources.watch = &watch;
   ComponentCollector collector(std::move(sources));
-  std::map<std::string, double> values;
-  for (const prometheus::MetricFamily& f : collector.Collect()) {
-    for (const prometheus::ClientMetric& m : f.metric) {
-      std::string labels;
-      for (const auto& l : m.label) absl::StrAppend(&labels, l.name, "=", l.value, ",");
-      values[absl::StrCat(f.name, "{", labels, "}")] =
-          f.type == prometheus::MetricType::Counter ? m.counter.value : m.gauge.value;
-    }
-  }
+  std::map<std::string, double> values = Values(collector);
   EXPECT_EQ(values["fanout_invalidations_total{from=local,}"], 1);
   EXPECT_EQ(values["fanout_invalidations_total{from=remote,}"], 0);
   EXPECT_EQ(values.count("fanout_invalidation_link_up{}"), 1u);
