@@ -55,11 +55,7 @@ class Daemon {
     if (!has_listen) argv.push_back("--listen=127.0.0.1:0");
     argv.insert(argv.end(), args.begin(), args.end());
     process_ = std::make_unique<Subprocess>(argv, cwd);
-    if (process_->WaitForStderr("listening on ", absl::Seconds(20))) {
-      const std::string err = process_->err();
-      const size_t at = err.find("listening on ") + 13;
-      address_ = err.substr(at, err.find('\n', at) - at);
-    }
+    address_ = testing::ListeningAddress(*process_);
   }
   const std::string& address() const { return address_; }
   Subprocess& process() { return *process_; }

@@ -25,30 +25,10 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 namespace fs = std::filesystem;
 
-// A fanoutd process on a free loopback port with a config file of its own.
-class Daemon {
+// A fanoutd process on a free loopback port with `yaml` as its config.
+class Daemon : public testing::FanoutdProcess {
  public:
-  explicit Daemon(const std::string& yaml) : config_(testing::TempPath("origin.yaml")) {
-    std::ofstream(config_) << yaml;
-    process_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{FANOUTD_PATH, "--config=" + config_, "--listen=127.0.0.1:0"});
-    if (process_->WaitForStderr("listening on ", absl::Seconds(20))) {
-      const std::string err = process_->err();
-      const size_t at = err.find("listening on ") + 13;
-      address_ = err.substr(at, err.find('\n', at) - at);
-    }
-  }
-  ~Daemon() {
-    process_.reset();
-    fs::remove(config_);
-  }
-  const std::string& address() const { return address_; }
-  Subprocess& process() { return *process_; }
-
- private:
-  std::string config_;
-  std::unique_ptr<Subprocess> process_;
-  std::string address_;
+  explicit Daemon(const std::string& yaml) : FanoutdProcess(FANOUTD_PATH, yaml) {}
 };
 
 testing::RunResult Ctl(const std::string& addr, std::vector<std::string> args) {
@@ -172,14 +152,10 @@ TEST(FileOriginE2eTest, AVanishedRootServesStaleValuesAndNeverEvictsThem) {
 }
 
 TEST(FileOriginE2eTest, SampleNamespaceLivesUnderItsFolderAndCannotBeAliased) {
-  const std::string config = testing::TempPath("default.yaml");
-  std::ofstream(config) << "origin:\n  file:\n    root: " << FANOUT_SOURCE_DIR
-                        << "/deploy/examples/config.d\n";
-  Subprocess p({FANOUTD_PATH, "--config=" + config, "--listen=127.0.0.1:0"});
-  ASSERT_TRUE(p.WaitForStderr("listening on ", absl::Seconds(20))) << p.err();
-  const std::string err = p.err();
-  const size_t at = err.find("listening on ") + 13;
-  const std::string addr = err.substr(at, err.find('\n', at) - at);
+  Daemon d(absl::StrCat("origin:\n  file:\n    root: ", FANOUT_SOURCE_DIR,
+                        "/deploy/examples/config.d\n"));
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+  const std::string& addr = d.address();
 
   auto tenant = Ctl(addr, {"--namespace=tenant-acme", "get", "flags/new-checkout"});
   EXPECT_EQ(tenant.code, 0) << tenant.err;
@@ -191,7 +167,6 @@ TEST(FileOriginE2eTest, SampleNamespaceLivesUnderItsFolderAndCannotBeAliased) {
   auto folder = Ctl(addr, {"get", "@ns/tenant-acme/flags/new-checkout"});
   EXPECT_EQ(folder.code, 1) << folder.err;
   EXPECT_THAT(folder.err, HasSubstr("namespace field"));
-  fs::remove(config);
 }
 
 // A gRPC service answering /fanout.v1.Origin/Fetch (any method, in fact)

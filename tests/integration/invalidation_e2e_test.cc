@@ -27,36 +27,16 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 // A fanoutd process (a pod) with its own config, on a free loopback port.
-class Pod {
+class Pod : public testing::FanoutdProcess {
  public:
   Pod(const std::string& name, const std::string& root, const std::string& redis,
       const std::string& extra = "")
-      : config_(testing::TempPath(name + ".yaml")) {
-    std::ofstream(config_) << "origin:\n  type: file\n  file:\n    root: " << root
-                           << "\ncache:\n  l2:\n    redis: " << redis
-                           << "\n    key_prefix: \"inv:\"\n"
-                           << "invalidation:\n  pod: " << name
-                           << "\n  heartbeat: 200ms\n  dead_after: 1s\n"
-                           << extra << "watch:\n  heartbeat: 200ms\nadmin:\n  listen: \"\"\n";
-    process_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{FANOUTD_PATH, "--config=" + config_, "--listen=127.0.0.1:0"});
-    if (process_->WaitForStderr("listening on ", absl::Seconds(20))) {
-      const std::string err = process_->err();
-      const size_t at = err.find("listening on ") + 13;
-      address_ = err.substr(at, err.find('\n', at) - at);
-    }
-  }
-  ~Pod() {
-    process_.reset();
-    fs::remove(config_);
-  }
-  const std::string& address() const { return address_; }
-  Subprocess& process() { return *process_; }
-
- private:
-  std::string config_;
-  std::unique_ptr<Subprocess> process_;
-  std::string address_;
+      : FanoutdProcess(
+            FANOUTD_PATH,
+            absl::StrCat("origin:\n  type: file\n  file:\n    root: ", root,
+                         "\ncache:\n  l2:\n    redis: ", redis, "\n    key_prefix: \"inv:\"\n",
+                         "invalidation:\n  pod: ", name, "\n  heartbeat: 200ms\n  dead_after: 1s\n",
+                         extra, "watch:\n  heartbeat: 200ms\nadmin:\n  listen: \"\"\n")) {}
 };
 
 testing::RunResult Ctl(const std::string& addr, std::vector<std::string> args) {

@@ -34,21 +34,9 @@ class WorkDir {
 };
 
 // fanoutd on the embedded default, on a free port, in `cwd`.
-class Daemon {
+class Daemon : public testing::FanoutdProcess {
  public:
-  explicit Daemon(const std::string& cwd) : process_({FANOUTD_PATH, "--listen=127.0.0.1:0"}, cwd) {
-    if (process_.WaitForStderr("listening on ", absl::Seconds(20))) {
-      const std::string err = process_.err();
-      const size_t at = err.find("listening on ") + 13;
-      address_ = err.substr(at, err.find('\n', at) - at);
-    }
-  }
-  const std::string& address() const { return address_; }
-  Subprocess& process() { return process_; }
-
- private:
-  Subprocess process_;
-  std::string address_;
+  explicit Daemon(const std::string& cwd) : FanoutdProcess(FANOUTD_PATH, "", cwd) {}
 };
 
 testing::RunResult Ctl(const std::string& addr, std::vector<std::string> args) {

@@ -27,29 +27,12 @@ using ::testing::HasSubstr;
 
 // fanoutd on the sample keys (file origin) with `l2` as its cache.l2 section;
 // `cache` adds lines to the cache section, `rest` top-level sections.
-class Daemon {
+class Daemon : public testing::FanoutdProcess {
  public:
   explicit Daemon(const std::string& l2, const std::string& cache = "",
                   const std::string& rest = "")
-      : config_(testing::TempPath("fanoutd.yaml")) {
-    std::ofstream(config_) << "cache:\n  l2:\n" << l2 << cache << rest;
-    process_ = std::make_unique<Subprocess>(
-        std::vector<std::string>{FANOUTD_PATH, "--listen=127.0.0.1:0", "--config=" + config_},
-        FANOUT_SOURCE_DIR);
-    if (process_->WaitForStderr("listening on ", absl::Seconds(20))) {
-      const std::string err = process_->err();
-      const size_t at = err.find("listening on ") + 13;
-      address_ = err.substr(at, err.find('\n', at) - at);
-    }
-  }
-  ~Daemon() { ::unlink(config_.c_str()); }
-  const std::string& address() const { return address_; }
-  Subprocess& process() { return *process_; }
-
- private:
-  std::string config_;
-  std::unique_ptr<Subprocess> process_;
-  std::string address_;
+      : FanoutdProcess(FANOUTD_PATH, absl::StrCat("cache:\n  l2:\n", l2, cache, rest),
+                       FANOUT_SOURCE_DIR) {}
 };
 
 testing::RunResult Get(const std::string& addr, const std::string& key,

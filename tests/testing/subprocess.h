@@ -127,6 +127,49 @@ inline RunResult RunProcess(std::vector<std::string> argv,
   return r;
 }
 
+// The address a fanoutd process says it listens on ("fanoutd listening on
+// ADDRESS"), waiting up to 20 s for the line; empty if it never came.
+inline std::string ListeningAddress(Subprocess& fanoutd) {
+  if (!fanoutd.WaitForStderr("listening on ", absl::Seconds(20))) return "";
+  const std::string err = fanoutd.err();
+  const size_t at = err.find("listening on ") + 13;
+  return err.substr(at, err.find('\n', at) - at);
+}
+
+// A fanoutd process (`fanoutd`: the binary's path) on a free loopback port,
+// run in `cwd` if non-empty, with `config_yaml` written to a file of its own
+// and passed as --config (the embedded default when empty). address() is
+// empty if it was not listening within 20 s; its stderr says why.
+class FanoutdProcess {
+ public:
+  FanoutdProcess(const std::string& fanoutd, const std::string& config_yaml,
+                 const std::string& cwd = "")
+      : config_(config_yaml.empty() ? "" : TempPath("fanoutd.yaml")) {
+    std::vector<std::string> argv = {fanoutd, "--listen=127.0.0.1:0"};
+    if (!config_.empty()) {
+      std::ofstream(config_) << config_yaml;
+      argv.push_back("--config=" + config_);
+    }
+    process_.emplace(std::move(argv), cwd);
+    address_ = ListeningAddress(*process_);
+  }
+  // Stops the process (if still running), then removes its config file.
+  ~FanoutdProcess() {
+    process_.reset();
+    if (!config_.empty()) ::unlink(config_.c_str());
+  }
+  FanoutdProcess(const FanoutdProcess&) = delete;
+  FanoutdProcess& operator=(const FanoutdProcess&) = delete;
+
+  const std::string& address() const { return address_; }
+  Subprocess& process() { return *process_; }
+
+ private:
+  const std::string config_;
+  std::optional<Subprocess> process_;
+  std::string address_;
+};
+
 }  // namespace fanout::testing
 
 #endif  // FANOUT_TESTS_TESTING_SUBPROCESS_H_
