@@ -1,5 +1,8 @@
 // A sharded LRU bounded by bytes: the simple L1 engine.
+#include <algorithm>
 #include <list>
+#include <memory>
+#include <span>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -11,13 +14,15 @@
 namespace fanout::cache {
 namespace {
 
-constexpr int kShards = 16;
+constexpr int kDefaultShards = 16;
+constexpr int kMaxShards = 1024;
 
 class LruL1Cache final : public L1Cache {
  public:
   explicit LruL1Cache(const L1Options& options)
       : options_(options),
-        shard_capacity_(options.capacity_bytes / kShards),
+        shard_count_(options.shards > 0 ? std::min(options.shards, kMaxShards) : kDefaultShards),
+        shard_capacity_(options.capacity_bytes / static_cast<uint64_t>(shard_count_)),
         max_entry_bytes_(static_cast<uint64_t>(static_cast<double>(options.capacity_bytes) *
                                                options.max_entry_fraction)) {}
 
@@ -40,7 +45,10 @@ class LruL1Cache final : public L1Cache {
         s.lru.splice(s.lru.begin(), s.lru, it->second);
         *out = it->second->entry;
         result = FreshnessAt(*out, now);
-        if (*result == Freshness::kStale) ++s.stats.stale_hits; else ++s.stats.hits;
+        if (*result == Freshness::kStale)
+          ++s.stats.stale_hits;
+        else
+          ++s.stats.hits;
       }
     }
     Notify(removed);
@@ -94,7 +102,7 @@ class LruL1Cache final : public L1Cache {
   uint64_t ErasePrefix(absl::string_view prefix) override {
     uint64_t n = 0;
     // One shard at a time: readers of other shards are never blocked.
-    for (Shard& s : shards_) {
+    for (Shard& s : Shards()) {
       std::vector<Removed> removed;
       {
         absl::MutexLock l(&s.mu);
@@ -115,7 +123,7 @@ class LruL1Cache final : public L1Cache {
 
   L1Stats Stats() const override {
     L1Stats total;
-    for (const Shard& s : shards_) {
+    for (const Shard& s : Shards()) {
       absl::MutexLock l(&s.mu);
       total.hits += s.stats.hits;
       total.stale_hits += s.stats.stale_hits;
@@ -152,7 +160,10 @@ class LruL1Cache final : public L1Cache {
   };
 
   Shard& ShardFor(absl::string_view key) {
-    return shards_[absl::HashOf(key) % kShards];
+    return shards_[absl::HashOf(key) % static_cast<size_t>(shard_count_)];
+  }
+  std::span<Shard> Shards() const {
+    return std::span<Shard>(shards_.get(), static_cast<size_t>(shard_count_));
   }
 
   void RemoveLocked(Shard& s, decltype(Shard::index)::iterator it, RemovalCause cause,
@@ -171,9 +182,10 @@ class LruL1Cache final : public L1Cache {
   }
 
   const L1Options options_;
+  const int shard_count_;  // options.shards, or kDefaultShards
   const uint64_t shard_capacity_;
   const uint64_t max_entry_bytes_;
-  Shard shards_[kShards];
+  const std::unique_ptr<Shard[]> shards_ = std::make_unique<Shard[]>(shard_count_);
 };
 
 }  // namespace
