@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/workload.h"
@@ -374,25 +375,9 @@ constexpr const char* kTierNames[] = {"unspecified", "l1", "l2", "l3", "origin"}
 }  // namespace
 
 std::string StatusCodeName(int code) {
-  static constexpr const char* kNames[] = {"OK",
-                                           "CANCELLED",
-                                           "UNKNOWN",
-                                           "INVALID_ARGUMENT",
-                                           "DEADLINE_EXCEEDED",
-                                           "NOT_FOUND",
-                                           "ALREADY_EXISTS",
-                                           "PERMISSION_DENIED",
-                                           "RESOURCE_EXHAUSTED",
-                                           "FAILED_PRECONDITION",
-                                           "ABORTED",
-                                           "OUT_OF_RANGE",
-                                           "UNIMPLEMENTED",
-                                           "INTERNAL",
-                                           "UNAVAILABLE",
-                                           "DATA_LOSS",
-                                           "UNAUTHENTICATED"};
+  // grpc::StatusCode and absl::StatusCode share their numbers and names.
   if (code < 0 || code >= StatusCounts::kCodes) return absl::StrCat("CODE_", code);
-  return kNames[code];
+  return absl::StatusCodeToString(static_cast<absl::StatusCode>(code));
 }
 
 void StatusCounts::Add(grpc::StatusCode code, uint64_t n) {

@@ -2,29 +2,20 @@
 
 #include <grpcpp/support/server_callback.h>
 
+#include "absl/status/status.h"
+
 namespace fanout::server {
 namespace {
 
+// grpc::StatusCode and absl::StatusCode share their numbers and names.
 const std::vector<std::string>& CodeNames() {
-  static const std::vector<std::string>* const kNames = new std::vector<std::string>{
-      "OK",
-      "CANCELLED",
-      "UNKNOWN",
-      "INVALID_ARGUMENT",
-      "DEADLINE_EXCEEDED",
-      "NOT_FOUND",
-      "ALREADY_EXISTS",
-      "PERMISSION_DENIED",
-      "RESOURCE_EXHAUSTED",
-      "FAILED_PRECONDITION",
-      "ABORTED",
-      "OUT_OF_RANGE",
-      "UNIMPLEMENTED",
-      "INTERNAL",
-      "UNAVAILABLE",
-      "DATA_LOSS",
-      "UNAUTHENTICATED",
-  };
+  static const std::vector<std::string>* const kNames = [] {
+    auto* names = new std::vector<std::string>();
+    for (int code = 0; code <= static_cast<int>(absl::StatusCode::kUnauthenticated); ++code) {
+      names->push_back(absl::StatusCodeToString(static_cast<absl::StatusCode>(code)));
+    }
+    return names;
+  }();
   return *kNames;
 }
 
