@@ -32,6 +32,7 @@
 #include "tests/testing/fake_origin.h"
 #include "tests/testing/fake_tier.h"
 #include "tests/testing/http_client.h"
+#include "tests/testing/loopback_listener.h"
 #include "tests/testing/manual_executor.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
@@ -385,27 +386,7 @@ TEST_F(AdminMetricsTest, DebugConfigShowsTheDocumentItRuns) {
   EXPECT_THAT(r->body, HasSubstr("ttl: 42s"));
 }
 
-// A port taken by someone else.
-class BusyPort {
- public:
-  BusyPort() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(fd_, 1);
-    socklen_t len = sizeof(addr);
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-  }
-  ~BusyPort() { ::close(fd_); }
-  int port() const { return port_; }
-
- private:
-  int fd_;
-  int port_;
-};
+using BusyPort = testing::LoopbackListener;  // a port taken by someone else
 
 TEST_F(AdminMetricsTest, StartFailsNamingAdminListenWhenTheConfiguredPortIsBusy) {
   BusyPort busy;
