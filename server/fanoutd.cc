@@ -334,7 +334,8 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
     sources.l3 = l3;
   }
   ASSIGN_OR_RETURN(d->invalidation_, InvalidationSetup::Prepare(config, &lower));
-  rp.link_guard = d->invalidation_->guard();
+  // Without a bus nothing can be missed: L1 hits skip the guard's check.
+  if (d->invalidation_->has_bus()) rp.link_guard = d->invalidation_->guard();
   d->read_path_ =
       std::make_unique<cache::ReadPath>(rp, cache::NewWTinyLfuCache(l1), std::move(lower),
                                         d->origin_.get(), d->executor_.get(), std::move(lease));
