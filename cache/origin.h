@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
@@ -35,6 +36,23 @@ struct FetchContext {
   std::string traceparent{};
 };
 
+// A change an origin reports without being asked: in namespace `ns`, the
+// `keys`, and every key starting with `prefix` when it is not empty, changed,
+// appeared or went away.
+struct OriginChange {
+  std::string ns;
+  std::vector<std::string> keys;
+  std::string prefix;
+};
+
+// A push of changes under way (Origin::WatchChanges). Destroying it ends the
+// push: no call to its sink runs after the destructor returns. Must not
+// outlive its origin.
+class OriginWatch {
+ public:
+  virtual ~OriginWatch() = default;
+};
+
 // Fetch returns at once and calls `done` exactly once, on any thread,
 // possibly inline. Status meanings:
 //   NotFound          the origin has no such key
@@ -54,6 +72,18 @@ class Origin {
 
   virtual void Fetch(absl::string_view ns, absl::string_view key, const FetchContext& context,
                      FetchDone done) = 0;
+
+  // Starts reporting the changes the origin sees by itself to `sink` (from
+  // a thread of the origin's; calls never overlap and must not block) until
+  // the returned watch is destroyed. A push only hastens what the ttls
+  // already bound: an origin may miss changes (while it reconnects), and a
+  // change may be reported more than once. Called at most once.
+  // Unimplemented when this origin cannot push (the default).
+  using ChangeSink = absl::AnyInvocable<void(OriginChange)>;
+  virtual absl::StatusOr<std::unique_ptr<OriginWatch>> WatchChanges(ChangeSink sink) {
+    (void)sink;
+    return absl::UnimplementedError("this origin does not push changes");
+  }
 };
 
 }  // namespace fanout::cache

@@ -387,6 +387,7 @@ absl::StatusOr<Config> ParseConfig(absl::string_view yaml, absl::string_view sou
     origin.Fail(absl::StrCat("origin.type: \"", type, "\" is not one of file, grpc"));
   }
   origin.Duration("timeout", &c.origin.timeout);
+  origin.Bool("push", &c.origin.push);
   Section file = origin.Child("file");
   file.String("root", &c.origin.file_root);
   std::string symlinks;
@@ -591,6 +592,7 @@ std::map<std::string, std::string> ConfigSettings(const Config& c) {
   m["cache.l3.warm_l1"] = Text(c.cache.l3_warm_l1);
   m["origin.type"] = Text(static_cast<int>(c.origin.type));
   m["origin.timeout"] = Text(c.origin.timeout);
+  m["origin.push"] = Text(c.origin.push);
   m["origin.file.root"] = c.origin.file_root;
   m["origin.file.symlinks"] = Text(static_cast<int>(c.origin.file_symlinks));
   m["origin.file.io_threads"] = Text(c.origin.file_io_threads);

@@ -87,6 +87,9 @@ struct OriginSection {
   enum class Type { kFile, kGrpc };
   Type type = Type::kFile;
   absl::Duration timeout = absl::Seconds(2);
+  // Apply the changes the origin reports by itself (the file origin's
+  // inotify watch; a gRPC origin's Origin.Watch stream) as invalidations.
+  bool push = true;
   std::string file_root = "deploy/examples/config.d";
   cache::FileSymlinks file_symlinks = cache::FileSymlinks::kWithinRoot;
   int file_io_threads = 4;           // threads of the file origin's blocking-read pool

@@ -348,7 +348,7 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
       WarmL1FromL3(*l3, d->read_path_->l1(), config.cache.l1_capacity);
     }
   }
-  d->invalidation_->Start(d->read_path_.get(), d->executor_.get());
+  d->invalidation_->Start(d->read_path_.get(), d->origin_.get(), d->executor_.get());
 
   ASSIGN_OR_RETURN(
       std::unique_ptr<router::Router> router,

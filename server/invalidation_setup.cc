@@ -60,10 +60,24 @@ absl::StatusOr<std::unique_ptr<InvalidationSetup>> InvalidationSetup::Prepare(
   return s;
 }
 
-void InvalidationSetup::Start(cache::ReadPath* read_path, Executor* executor) {
+void InvalidationSetup::Start(cache::ReadPath* read_path, cache::Origin* origin,
+                              Executor* executor) {
   invalidator_ =
       std::make_unique<cache::Invalidator>(read_path, bus_.get(), guard_.get(), executor->clock());
   watch_ = std::make_unique<WatchService>(config_, read_path, invalidator_.get(), executor);
+  if (!config_.origin.push) return;
+  absl::StatusOr<std::unique_ptr<cache::OriginPush>> push = cache::OriginPush::Start(
+      origin, invalidator_.get(), static_cast<size_t>(config_.limits.max_batch_keys));
+  if (push.ok()) {
+    push_ = *std::move(push);
+    FANOUT_LOG(INFO) << "origin.push: the origin's changes are applied as they come";
+  } else if (absl::IsUnimplemented(push.status())) {
+    FANOUT_LOG(INFO) << "origin.push: " << push.status().message()
+                     << "; changed values are served until their ttl";
+  } else {
+    // Reads still work; changes wait for the ttl.
+    FANOUT_LOG(WARNING) << "origin.push: not watching the origin: " << push.status().message();
+  }
 }
 
 void InvalidationSetup::Shutdown() {
@@ -71,6 +85,7 @@ void InvalidationSetup::Shutdown() {
 }
 
 InvalidationSetup::~InvalidationSetup() {
+  push_.reset();
   watch_.reset();
   invalidator_.reset();
   bus_.reset();
@@ -80,6 +95,10 @@ InvalidationStats InvalidationSetup::Stats() const {
   InvalidationStats s;
   if (invalidator_ != nullptr) s.invalidator = invalidator_->Stats();
   if (watch_ != nullptr) s.watch = watch_->Stats();
+  if (push_ != nullptr) {
+    s.origin_push = true;
+    s.push = push_->Stats();
+  }
   return s;
 }
 

@@ -4,10 +4,12 @@
 //
 //   Prepare   before the read path: wraps the lower tiers (L2 with fenced
 //             writes, and starts the bus on its Redis; L3 with the guard)
-//   Start     once the read path exists: the invalidator and Watch
+//   Start     once the read path exists: the invalidator, Watch, and the
+//             origin's push of changes (origin.push)
 //   Shutdown  at the drain: ends the Watch streams
-//   ~         stops Watch, the invalidator and the bus, in that
-//             order (each calls into the next); before the read path goes
+//   ~         stops the origin's push, Watch, the invalidator and the bus,
+//             in that order (each calls into the next); before the read
+//             path and the origin go
 #ifndef FANOUT_SERVER_INVALIDATION_SETUP_H_
 #define FANOUT_SERVER_INVALIDATION_SETUP_H_
 
@@ -17,6 +19,8 @@
 #include "absl/status/statusor.h"
 #include "cache/invalidator.h"
 #include "cache/link_guard.h"
+#include "cache/origin.h"
+#include "cache/origin_push.h"
 #include "cache/read_path.h"
 #include "cache/tier.h"
 #include "common/executor.h"
@@ -33,6 +37,8 @@ namespace fanout::server {
 // What the invalidation side reports, for metrics and tests.
 struct InvalidationStats {
   cache::InvalidatorStats invalidator;  // the bus's state and counts are in .bus
+  bool origin_push = false;             // the origin pushes its changes
+  cache::OriginPushStats push;
   WatchStats watch;
 };
 
@@ -50,8 +56,8 @@ class InvalidationSetup {
   const cache::LinkGuard* guard() const { return guard_.get(); }
   bool has_bus() const { return bus_ != nullptr; }
 
-  // `read_path`, `executor`: not owned; must outlive this.
-  void Start(cache::ReadPath* read_path, Executor* executor);
+  // `read_path`, `origin`, `executor`: not owned; must outlive this.
+  void Start(cache::ReadPath* read_path, cache::Origin* origin, Executor* executor);
   void Shutdown();
 
   cache::Invalidator* invalidator() { return invalidator_.get(); }
@@ -67,6 +73,7 @@ class InvalidationSetup {
   std::unique_ptr<cache::RedisBus> bus_;
   std::unique_ptr<cache::Invalidator> invalidator_;
   std::unique_ptr<WatchService> watch_;
+  std::unique_ptr<cache::OriginPush> push_;
 };
 
 }  // namespace fanout::server

@@ -390,6 +390,7 @@ INSTANTIATE_TEST_SUITE_P(
         SettingCase{"watch.buffer_bytes", "watch: {buffer_bytes: 64KiB}"},
         SettingCase{"origin.grpc.target",
                     "origin: {grpc: {target: [\"127.0.0.1:1\", \"127.0.0.1:2\"]}}"},
+        SettingCase{"origin.push", "origin: {push: false}"},
         SettingCase{"origin.grpc.policy", "origin: {grpc: {policy: hedged}}"},
         SettingCase{"origin.grpc.hedge_after", "origin: {grpc: {hedge_after: 80ms}}"}),
     [](const ::testing::TestParamInfo<SettingCase>& info) {
