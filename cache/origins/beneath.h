@@ -24,6 +24,8 @@ class UniqueFd {
 
   bool ok() const { return fd_ >= 0; }
   int get() const { return fd_; }
+  // Gives the descriptor up without closing it.
+  int release() { return std::exchange(fd_, -1); }
 
  private:
   int fd_ = -1;

@@ -15,6 +15,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "cache/origins/beneath.h"
+#include "cache/origins/file_watch.h"
 #include "common/status_macros.h"
 
 namespace fanout::cache {
@@ -224,8 +225,17 @@ struct PendingRead {
 
 class FileOrigin final : public Origin {
  public:
-  FileOrigin(std::shared_ptr<const FileReader> reader, BlockingPool* io, Executor* executor)
-      : reader_(std::move(reader)), io_(io), executor_(executor) {}
+  FileOrigin(const FileOriginOptions& options, std::shared_ptr<const FileReader> reader,
+             BlockingPool* io, Executor* executor)
+      : options_(options), reader_(std::move(reader)), io_(io), executor_(executor) {}
+
+  absl::StatusOr<std::unique_ptr<OriginWatch>> WatchChanges(ChangeSink sink) override {
+    FileWatchOptions o;
+    o.root = options_.root;
+    o.symlinks = options_.symlinks;
+    o.use_openat2 = options_.use_openat2;
+    return StartFileWatch(std::move(o), std::move(sink));
+  }
 
   void Fetch(absl::string_view ns, absl::string_view key, const FetchContext& context,
              FetchDone done) override {
@@ -300,6 +310,7 @@ class FileOrigin final : public Origin {
   }
 
  private:
+  const FileOriginOptions options_;
   const std::shared_ptr<const FileReader> reader_;
   BlockingPool* const io_;
   Executor* const executor_;
@@ -357,8 +368,8 @@ absl::StatusOr<std::unique_ptr<Origin>> NewFileOrigin(const FileOriginOptions& o
         absl::StrCat("origin.file.root: \"", options.root, "\" is not a directory"));
   }
   const bool openat2 = options.use_openat2 && Openat2Works(options.root);
-  return std::make_unique<FileOrigin>(std::make_shared<const FileReader>(options, openat2), io,
-                                      executor);
+  return std::make_unique<FileOrigin>(options, std::make_shared<const FileReader>(options, openat2),
+                                      io, executor);
 }
 
 }  // namespace fanout::cache

@@ -72,6 +72,7 @@ absl::StatusOr<std::string> FileOriginPath(absl::string_view ns, absl::string_vi
 //   Unavailable         the root is missing or unreadable (an origin
 //                       failure, never "no such key"); a transient I/O error
 //   ResourceExhausted   `io` has io->max_queued() reads waiting
+// WatchChanges reports the keys whose files change (cache/origins/file_watch.h).
 // `io`, `executor`: not owned; must outlive every fetch (the origin itself
 // may go first: reads still running finish without touching it).
 // InvalidArgument naming origin.file.root when the root is not a directory
