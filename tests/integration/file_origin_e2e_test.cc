@@ -151,6 +151,55 @@ TEST(FileOriginE2eTest, AVanishedRootServesStaleValuesAndNeverEvictsThem) {
   EXPECT_EQ(back.out, "v2");
 }
 
+// The origin's push: a file changed under the root reaches Get long before
+// the ttl, without an Invalidate call, whether it is rewritten in place,
+// renamed over, deleted or created.
+TEST(FileOriginE2eTest, AChangedFileIsServedWithoutAnInvalidate) {
+  TempRoot root;
+  root.Write("flags/x", "v1");
+  root.Write("flags/y", "y1");
+  Daemon d(FileOriginYaml(root.path(), "cache:\n  ttl: 1h\n"));
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+  const std::string& addr = d.address();
+  ASSERT_EQ(Ctl(addr, {"get", "flags/x"}).out, "v1");
+  ASSERT_EQ(Ctl(addr, {"get", "flags/y"}).out, "y1");
+  ASSERT_EQ(Ctl(addr, {"get", "flags/z"}).code, 3);
+
+  root.Write("flags/x", "v2");
+  auto edited = PollGet(addr, "flags/x", [](const testing::RunResult& r) { return r.out == "v2"; });
+  EXPECT_EQ(edited.out, "v2") << edited.err;
+
+  root.Write("flags/.x.tmp", "v3");
+  fs::rename(root.path() / "flags/.x.tmp", root.path() / "flags/x");
+  auto renamed =
+      PollGet(addr, "flags/x", [](const testing::RunResult& r) { return r.out == "v3"; });
+  EXPECT_EQ(renamed.out, "v3") << renamed.err;
+
+  fs::remove(root.path() / "flags/y");
+  auto deleted = PollGet(addr, "flags/y", [](const testing::RunResult& r) { return r.code == 3; });
+  EXPECT_EQ(deleted.code, 3) << deleted.out << deleted.err;
+
+  root.Write("flags/z", "z1");
+  auto created =
+      PollGet(addr, "flags/z", [](const testing::RunResult& r) { return r.out == "z1"; });
+  EXPECT_EQ(created.out, "z1") << created.err;
+}
+
+// origin.push: false leaves changed values to their ttl.
+TEST(FileOriginE2eTest, WithoutPushAChangedFileWaitsForTheTtl) {
+  TempRoot root;
+  root.Write("flags/x", "v1");
+  Daemon d(FileOriginYaml(root.path(), "  push: false\ncache:\n  ttl: 1h\n"));
+  ASSERT_FALSE(d.address().empty()) << d.process().err();
+  ASSERT_EQ(Ctl(d.address(), {"get", "flags/x"}).out, "v1");
+  root.Write("flags/x", "v2");
+  // A change a pushing pod would have seen by now: the watch's debounce is
+  // 50 ms; a second is twenty times that.
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_EQ(Ctl(d.address(), {"get", "flags/x"}).out, "v1");
+  EXPECT_EQ(Ctl(d.address(), {"get", "--bypass", "flags/x"}).out, "v2");
+}
+
 TEST(FileOriginE2eTest, SampleNamespaceLivesUnderItsFolderAndCannotBeAliased) {
   Daemon d(absl::StrCat("origin:\n  file:\n    root: ", FANOUT_SOURCE_DIR,
                         "/deploy/examples/config.d\n"));

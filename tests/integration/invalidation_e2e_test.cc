@@ -27,16 +27,19 @@ using ::testing::HasSubstr;
 using ::testing::Not;
 
 // A fanoutd process (a pod) with its own config, on a free loopback port.
+// `extra` goes in its invalidation section. The pods share one root; unless
+// `push`, they do not watch it, so that only the bus carries changes.
 class Pod : public testing::FanoutdProcess {
  public:
   Pod(const std::string& name, const std::string& root, const std::string& redis,
-      const std::string& extra = "")
+      const std::string& extra = "", bool push = false)
       : FanoutdProcess(
             FANOUTD_PATH,
-            absl::StrCat("origin:\n  type: file\n  file:\n    root: ", root,
-                         "\ncache:\n  l2:\n    redis: ", redis, "\n    key_prefix: \"inv:\"\n",
-                         "invalidation:\n  pod: ", name, "\n  heartbeat: 200ms\n  dead_after: 1s\n",
-                         extra, "watch:\n  heartbeat: 200ms\nadmin:\n  listen: \"\"\n")) {}
+            absl::StrCat("origin:\n  type: file\n  push: ", push ? "true" : "false",
+                         "\n  file:\n    root: ", root, "\ncache:\n  l2:\n    redis: ", redis,
+                         "\n    key_prefix: \"inv:\"\n", "invalidation:\n  pod: ", name,
+                         "\n  heartbeat: 200ms\n  dead_after: 1s\n", extra,
+                         "watch:\n  heartbeat: 200ms\nadmin:\n  listen: \"\"\n")) {}
 };
 
 testing::RunResult Ctl(const std::string& addr, std::vector<std::string> args) {
@@ -162,6 +165,23 @@ TEST_F(InvalidationE2eTest, InvalidateOnOnePodStopsTheOthersServingTheOldValue) 
   EXPECT_THAT(inv.out, HasSubstr("broadcast=true"));
   EXPECT_EQ(GetUntil(b.address(), "flags/x", "v2").out, "v2");
   EXPECT_EQ(GetUntil(c.address(), "flags/x", "v2").out, "v2");
+  EXPECT_TRUE(WaitForOut(*watch, "INVALIDATED key=flags/x")) << watch->out();
+}
+
+// Pods that watch their root apply a change of it on their own: each
+// invalidates it (and the shared tier's copy) with no Invalidate call.
+TEST_F(InvalidationE2eTest, PodsWatchingTheRootServeAChangedFileWithoutAnInvalidate) {
+  Pod a("pod-a", root_, redis_->address(), "", /*push=*/true);
+  Pod b("pod-b", root_, redis_->address(), "", /*push=*/true);
+  ASSERT_FALSE(a.address().empty()) << a.process().err();
+  ASSERT_FALSE(b.address().empty()) << b.process().err();
+  auto watch = Watch(b.address(), "flags/");
+  ASSERT_TRUE(WaitForOut(*watch, "HEARTBEAT")) << watch->err();
+  EXPECT_EQ(Value(a.address()), "v1");
+  EXPECT_EQ(Value(b.address()), "v1");
+  SetValue("v2");
+  EXPECT_EQ(GetUntil(a.address(), "flags/x", "v2").out, "v2");
+  EXPECT_EQ(GetUntil(b.address(), "flags/x", "v2").out, "v2");
   EXPECT_TRUE(WaitForOut(*watch, "INVALIDATED key=flags/x")) << watch->out();
 }
 
