@@ -1,0 +1,118 @@
+// Delay of the origin's push (bench/run_push.sh): how long after a file
+// under the file origin's root changes a pod serves the new value, with no
+// Invalidate call. Each round has every pod cache a key's current value,
+// changes its file (in place, or written aside and renamed over it, in
+// turn), and from the moment the write is done polls Get on every pod
+// until it serves the new value. Prints one JSON object: the delays by way
+// of writing, and the rounds in which a pod still served the old value
+// after `--give_up`.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "bench/histogram.h"
+#include "client/client.h"
+
+ABSL_FLAG(std::vector<std::string>, pods, {}, "pod addresses (each watches the root)");
+ABSL_FLAG(std::string, root, "", "the pods' file-origin root");
+ABSL_FLAG(int, rounds, 200, "changes");
+ABSL_FLAG(int, keys, 20, "distinct keys (under bench/), changed in turn");
+ABSL_FLAG(absl::Duration, give_up, absl::Seconds(5), "longest wait for one pod in one round");
+
+namespace {
+
+using fanout::bench::LatencyHistogram;
+
+std::string Json(const char* name, const LatencyHistogram& h) {
+  auto ms = [](uint64_t ns) { return static_cast<double>(ns) / 1e6; };
+  return absl::StrCat("\"", name, "\": {\"n\": ", h.count(), ", \"p50_ms\": ", ms(h.Percentile(50)),
+                      ", \"p99_ms\": ", ms(h.Percentile(99)), ", \"max_ms\": ", ms(h.max()), "}");
+}
+
+// Writes `value` to `path`: truncated and rewritten in place, or written to
+// a hidden file beside it and renamed over it (how editors and deploy tools
+// replace files).
+void Change(const std::string& path, const std::string& value, bool rename) {
+  if (!rename) {
+    std::ofstream(path, std::ios::trunc) << value;
+    return;
+  }
+  const std::filesystem::path p(path);
+  const std::string tmp =
+      (p.parent_path() / absl::StrCat(".", p.filename().string(), ".tmp")).string();
+  std::ofstream(tmp, std::ios::trunc) << value;
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::vector<std::string> addrs = absl::GetFlag(FLAGS_pods);
+  const std::string root = absl::GetFlag(FLAGS_root);
+  if (addrs.empty() || root.empty()) {
+    std::fprintf(stderr, "usage: fanout-push-bench --pods A[,B...] --root DIR\n");
+    return 2;
+  }
+  std::vector<std::unique_ptr<fanout::client::Client>> pods;
+  for (const std::string& a : addrs) {
+    auto c = fanout::client::Client::Connect(a);
+    if (!c.ok()) {
+      std::fprintf(stderr, "%s: %s\n", a.c_str(), std::string(c.status().message()).c_str());
+      return 1;
+    }
+    pods.push_back(*std::move(c));
+  }
+  const int rounds = absl::GetFlag(FLAGS_rounds);
+  const int keys = absl::GetFlag(FLAGS_keys);
+  std::filesystem::create_directories(root + "/bench");
+  for (int k = 0; k < keys; ++k) {
+    std::ofstream(absl::StrCat(root, "/bench/k", k), std::ios::trunc) << "initial";
+  }
+  LatencyHistogram in_place, renamed, all;
+  int late = 0, errors = 0;
+  for (int i = 0; i < rounds; ++i) {
+    const std::string key = absl::StrCat("bench/k", i % keys);
+    const std::string value = absl::StrCat("v", i);
+    // Every pod holds the current value (after the first round's push of
+    // the initial files has settled, this is the value of the last change).
+    for (auto& pod : pods) {
+      if (!pod->Get(key).ok()) ++errors;
+    }
+    const bool rename = i % 2 == 1;
+    Change(root + "/" + key, value, rename);
+    const absl::Time written = absl::Now();
+    std::vector<bool> seen(pods.size(), false);
+    size_t left = pods.size();
+    const absl::Time give_up = written + absl::GetFlag(FLAGS_give_up);
+    while (left > 0 && absl::Now() < give_up) {
+      for (size_t p = 0; p < pods.size(); ++p) {
+        if (seen[p]) continue;
+        auto got = pods[p]->Get(key);
+        if (got.ok() && got->value() == value) {
+          const auto ns = static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - written));
+          (rename ? renamed : in_place).Record(ns);
+          all.Record(ns);
+          seen[p] = true;
+          --left;
+        }
+      }
+      if (left > 0) ::usleep(500);
+    }
+    late += static_cast<int>(left);
+  }
+  std::printf("{\"rounds\": %d, \"pods\": %zu, \"late\": %d, \"errors\": %d, %s, %s, %s}\n", rounds,
+              pods.size(), late, errors, Json("all", all).c_str(),
+              Json("in_place", in_place).c_str(), Json("rename", renamed).c_str());
+  return late == 0 && errors == 0 ? 0 : 1;
+}
