@@ -99,7 +99,7 @@ if [ -n "$(git -C "$root" status --porcelain --untracked-files=no -- . \
   ':(exclude)bench/RESULTS.md' 2>/dev/null)" ]; then
   revision="$revision+changes"
 fi
-machine="$(nproc) cores, ${cpu:-unknown CPU}, $(uname -r), shared with other work while measured; Redis $redis_version; $(date -u '+%Y-%m-%d %H:%M UTC'); revision $revision"
+machine="$(nproc) cores, ${cpu:-unknown CPU}, $(uname -r), shared with other work while measured (load average $(cut -d' ' -f1-3 /proc/loadavg) at the end); Redis $redis_version; $(date -u '+%Y-%m-%d %H:%M UTC'); revision $revision"
 
 python3 - "$tmp/inval.json" "$tmp/watch.json" "$tmp/drops.json" "$machine" "$elapsed" \
   <<'PY' | python3 "$root/bench/results_md.py" "$results" inval
