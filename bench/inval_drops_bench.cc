@@ -324,7 +324,7 @@ int main(int argc, char** argv) {
       absl::Seconds(30));
 
   std::atomic<bool> stop_writing{false};
-  std::atomic<int64_t> not_broadcast{0};
+  fanout::bench::ErrorCounts not_broadcast;  // writer thread only until it is joined
   std::thread writer([&] {
     const absl::Duration period = absl::Seconds(1) / absl::GetFlag(FLAGS_rate);
     absl::Time next = absl::Now();
@@ -336,7 +336,7 @@ int main(int argc, char** argv) {
       const int k = i % keys;
       ++n;
       if (!WriteFile(absl::StrCat(root, "/", Key(k)), absl::StrCat(n))) {
-        not_broadcast.fetch_add(1);
+        not_broadcast.Add(absl::InternalError("cannot write the origin's file"));
         continue;
       }
       fanout::v1::InvalidateRequest r;
@@ -344,7 +344,8 @@ int main(int argc, char** argv) {
       auto inv = pods[0]->Invalidate(r);
       const absl::Time acked = absl::Now();
       if (!inv.ok() || !inv->broadcast()) {
-        not_broadcast.fetch_add(1);
+        not_broadcast.Add(inv.ok() ? absl::UnavailableError("answered broadcast=false")
+                                   : inv.status());
         continue;
       }
       state.Acknowledged(k, n, acked);
@@ -439,7 +440,8 @@ int main(int argc, char** argv) {
   std::string out = absl::StrCat(
       "{\"drops_asked\": ", absl::GetFlag(FLAGS_drops), ", \"drops\": ", drops_done,
       ", \"not_recovered\": ", not_recovered, ", \"invalidations\": ", state.invalidations(),
-      ", \"not_broadcast\": ", not_broadcast.load(), ", \"keys\": ", keys,
+      ", \"not_broadcast\": ", not_broadcast.total(),
+      ", \"not_broadcast_by_error\": ", not_broadcast.Json(), ", \"keys\": ", keys,
       ", \"rate\": ", absl::GetFlag(FLAGS_rate),
       ", \"drop_every_ms\": ", absl::ToDoubleMilliseconds(absl::GetFlag(FLAGS_drop_every)),
       ", \"bound_ms\": ", absl::ToDoubleMilliseconds(bound), ", \"seconds\": ", elapsed_s,

@@ -4,10 +4,13 @@
 #define FANOUT_BENCH_INVAL_STATS_H_
 
 #include <algorithm>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace fanout::bench {
 
@@ -38,6 +41,47 @@ inline std::string DelayJson(const std::string& name, const std::vector<double>&
   return absl::StrCat("\"", name, "\": {\"n\": ", s.n, ", \"p50_ms\": ", s.p50,
                       ", \"p99_ms\": ", s.p99, ", \"max_ms\": ", s.max, "}");
 }
+
+// `text` as a JSON string, quotes included.
+inline std::string JsonString(const std::string& text) {
+  std::string out = "\"";
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += absl::StrFormat("\\u%04x", c);
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// Failed calls counted by code and message, for the benches' JSON. Not
+// thread-safe.
+class ErrorCounts {
+ public:
+  void Add(const absl::Status& status) {
+    ++counts_[absl::StrCat(absl::StatusCodeToString(status.code()), ": ", status.message())];
+  }
+  int total() const {
+    int n = 0;
+    for (const auto& [text, count] : counts_) n += count;
+    return n;
+  }
+  // `{"CODE: message": count, ...}`.
+  std::string Json() const {
+    std::string out = "{";
+    for (const auto& [text, count] : counts_) {
+      absl::StrAppend(&out, out.size() > 1 ? ", " : "", JsonString(text), ": ", count);
+    }
+    return out + "}";
+  }
+
+ private:
+  std::map<std::string, int> counts_;
+};
 
 }  // namespace fanout::bench
 

@@ -170,12 +170,18 @@ for ph in ("streams1", "streamsN"):
             w[ph]["streams"], label, trio(s["first"]), trio(s["last"]), trio(s["last_from_call"]),
             trio(s["call"])))
 print()
+def why(counts, fmt):
+    return fmt % "; ".join("%d %s" % (n, m) for m, n in sorted(counts.items())) if counts else ""
+failed = {}
+for ph in ("streams1", "streamsN"):
+    for sd in ("remote", "local"):
+        for m, n in w[ph][sd]["errors_by_message"].items():
+            failed[m] = failed.get(m, 0) + n
 print("Cells are p50 / p99 / max over the rounds (nearest rank: under 50 rounds, p99 is the "
-      "max). Rounds in which a stream missed the event for 10 s: %d; failed calls: %d; streams "
-      "that ended before the benchmark cancelled them: %d." % (
+      "max). Rounds in which a stream missed the event for 10 s: %d; failed calls: %d%s; "
+      "streams that ended before the benchmark cancelled them: %d." % (
           sum(w[ph][sd]["late"] for ph in ("streams1", "streamsN") for sd in ("remote", "local")),
-          sum(w[ph][sd]["errors"] for ph in ("streams1", "streamsN") for sd in ("remote", "local")),
-          w["streams_not_cancelled_by_us"]))
+          sum(failed.values()), why(failed, " (%s)"), w["streams_not_cancelled_by_us"]))
 print()
 
 b, c = x["pods"][0], x["pods"][1] if len(x["pods"]) > 1 else None
@@ -208,10 +214,10 @@ both("one sweep of the keys (Get each, p50 / p99 / max)", lambda p: trio(p["swee
 both("Gets (errors)", lambda p: "%d (%d)" % (p["gets"], p["errors"]))
 print()
 print("Drops done: %d of %d (%d without RECOVERED within 10 s); invalidations acknowledged: %d "
-      "(%d not broadcast); kill to RECOVERED on B: %s; checkpoints passed: %d of %d (after the "
+      "(%d not broadcast%s); kill to RECOVERED on B: %s; checkpoints passed: %d of %d (after the "
       "drops: %s; final: %.1f ms); %.0f s in all." % (
           x["drops"], x["drops_asked"], x["not_recovered"], x["invalidations"],
-          x["not_broadcast"], trio(x["kill_to_recovered"], "%.0f"),
+          x["not_broadcast"], why(x["not_broadcast_by_error"], ": %s"), trio(x["kill_to_recovered"], "%.0f"),
           x["checkpoints"] - x["checkpoints_failed"], x["checkpoints"],
           trio(x["checkpoint"], "%.1f"), x["final_checkpoint_ms"], x["seconds"]))
 PY

@@ -108,7 +108,8 @@ void Open(Streams& s, const std::vector<std::unique_ptr<fanout::v1::Sidecar::Stu
 
 struct Side {
   std::vector<double> first, last, first_from_call, last_from_call, call;
-  int late = 0, errors = 0;
+  int late = 0;
+  fanout::bench::ErrorCounts errors;
 };
 
 }  // namespace
@@ -184,7 +185,8 @@ int main(int argc, char** argv) {
         auto inv = invalidate(side == 0 ? *pods[0] : *pods[1], id);
         const absl::Time returned = absl::Now();
         if (!inv.ok() || (side == 0 && !inv->broadcast())) {
-          ++x.errors;
+          x.errors.Add(inv.ok() ? absl::UnavailableError("answered broadcast=false")
+                                : inv.status());
           continue;
         }
         if (!PollUntil([&] { return s.by_id[id].count.load() >= total; }, give_up)) {
@@ -207,10 +209,11 @@ int main(int argc, char** argv) {
       const Side& x = sides[side];
       absl::StrAppend(
           &out, ", \"", side == 0 ? "remote" : "local", "\": {\"late\": ", x.late,
-          ", \"errors\": ", x.errors, ", ", DelayJson("first", x.first), ", ",
-          DelayJson("last", x.last), ", ", DelayJson("first_from_call", x.first_from_call), ", ",
+          ", \"errors\": ", x.errors.total(), ", \"errors_by_message\": ", x.errors.Json(), ", ",
+          DelayJson("first", x.first), ", ", DelayJson("last", x.last), ", ",
+          DelayJson("first_from_call", x.first_from_call), ", ",
           DelayJson("last_from_call", x.last_from_call), ", ", DelayJson("call", x.call), "}");
-      ok = ok && x.late == 0 && x.errors == 0;
+      ok = ok && x.late == 0 && x.errors.total() == 0;
     }
     absl::StrAppend(&out, "}");
   }
