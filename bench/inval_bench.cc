@@ -5,7 +5,6 @@
 // serves the new value. Prints one JSON object: the delays (per pod and
 // all together), the Invalidate call's own latency, and the rounds in which
 // a pod still served the old value after `--give_up`.
-#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -17,6 +16,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "bench/inval_stats.h"
 #include "client/client.h"
 
 ABSL_FLAG(std::vector<std::string>, pods, {}, "pod addresses; the first invalidates");
@@ -24,33 +24,6 @@ ABSL_FLAG(std::string, root, "", "the pods' file-origin root");
 ABSL_FLAG(int, rounds, 1000, "invalidations");
 ABSL_FLAG(int, keys, 50, "distinct keys, used in turn");
 ABSL_FLAG(absl::Duration, give_up, absl::Seconds(5), "longest wait for one pod in one round");
-
-namespace {
-
-struct Summary {
-  double p50 = 0, p99 = 0, max = 0;
-};
-
-Summary Summarize(std::vector<double> v) {
-  Summary s;
-  if (v.empty()) return s;
-  std::sort(v.begin(), v.end());
-  auto at = [&](double q) {
-    size_t i = static_cast<size_t>(q * static_cast<double>(v.size() - 1) + 0.5);
-    return v[std::min(i, v.size() - 1)];
-  };
-  s.p50 = at(0.50);
-  s.p99 = at(0.99);
-  s.max = v.back();
-  return s;
-}
-
-std::string Json(const char* name, const Summary& s, size_t n) {
-  return absl::StrCat("\"", name, "\": {\"n\": ", n, ", \"p50_ms\": ", s.p50,
-                      ", \"p99_ms\": ", s.p99, ", \"max_ms\": ", s.max, "}");
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -115,11 +88,10 @@ int main(int argc, char** argv) {
   }
   std::string out = absl::StrCat("{\"rounds\": ", rounds, ", \"pods\": ", pods.size(),
                                  ", \"late\": ", late, ", \"errors\": ", errors, ", ");
-  absl::StrAppend(&out, Json("invalidate_call", Summarize(call), call.size()), ", ");
-  absl::StrAppend(&out, Json("propagation", Summarize(all), all.size()));
+  absl::StrAppend(&out, fanout::bench::DelayJson("invalidate_call", call), ", ");
+  absl::StrAppend(&out, fanout::bench::DelayJson("propagation", all));
   for (size_t p = 1; p < pods.size(); ++p) {
-    absl::StrAppend(&out, ", ",
-                    Json(absl::StrCat("pod", p).c_str(), Summarize(delay[p]), delay[p].size()));
+    absl::StrAppend(&out, ", ", fanout::bench::DelayJson(absl::StrCat("pod", p), delay[p]));
   }
   std::printf("%s}\n", out.c_str());
   return late == 0 && errors == 0 ? 0 : 1;

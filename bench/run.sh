@@ -10,13 +10,13 @@
 #
 # Rewrites only the `get` section of bench/RESULTS.md (hand-written notes
 # below its notes marker are kept), then runs the other suites' scripts,
-# bench/run_l1.sh, bench/run_route.sh, bench/run_l2.sh, bench/run_l3.sh and
-# bench/run_outage.sh, if they exist.
+# bench/run_l1.sh, bench/run_route.sh, bench/run_l2.sh, bench/run_l3.sh,
+# bench/run_outage.sh, bench/run_inval.sh and bench/run_push.sh, if they exist.
 #
 # usage: bench/run.sh BUILD_DIR
 #   QUICK=1   short runs (under 2 minutes for this suite)
 #   PAIRS=N   pairs per benchmark (default 5, at least 5 for the table)
-#   SUITES=   which suites to run (default "get l1 route l2 l3 outage")
+#   SUITES=   which suites to run (default "get l1 route l2 l3 outage inval push")
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,7 +24,7 @@ src=$(cd "$here/.." && pwd)
 build=$(cd "${1:-build}" && pwd)
 quick=${QUICK:-0}
 pairs=${PAIRS:-5}
-suites=" ${SUITES:-get l1 route l2 l3 outage} "
+suites=" ${SUITES:-get l1 route l2 l3 outage inval push} "
 keys=1000
 value_bytes=128
 if [ "$quick" = 1 ]; then
@@ -303,7 +303,7 @@ if [[ "$suites" == *" get "* ]]; then get_suite; fi
 
 # --- The other suites, when present.
 status=0
-for suite in l1 route l2 l3 outage; do
+for suite in l1 route l2 l3 outage inval push; do
   if [[ "$suites" == *" $suite "* && -f "$here/run_$suite.sh" ]]; then
     suite=run_$suite.sh
     log "running bench/$suite"
