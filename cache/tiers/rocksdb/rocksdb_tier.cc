@@ -665,7 +665,8 @@ absl::StatusOr<Entry> RocksDbTier::Finish(absl::string_view key, const rocksdb::
   }
   Entry entry = std::move(env->entry);
   if (clock_->Now() >= entry.stale_until ||
-      (any_remembered_.load(std::memory_order_acquire) && !ApplyRemembered(key, &entry))) {
+      (any_remembered_.load(std::memory_order_acquire) && !ApplyRemembered(key, &entry)) ||
+      (pending_erases_.load(std::memory_order_acquire) > 0 && !ApplyPending(key, &entry))) {
     counters_->misses.fetch_add(1, std::memory_order_relaxed);
     return Miss();
   }
@@ -849,6 +850,7 @@ void RocksDbTier::Erase(std::vector<std::string> keys, std::string prefix, Erase
   op.prefix = std::move(prefix);
   op.mode = mode;
   op.erase = call;
+  AddPending(op.keys, op.prefix, mode);
   {
     absl::MutexLock l(&mu_);
     if (!stopping_) {
@@ -863,7 +865,52 @@ void RocksDbTier::Erase(std::vector<std::string> keys, std::string prefix, Erase
       return;
     }
   }
+  RemovePending(op.keys, op.prefix);
   if (call->Claim()) std::move(call->done)(absl::UnavailableError("L3 is closing"));
+}
+
+void RocksDbTier::AddPending(const std::vector<std::string>& keys, const std::string& prefix,
+                             EraseMode mode) {
+  const absl::Time now = clock_->Now();
+  auto add = [&](PendingErase& p) {
+    if (p.queued == 0 || mode == EraseMode::kRemove) p.mode = mode;
+    p.at = std::max(p.at, now);
+    ++p.queued;
+  };
+  absl::MutexLock l(&pending_mu_);
+  for (const std::string& k : keys) {
+    add(pending_keys_.try_emplace(k, PendingErase{mode, now}).first->second);
+  }
+  if (!prefix.empty())
+    add(pending_prefixes_.try_emplace(prefix, PendingErase{mode, now}).first->second);
+  pending_erases_.fetch_add(1, std::memory_order_release);
+}
+
+void RocksDbTier::RemovePending(const std::vector<std::string>& keys, const std::string& prefix) {
+  auto remove = [](auto& map, const std::string& k) {
+    auto it = map.find(k);
+    if (it != map.end() && --it->second.queued <= 0) map.erase(it);
+  };
+  absl::MutexLock l(&pending_mu_);
+  for (const std::string& k : keys) remove(pending_keys_, k);
+  if (!prefix.empty()) remove(pending_prefixes_, prefix);
+  pending_erases_.fetch_sub(1, std::memory_order_release);
+}
+
+bool RocksDbTier::ApplyPending(absl::string_view key, Entry* entry) const {
+  auto apply = [&](const PendingErase& p) {
+    if (entry->fetched_at > p.at) return true;  // fetched after the erase
+    if (p.mode == EraseMode::kRemove) return false;
+    *entry = Supersede(std::move(*entry), p.at);
+    return true;
+  };
+  absl::MutexLock l(&pending_mu_);
+  auto it = pending_keys_.find(key);
+  if (it != pending_keys_.end() && !apply(it->second)) return false;
+  for (const auto& [prefix, p] : pending_prefixes_) {
+    if (absl::StartsWith(key, prefix) && !apply(p)) return false;
+  }
+  return true;
 }
 
 absl::Status RocksDbTier::Flush() {
@@ -1042,6 +1089,8 @@ void RocksDbTier::ApplyErase(WriteOp& op) {
     status = WriteErase(op.keys, op.prefix, op.mode, /*dry_run=*/true, &count);
     Remember(op.keys, op.prefix, op.mode);
   }
+  // Written, or remembered for lookups: no longer pending.
+  RemovePending(op.keys, op.prefix);
   if (status.ok()) {
     counters_->erased.fetch_add(count, std::memory_order_relaxed);
   } else {

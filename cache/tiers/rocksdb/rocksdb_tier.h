@@ -288,6 +288,25 @@ class RocksDbTier final : public Tier {
   // before it is served as superseded (stale-only) by this process.
   absl::Time superseded_before_ ABSL_GUARDED_BY(remembered_mu_) = absl::InfinitePast();
   std::atomic<bool> any_remembered_{false};
+
+  // Erases queued and not yet applied by the writer, by key and by prefix,
+  // with how many of each are queued. Lookups apply them meanwhile, so that
+  // a read after an invalidation erased L1, but before the writer reached
+  // its L3 erase, does not find the old value fresh and put it back in L1.
+  struct PendingErase {
+    EraseMode mode;
+    absl::Time at;
+    int queued = 0;
+  };
+  void AddPending(const std::vector<std::string>& keys, const std::string& prefix, EraseMode mode);
+  void RemovePending(const std::vector<std::string>& keys, const std::string& prefix);
+  // False when a pending erase removes `entry`; supersedes it when one
+  // supersedes it.
+  bool ApplyPending(absl::string_view key, Entry* entry) const;
+  mutable absl::Mutex pending_mu_;
+  absl::flat_hash_map<std::string, PendingErase> pending_keys_ ABSL_GUARDED_BY(pending_mu_);
+  absl::btree_map<std::string, PendingErase> pending_prefixes_ ABSL_GUARDED_BY(pending_mu_);
+  std::atomic<int64_t> pending_erases_{0};
 };
 
 }  // namespace fanout::cache

@@ -316,6 +316,54 @@ TEST(RocksDbTierTest, EraseQueuedBehindAStoreOfTheSameKeyIsAppliedAfterIt) {
   EXPECT_THAT(LookupNow(*tier, Ck("ns", "k")), StatusIs(absl::StatusCode::kNotFound));
 }
 
+// An invalidation erases L1 at once and queues L3's erase behind the writer:
+// a read in between must not find the old value fresh in L3 (it would put
+// it back in L1 for a whole ttl).
+TEST(RocksDbTierTest, LookupsApplyAnEraseStillQueuedBehindTheWriter) {
+  TempDir dir;
+  auto faults = std::make_shared<FaultFs>();
+  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
+  RocksDbTierOptions o;
+  o.path = dir.Sub("l3");
+  o.env = env.get();
+  auto tier = OpenOrDie(o);
+  ASSERT_OK(StoreNow(*tier, Ck("ns", "superseded"), EntryNow("old")));
+  ASSERT_OK(StoreNow(*tier, Ck("ns", "removed"), EntryNow("old")));
+  ASSERT_OK(StoreNow(*tier, Ck("ns", "p/under"), EntryNow("old")));
+  ASSERT_OK(StoreNow(*tier, Ck("ns", "kept"), EntryNow("old")));
+  faults->write_gate.Close();
+  tier->Store(Ck("ns", "held"), EntryNow("x"), [](absl::Status) {});
+  ASSERT_TRUE(faults->write_gate.WaitForHeld(1));
+  int answered = 0;
+  auto count = [&answered](absl::StatusOr<uint64_t>) { ++answered; };
+  const absl::Time later = absl::Now() + absl::Seconds(60);
+  tier->Erase({Ck("ns", "superseded")}, "", cache::EraseMode::kSupersede, later, count);
+  tier->Erase({Ck("ns", "removed")}, "", cache::EraseMode::kRemove, later, count);
+  tier->Erase({}, Ck("ns", "p/"), cache::EraseMode::kSupersede, later, count);
+
+  absl::StatusOr<Entry> superseded = LookupNow(*tier, Ck("ns", "superseded"));
+  ASSERT_OK(superseded);
+  EXPECT_EQ(superseded->value, "old");
+  EXPECT_LE(superseded->fresh_until, absl::Now()) << "served fresh while its erase is queued";
+  EXPECT_THAT(LookupNow(*tier, Ck("ns", "removed")), StatusIs(absl::StatusCode::kNotFound));
+  absl::StatusOr<Entry> under = LookupNow(*tier, Ck("ns", "p/under"));
+  ASSERT_OK(under);
+  EXPECT_LE(under->fresh_until, absl::Now());
+  absl::StatusOr<Entry> kept = LookupNow(*tier, Ck("ns", "kept"));
+  ASSERT_OK(kept);
+  EXPECT_GT(kept->fresh_until, absl::Now());
+
+  faults->write_gate.Open();
+  ASSERT_OK(tier->Flush());
+  EXPECT_EQ(answered, 3);
+  // Applied: a value fetched after the erase is fresh again.
+  ASSERT_OK(StoreNow(*tier, Ck("ns", "superseded"), EntryNow("new")));
+  absl::StatusOr<Entry> again = LookupNow(*tier, Ck("ns", "superseded"));
+  ASSERT_OK(again);
+  EXPECT_EQ(again->value, "new");
+  EXPECT_GT(again->fresh_until, absl::Now());
+}
+
 TEST(RocksDbTierTest, EraseStillQueuedAtItsDeadlineAnswersThenAndIsAppliedLater) {
   TempDir dir;
   auto faults = std::make_shared<FaultFs>();
