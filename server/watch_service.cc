@@ -253,6 +253,15 @@ void WatchHub::Updated(const std::string& ns, const std::string& key,
   }
 }
 
+// Invalidations, link changes and gaps waiting to be sent to the streams.
+struct WatchPosts {
+  absl::Mutex mu;
+  std::deque<absl::AnyInvocable<void() &&>> queue ABSL_GUARDED_BY(mu);
+  bool scheduled ABSL_GUARDED_BY(mu) = false;  // a Drain task is queued or running
+  bool running ABSL_GUARDED_BY(mu) = false;    // ... and is running a send
+  bool stopped ABSL_GUARDED_BY(mu) = false;    // the service is going
+};
+
 // The heartbeat timer's state, shared with its task so that a tick running
 // as the service goes finds it stopped.
 struct WatchTimer {
@@ -276,7 +285,8 @@ WatchService::WatchService(const Config& config, cache::ReadPath* read_path,
       invalidator_(invalidator),
       executor_(executor),
       timer_(std::make_shared<WatchTimer>()),
-      hub_(std::make_shared<WatchHub>(config.watch.buffer_bytes, config.watch.heartbeat * 3)) {
+      hub_(std::make_shared<WatchHub>(config.watch.buffer_bytes, config.watch.heartbeat * 3)),
+      posts_(std::make_shared<WatchPosts>()) {
   invalidator_->AddListener(this);
   ArmHeartbeat(timer_, hub_, executor_, config_.watch.heartbeat);
 }
@@ -284,6 +294,48 @@ WatchService::WatchService(const Config& config, cache::ReadPath* read_path,
 WatchService::~WatchService() {
   Shutdown();
   invalidator_->RemoveListener(this);
+  // A send running on the executor finishes before the read path it may
+  // read through goes; one not started yet never starts.
+  absl::MutexLock l(&posts_->mu);
+  posts_->stopped = true;
+  posts_->queue.clear();
+  posts_->mu.Await(absl::Condition(
+      +[](bool* running) { return !*running; }, &posts_->running));
+}
+
+namespace {
+
+// Runs what is queued in `posts`, in order, until nothing is (or the
+// service is gone).
+void Drain(const std::shared_ptr<WatchPosts>& posts) {
+  for (;;) {
+    absl::AnyInvocable<void() &&> send;
+    {
+      absl::MutexLock l(&posts->mu);
+      posts->running = false;
+      if (posts->queue.empty() || posts->stopped) {
+        posts->scheduled = false;
+        return;
+      }
+      send = std::move(posts->queue.front());
+      posts->queue.pop_front();
+      posts->running = true;
+    }
+    std::move(send)();
+  }
+}
+
+}  // namespace
+
+void WatchService::Post(absl::AnyInvocable<void() &&> send) {
+  {
+    absl::MutexLock l(&posts_->mu);
+    if (posts_->stopped) return;
+    posts_->queue.push_back(std::move(send));
+    if (posts_->scheduled) return;
+    posts_->scheduled = true;
+  }
+  executor_->Schedule([posts = posts_] { Drain(posts); });
 }
 
 namespace {
@@ -369,6 +421,8 @@ grpc::ServerWriteReactor<WatchEvent>* WatchService::Open(grpc::CallbackServerCon
       hub_->streams.insert(stream);
       ++hub_->stats.opened;
       hub_->stats.open = static_cast<int64_t>(hub_->streams.size());
+      // Registered: what is applied from now on reaches the stream.
+      stream->Push(Event(fanout::v1::HEARTBEAT));
       if (invalidator_->link_state() == cache::LinkState::kDegraded) {
         WatchEvent e = Event(fanout::v1::DEGRADED);
         e.set_detail("the link to the other pods' invalidations is down");
@@ -381,6 +435,18 @@ grpc::ServerWriteReactor<WatchEvent>* WatchService::Open(grpc::CallbackServerCon
 }
 
 void WatchService::OnInvalidation(const cache::Invalidation& inv) {
+  Post([this, inv] { SendInvalidation(inv); });
+}
+
+void WatchService::OnLinkState(cache::LinkState state) {
+  Post([this, state] { SendLinkState(state); });
+}
+
+void WatchService::OnGap() {
+  Post([this] { SendGap(); });
+}
+
+void WatchService::SendInvalidation(const cache::Invalidation& inv) {
   absl::btree_set<std::string> updates;
   {
     absl::MutexLock l(&hub_->mu);
@@ -412,7 +478,7 @@ void WatchService::OnInvalidation(const cache::Invalidation& inv) {
   for (const std::string& k : updates) Update(inv.ns, k);
 }
 
-void WatchService::OnLinkState(cache::LinkState state) {
+void WatchService::SendLinkState(cache::LinkState state) {
   WatchEvent e;
   if (state == cache::LinkState::kDegraded) {
     e = Event(fanout::v1::DEGRADED);
@@ -428,7 +494,7 @@ void WatchService::OnLinkState(cache::LinkState state) {
   for (WatchStream* s : hub_->streams) s->Push(e);
 }
 
-void WatchService::OnGap() {
+void WatchService::SendGap() {
   std::vector<std::pair<std::string, std::string>> updates;
   {
     WatchEvent e = Event(fanout::v1::INVALIDATED);

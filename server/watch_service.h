@@ -18,8 +18,14 @@
 // every stream with UNAVAILABLE at once (after the write in flight, if any),
 // so a drain does not wait for them.
 //
-// Thread-safe. Events are pushed from the thread that applied the
-// invalidation, the executor (heartbeats, UPDATED reads) and gRPC's threads.
+// A stream's first event is a HEARTBEAT, once it is registered: every
+// invalidation applied on the pod after that reaches it.
+//
+// Thread-safe. Events are pushed from the executor: invalidations, link
+// changes and gaps one at a time in the order they came (the thread that
+// applied them, an Invalidate call's or the bus reader's, only queues
+// them, so many streams do not slow either down), heartbeats and UPDATED
+// reads; and from gRPC's threads.
 #ifndef FANOUT_SERVER_WATCH_SERVICE_H_
 #define FANOUT_SERVER_WATCH_SERVICE_H_
 
@@ -27,6 +33,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/functional/any_invocable.h"
 #include "cache/invalidation_bus.h"
 #include "cache/invalidator.h"
 #include "cache/read_path.h"
@@ -46,6 +53,7 @@ struct WatchStats {
 };
 
 class WatchHub;
+struct WatchPosts;
 class WatchStream;
 struct WatchTimer;
 
@@ -83,6 +91,12 @@ class WatchService final : public cache::InvalidationBus::Subscriber {
   // Reads `key` of `ns` and sends UPDATED to the value streams watching it.
   void Update(const std::string& ns, const std::string& key);
 
+  // Queues `send` to run on the executor after the ones queued before it.
+  void Post(absl::AnyInvocable<void() &&> send);
+  void SendInvalidation(const cache::Invalidation& invalidation);
+  void SendLinkState(cache::LinkState state);
+  void SendGap();
+
   const Config config_;
   cache::ReadPath* const read_path_;
   cache::Invalidator* const invalidator_;
@@ -91,6 +105,9 @@ class WatchService final : public cache::InvalidationBus::Subscriber {
   // The open streams and the counters, shared with the streams (which may
   // end after the service) and with the reads for UPDATED events.
   const std::shared_ptr<WatchHub> hub_;
+  // What Post queued, shared with the executor's task that sends it (which
+  // may run after the service is gone, and then sends nothing).
+  const std::shared_ptr<WatchPosts> posts_;
 };
 
 }  // namespace fanout::server

@@ -106,6 +106,9 @@ void WaitUntilUp(Subprocess& watch) {
 // Waits until `pod` reads the stream: an invalidation made on `other`
 // reaches its Watch stream `watch`.
 void WaitUntilLinked(const std::string& other, Subprocess& watch) {
+  // What is published before the pod's first read of the stream is not
+  // for it (it starts with an empty cache): wait for its link first.
+  WaitUntilUp(watch);
   ASSERT_EQ(Ctl(other, {"invalidate", "flags/none"}).code, 0);
   ASSERT_TRUE(WaitForOut(watch, "INVALIDATED key=flags/none")) << watch.out();
 }
