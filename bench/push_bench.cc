@@ -109,6 +109,16 @@ int main(int argc, char** argv) {
       }
       if (left > 0) ::usleep(500);
     }
+    for (size_t p = 0; p < pods.size() && left > 0; ++p) {
+      if (seen[p]) continue;
+      auto got = pods[p]->Get(key);
+      std::fprintf(stderr, "late: round %d, pod %zu, %s changed to %s (%s), still %s\n", i, p,
+                   key.c_str(), value.c_str(), rename ? "renamed over" : "in place",
+                   got.ok() ? absl::StrCat(got->value(), " from tier ", got->served_by(), " age ",
+                                           got->age_ms(), " ms")
+                                  .c_str()
+                            : std::string(got.status().message()).c_str());
+    }
     late += static_cast<int>(left);
   }
   std::printf("{\"rounds\": %d, \"pods\": %zu, \"late\": %d, \"errors\": %d, %s, %s, %s}\n", rounds,

@@ -32,24 +32,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts fanoutd in directory $1 with the remaining arguments; prints its
-# gRPC address once it listens.
+# Starts fanoutd in directory $1, logging to $2, with the remaining
+# arguments; sets `addr` to its gRPC address once it listens.
 start_fanoutd() {
   local dir=$1 log=$2
   shift 2
-  (cd "$dir" && exec "$build/server/fanoutd" --listen=127.0.0.1:0 "$@") 2> "$log" &
+  (cd "$dir" && exec "$build/server/fanoutd" --listen=127.0.0.1:0 "$@") > "$log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do
     grep -q "listening on " "$log" && break
     sleep 0.05
   done
-  sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$log" | head -n1
+  addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$log" | head -n1)
 }
 
 # The make-run set-up.
 mkdir -p "$tmp/run/deploy/examples"
 cp -r "$root/deploy/examples/config.d" "$tmp/run/deploy/examples/"
-run_addr=$(start_fanoutd "$tmp/run" "$tmp/run.log")
+start_fanoutd "$tmp/run" "$tmp/run.log"
+run_addr=$addr
 start=$(date +%s)
 "$build/bench/fanout-push-bench" --pods "$run_addr" --root "$tmp/run/deploy/examples/config.d" \
   --rounds "$rounds" > "$tmp/run.json" || echo "run_push.sh: some rounds were late or failed" >&2
@@ -81,7 +82,8 @@ invalidation:
 admin:
   listen: ""
 YAML
-  addrs+=("$(start_fanoutd "$tmp" "$tmp/$pod.log" --config="$tmp/$pod.yaml")")
+  start_fanoutd "$tmp" "$tmp/$pod.log" --config="$tmp/$pod.yaml"
+  addrs+=("$addr")
 done
 "$build/bench/fanout-push-bench" --pods "$(IFS=,; echo "${addrs[*]}")" --root "$tmp/root" \
   --rounds "$rounds" > "$tmp/pods.json" || echo "run_push.sh: some rounds were late or failed" >&2
