@@ -1,0 +1,558 @@
+// End to end under load: fills and invalidations racing across real fanoutd
+// pods that share one redis-server (cache.l2) and one file-origin root.
+//
+// Three pods run from the start; three more are started while invalidations
+// flow (the start-up race: fills under way when a pod's link to the
+// invalidation stream first comes up). Threads of this process read the keys
+// on every pod (Get, and BatchGet of all of them) without pause, and writers
+// (each key has one) write a key's file to its next version (a temporary file
+// renamed over it; the value starts with the version) and then Invalidate the
+// key on a random pod (its link up or not yet) until it answers OK with
+// broadcast=true, and go on to the next version at once, while the pods are
+// still refilling the last one. The pods run with origin.push off: only
+// Invalidate tells them of a change.
+//
+// What "propagated" means here, exactly. Every Invalidate also names a marker
+// key "m/K/V" (key K, version V) that nobody reads: a Watch event for it on a
+// pod says that this pod has applied that very invalidation. Every pod has a
+// Watch stream open, and a floor per key that rises
+//   - to V for key K once the pod's Watch delivered marker m/K/V;
+//   - when that invalidation was made on another pod (it came through the
+//     stream), to every version whose Invalidate was acknowledged before that
+//     one was sent, for every key: the pod applies the stream in order, so it
+//     applied those too, or, for a pod started meanwhile, they are older than
+//     where its stream reading starts, and it must not hold what they
+//     replaced once its link is up (README: a pod just started has an empty
+//     L1).
+// The invariant: a read returns a version at or above the floor its key had
+// on that pod when the read was sent. It is the README's "once Invalidate
+// returned broadcast=true, every pod stops answering the old value as soon as
+// it reads the entry", with "reads the entry" observed rather than guessed.
+// A pod whose link is down has no floor from what it has not applied (it may
+// answer its own copies for invalidation.max_local_ttl), so it is not judged
+// on those. Propagation is bounded too: every pod whose link was up when an
+// invalidation was sent delivers its marker within kPropagationBound of the
+// acknowledgement (the mean and the longest are printed).
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/client.h"
+#include "gtest/gtest.h"
+#include "tests/testing/http_client.h"
+#include "tests/testing/redis_server.h"
+#include "tests/testing/subprocess.h"
+
+namespace fanout {
+namespace {
+
+namespace fs = std::filesystem;
+using ::fanout::testing::RedisServer;
+
+constexpr int kKeys = 8;
+constexpr int kFixedPods = 3;
+constexpr int kLatePods = 3;
+constexpr int kPods = kFixedPods + kLatePods;
+constexpr int kReaders = 3;
+constexpr int kWriters = 4;  // writer w owns the keys k with k % kWriters == w
+// How long the readers and writers run, and when the late pods start.
+constexpr absl::Duration kLoad = absl::Seconds(6);
+constexpr std::array<absl::Duration, kLatePods> kLateStarts = {
+    absl::Milliseconds(1000), absl::Milliseconds(2500), absl::Milliseconds(4000)};
+// Generous: the measured delay is a few milliseconds (it is printed).
+constexpr absl::Duration kPropagationBound = absl::Seconds(10);
+// Most violations kept for the report.
+constexpr size_t kMaxReported = 30;
+
+std::string KeyName(int k) { return absl::StrCat("k", k); }
+std::string MarkerName(int k, int64_t v) { return absl::StrCat("m/", k, "/", v); }
+std::string ValueOf(int k, int64_t v) {
+  return absl::StrCat("v=", v, " key=", KeyName(k), " ", std::string(64, 'x'), "\n");
+}
+// The version a value carries; -1 when it carries none.
+int64_t VersionOf(absl::string_view value) {
+  if (!absl::StartsWith(value, "v=")) return -1;
+  value.remove_prefix(2);
+  int64_t v = -1;
+  if (!absl::SimpleAtoi(value.substr(0, value.find(' ')), &v)) return -1;
+  return v;
+}
+
+void RaiseTo(std::atomic<int64_t>& floor, int64_t v) {
+  int64_t cur = floor.load();
+  while (cur < v && !floor.compare_exchange_weak(cur, v)) {
+  }
+}
+
+struct Pod {
+  int index = 0;
+  std::string name;
+  std::unique_ptr<testing::FanoutdProcess> process;
+  std::unique_ptr<client::Client> client;
+  std::string admin;  // http://host:port of its admin endpoint
+  std::array<std::atomic<int64_t>, kKeys> floor{};
+  // Its Watch delivered an invalidation made on another pod: its link is up
+  // and it applied the stream up to there.
+  std::atomic<bool> linked{false};
+  std::atomic<bool> ready{false};  // started: readers use it
+  std::atomic<int> degraded{0};
+  std::atomic<int> recovered{0};
+  std::atomic<int> all_keys{0};
+  std::atomic<bool> stop{false};
+  std::thread watch;
+};
+
+// One invalidation the writers made.
+struct Made {
+  std::vector<int> asked;  // pods asked: a failed attempt may still have been published
+  std::array<int64_t, kKeys> acked_before{};  // acknowledged versions when it was first sent
+  // Once acknowledged: when. The pods whose link was up when it was first
+  // sent must deliver its marker within kPropagationBound of that.
+  absl::Time acked_at = absl::InfiniteFuture();
+  std::vector<int> expected;
+  // Pods whose Watch delivered its marker, and when.
+  absl::flat_hash_map<int, absl::Time> delivered;
+};
+
+class InvalidationStressE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string error;
+    redis_ = RedisServer::Start(&error);
+    ASSERT_NE(redis_, nullptr) << error;
+    root_ = testing::TempPath("stress_root");
+    fs::create_directories(root_);
+    for (int k = 0; k < kKeys; ++k) WriteVersion(k, 1);
+    for (int i = 0; i < kPods; ++i) {
+      pods_[i] = std::make_unique<Pod>();
+      pods_[i]->index = i;
+      pods_[i]->name = absl::StrCat(i < kFixedPods ? "pod-" : "late-", i);
+    }
+  }
+  void TearDown() override {
+    for (auto& p : pods_) StopWatch(*p);
+    for (auto& p : pods_) p->process.reset();
+    fs::remove_all(root_);
+  }
+
+  void WriteVersion(int k, int64_t v) {
+    const fs::path tmp = fs::path(root_) / absl::StrCat(".tmp-", KeyName(k));
+    std::ofstream(tmp, std::ios::binary | std::ios::trunc) << ValueOf(k, v);
+    fs::rename(tmp, fs::path(root_) / KeyName(k));
+  }
+
+  std::string Config(const Pod& p) const {
+    return absl::StrCat("origin:\n  type: file\n  push: false\n  file:\n    root: ", root_,
+                        "\ncache:\n  l2:\n    redis: ", redis_->address(),
+                        "\n    key_prefix: \"stress:\"\n    timeout: 250ms\n",
+                        "invalidation:\n  pod: ", p.name,
+                        "\n  heartbeat: 200ms\n  dead_after: 2s\n",
+                        "watch:\n  heartbeat: 200ms\nadmin:\n  listen: \"127.0.0.1:0\"\n");
+  }
+
+  // Starts pod `i`, its client and its Watch stream.
+  void StartPod(int i) {
+    Pod& p = *pods_[i];
+    p.process = std::make_unique<testing::FanoutdProcess>(FANOUTD_PATH, Config(p));
+    ASSERT_FALSE(p.process->address().empty()) << p.process->process().err();
+    absl::StatusOr<std::unique_ptr<client::Client>> c = client::Client::Connect(
+        p.process->address(), client::ClientOptions{.timeout = absl::Seconds(10)});
+    ASSERT_TRUE(c.ok()) << c.status();
+    p.client = *std::move(c);
+    const std::string err = p.process->process().err();
+    const size_t at = err.find("admin endpoint on ");
+    if (at != std::string::npos) {
+      const size_t from = at + 18;
+      p.admin = err.substr(from, err.find_first_of(" \n", from) - from);
+    }
+    p.watch = std::thread([this, &p] { WatchLoop(p); });
+    p.ready.store(true);
+  }
+
+  void StopWatch(Pod& p) {
+    p.stop.store(true);
+    if (p.watch.joinable()) p.watch.join();
+  }
+
+  void WatchLoop(Pod& p) {
+    fanout::v1::WatchRequest every_key;
+    absl::Status s =
+        p.client->Watch(every_key, absl::ZeroDuration(), [&](const fanout::v1::WatchEvent& e) {
+          if (p.stop.load()) return false;
+          switch (e.kind()) {
+            case fanout::v1::INVALIDATED:
+              if (e.all_keys()) ++p.all_keys;
+              if (absl::StartsWith(e.key(), "m/")) OnMarker(p, e.key());
+              break;
+            case fanout::v1::DEGRADED:
+              ++p.degraded;
+              break;
+            case fanout::v1::RECOVERED:
+              ++p.recovered;
+              break;
+            default:
+              break;
+          }
+          return true;
+        });
+    if (!s.ok() && !p.stop.load()) {
+      Fail(absl::StrCat(p.name, ": its Watch stream ended: ", s.ToString()));
+    }
+  }
+
+  // Marker "m/K/V" (a writer's) or "m/w/N" (a warm-up's) delivered on `p`.
+  void OnMarker(Pod& p, const std::string& marker) {
+    std::vector<std::string> parts = absl::StrSplit(marker, '/');
+    int k = -1;
+    int64_t v = 0;
+    if (parts.size() != 3) return;
+    const bool warmup = parts[1] == "w";
+    if (!warmup && (!absl::SimpleAtoi(parts[1], &k) || !absl::SimpleAtoi(parts[2], &v))) return;
+    std::array<int64_t, kKeys> before{};
+    bool foreign = false;
+    {
+      absl::MutexLock l(&mu_);
+      auto it = made_.find(marker);
+      if (it == made_.end()) return;
+      Made& m = it->second;
+      m.delivered.emplace(p.index, absl::Now());
+      foreign = std::find(m.asked.begin(), m.asked.end(), p.index) == m.asked.end();
+      before = m.acked_before;
+    }
+    if (!warmup) RaiseTo(p.floor[k], v);
+    if (!foreign) return;
+    for (int j = 0; j < kKeys; ++j) RaiseTo(p.floor[j], before[j]);
+    p.linked.store(true);
+  }
+
+  // Invalidates `keys` plus `marker` on a random pod of `targets` until one
+  // answers OK with broadcast=true (bounded); whether one did.
+  bool InvalidateUntilBroadcast(int k, const std::string& marker, std::vector<int> targets,
+                                std::mt19937_64& rng) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    std::string last;
+    while (absl::Now() < give_up) {
+      Pod& target = *pods_[targets[rng() % targets.size()]];
+      {
+        absl::MutexLock l(&mu_);
+        made_[marker].asked.push_back(target.index);
+      }
+      fanout::v1::InvalidateRequest req;
+      if (k >= 0) req.add_keys(KeyName(k));
+      req.add_keys(marker);
+      absl::StatusOr<fanout::v1::InvalidateResponse> r = target.client->Invalidate(req);
+      if (r.ok() && r->broadcast()) return true;
+      ++invalidate_retries_;
+      last = r.ok() ? "broadcast=false" : r.status().ToString();
+      // Redis may be briefly unavailable to that pod (a command timed out and
+      // its circuit opened): retry, elsewhere, a little later.
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    Fail(absl::StrCat("Invalidate ", marker, " never answered broadcast=true: ", last));
+    return false;
+  }
+
+  // Waits (bounded) until every acknowledged invalidation's marker reached
+  // the pods it had to reach; reports those it did not, and how long
+  // propagation took (acknowledgement to the last pod's Watch event).
+  void CheckPropagation() {
+    auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      for (const auto& [marker, m] : made_) {
+        for (int i : m.expected) {
+          if (!m.delivered.contains(i)) return false;
+        }
+      }
+      return true;
+    };
+    absl::MutexLock l(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&all), kPropagationBound);
+    for (const auto& [marker, m] : made_) {
+      if (m.acked_at == absl::InfiniteFuture()) continue;
+      absl::Duration longest;
+      for (int i : m.expected) {
+        auto it = m.delivered.find(i);
+        if (it == m.delivered.end()) {
+          Fail(absl::StrCat(marker, " never reached ", pods_[i]->name));
+          continue;
+        }
+        longest = std::max(longest, it->second - m.acked_at);
+      }
+      absl::MutexLock s(&stats_mu_);
+      max_propagation_ = std::max(max_propagation_, longest);
+      total_propagation_ += longest;
+      if (longest > kPropagationBound) {
+        failures_.push_back(
+            absl::StrCat(marker, " took ", absl::FormatDuration(longest), " to reach every pod"));
+      }
+    }
+  }
+
+  // Until every fixed pod has applied an invalidation made on each other one.
+  void WarmUp() {
+    std::mt19937_64 rng(7);
+    for (int i = 0; i < kFixedPods; ++i) {
+      std::vector<int> others;
+      for (int j = 0; j < kFixedPods; ++j) {
+        if (j != i) others.push_back(j);
+      }
+      bool delivered = false;
+      for (int round = 0; round < 20 && !delivered; ++round) {
+        const std::string marker = absl::StrCat("m/w/", i, "-", round);
+        {
+          absl::MutexLock l(&mu_);
+          made_[marker];
+        }
+        if (!InvalidateUntilBroadcast(-1, marker, {i}, rng)) return;
+        // A pod whose link is not up yet never gets it: send another.
+        absl::MutexLock l(&mu_);
+        auto all = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+          for (int j : others) {
+            if (!made_[marker].delivered.contains(j)) return false;
+          }
+          return true;
+        };
+        delivered = mu_.AwaitWithTimeout(absl::Condition(&all), absl::Seconds(1));
+      }
+      ASSERT_TRUE(delivered) << "the fixed pods' links did not come up";
+    }
+  }
+
+  // Every pod started, linked or not: a pod whose link is not up yet
+  // applies its own invalidations, and refills what they erased.
+  std::vector<int> Ready() const {
+    std::vector<int> out;
+    for (int i = 0; i < kPods; ++i) {
+      if (pods_[i]->ready.load()) out.push_back(i);
+    }
+    return out;
+  }
+
+  std::vector<int> Linked() const {
+    std::vector<int> out;
+    for (int i = 0; i < kPods; ++i) {
+      if (i < kFixedPods || (pods_[i]->ready.load() && pods_[i]->linked.load())) out.push_back(i);
+    }
+    return out;
+  }
+
+  void WriteLoop(int w) {
+    std::mt19937_64 rng(1000 + w);
+    std::array<int64_t, kKeys> version;
+    version.fill(1);
+    for (int turn = 0; absl::Now() < end_; ++turn) {
+      const int k = w + kWriters * (turn % (kKeys / kWriters));
+      const int64_t v = ++version[k];
+      WriteVersion(k, v);
+      const std::string marker = MarkerName(k, v);
+      {
+        absl::MutexLock l(&mu_);
+        Made& m = made_[marker];
+        for (int j = 0; j < kKeys; ++j) m.acked_before[j] = acked_[j].load();
+        // Pods whose link was up before it was sent: a pod linked later may
+        // have started reading the stream after it.
+        m.expected = Linked();
+      }
+      if (!InvalidateUntilBroadcast(k, marker, Ready(), rng)) return;
+      acked_[k].store(v);
+      {
+        absl::MutexLock l(&mu_);
+        Made& m = made_[marker];
+        m.acked_at = absl::Now();
+      }
+      // No wait for the pods: the next version goes out at once, while
+      // they are still refilling this one.
+      absl::MutexLock l(&stats_mu_);
+      ++invalidations_;
+    }
+  }
+
+  void Judge(const Pod& p, int k, int64_t floor, const std::string& value,
+             fanout::v1::Tier served_by, bool stale, int64_t age_ms, const char* how) {
+    const int64_t v = VersionOf(value);
+    ++reads_;
+    if (floor > 1) ++judged_;
+    ++served_by_[served_by >= 0 && served_by < 5 ? served_by : 0];
+    if (v >= floor && v >= 1) return;
+    ++violations_;
+    absl::MutexLock l(&stats_mu_);
+    if (reported_.size() < kMaxReported) {
+      reported_.push_back(
+          absl::StrCat(how, " of ", KeyName(k), " on ", p.name, " answered version ", v,
+                       " below its floor ", floor, " (served_by=", fanout::v1::Tier_Name(served_by),
+                       " stale=", stale, " age_ms=", age_ms, " linked=", p.linked.load(), ")"));
+    }
+  }
+
+  void ReadLoop(int r) {
+    std::mt19937_64 rng(2000 + r);
+    while (absl::Now() < end_) {
+      Pod& p = *pods_[rng() % kPods];
+      if (!p.ready.load()) continue;
+      if (rng() % 8 == 0) {
+        std::array<int64_t, kKeys> floors;
+        fanout::v1::BatchGetRequest req;
+        for (int k = 0; k < kKeys; ++k) {
+          floors[k] = p.floor[k].load();
+          req.add_keys(KeyName(k));
+        }
+        absl::StatusOr<fanout::v1::BatchGetResponse> b = p.client->BatchGet(req);
+        if (!b.ok() || b->items_size() != kKeys) {
+          ++read_errors_;
+          continue;
+        }
+        for (int k = 0; k < kKeys; ++k) {
+          const fanout::v1::BatchGetItem& it = b->items(k);
+          if (it.code() != 0) {
+            ++read_errors_;
+            continue;
+          }
+          Judge(p, k, floors[k], it.value(), it.served_by(), it.stale(), it.age_ms(), "BatchGet");
+        }
+        continue;
+      }
+      const int k = static_cast<int>(rng() % kKeys);
+      const int64_t floor = p.floor[k].load();
+      absl::StatusOr<fanout::v1::GetResponse> g = p.client->Get(KeyName(k));
+      if (!g.ok()) {
+        ++read_errors_;
+        continue;
+      }
+      Judge(p, k, floor, g->value(), g->served_by(), g->stale(), g->age_ms(), "Get");
+    }
+  }
+
+  void Fail(std::string what) {
+    absl::MutexLock l(&stats_mu_);
+    failures_.push_back(std::move(what));
+  }
+
+  // What each pod says about itself, for a failure's report.
+  std::string Describe() {
+    std::string out;
+    for (auto& pp : pods_) {
+      Pod& p = *pp;
+      if (!p.ready.load()) continue;
+      absl::StrAppend(&out, "\n== ", p.name, " linked=", p.linked.load(),
+                      " degraded=", p.degraded.load(), " recovered=", p.recovered.load(),
+                      " all_keys=", p.all_keys.load(), " floors:");
+      for (int k = 0; k < kKeys; ++k) absl::StrAppend(&out, " ", p.floor[k].load());
+      absl::StrAppend(&out, "\n");
+      if (!p.admin.empty()) {
+        absl::StatusOr<testing::HttpResponse> m =
+            testing::HttpRequest(p.admin + "/metrics", "GET", absl::Seconds(5));
+        if (m.ok()) {
+          for (absl::string_view line : absl::StrSplit(m->body, '\n')) {
+            if (!absl::StartsWith(line, "#") &&
+                (absl::StrContains(line, "invalidation") || absl::StrContains(line, "detached") ||
+                 absl::StrContains(line, "fenced"))) {
+              absl::StrAppend(&out, "  ", line, "\n");
+            }
+          }
+        }
+      }
+      const std::string err = p.process->process().err();
+      absl::StrAppend(&out, "  log tail:\n", err.substr(err.size() > 3000 ? err.size() - 3000 : 0));
+    }
+    return out;
+  }
+
+  std::unique_ptr<RedisServer> redis_;
+  std::string root_;
+  std::array<std::unique_ptr<Pod>, kPods> pods_;
+  std::array<std::atomic<int64_t>, kKeys> acked_{};
+  absl::Time end_;
+
+  absl::Mutex mu_;
+  // By marker.
+  absl::flat_hash_map<std::string, Made> made_ ABSL_GUARDED_BY(mu_);
+
+  std::atomic<uint64_t> reads_{0};
+  std::atomic<uint64_t> judged_{0};
+  std::atomic<uint64_t> read_errors_{0};
+  std::atomic<uint64_t> violations_{0};
+  std::atomic<uint64_t> invalidate_retries_{0};
+  std::array<std::atomic<uint64_t>, 5> served_by_{};
+  absl::Mutex stats_mu_;
+  uint64_t invalidations_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  absl::Duration max_propagation_ ABSL_GUARDED_BY(stats_mu_);
+  absl::Duration total_propagation_ ABSL_GUARDED_BY(stats_mu_);
+  std::vector<std::string> reported_ ABSL_GUARDED_BY(stats_mu_);
+  std::vector<std::string> failures_ ABSL_GUARDED_BY(stats_mu_);
+};
+
+TEST_F(InvalidationStressE2eTest, NoPodAnswersAVersionOlderThanAnInvalidationItApplied) {
+  for (int i = 0; i < kFixedPods; ++i) {
+    StartPod(i);
+    if (HasFatalFailure()) return;
+  }
+  WarmUp();
+  if (HasFatalFailure()) return;
+
+  const absl::Time start = absl::Now();
+  end_ = start + kLoad;
+  std::vector<std::thread> threads;
+  for (int w = 0; w < kWriters; ++w) threads.emplace_back([this, w] { WriteLoop(w); });
+  for (int r = 0; r < kReaders; ++r) threads.emplace_back([this, r] { ReadLoop(r); });
+  for (int i = 0; i < kLatePods; ++i) {
+    // Pacing the scenario, not waiting for a condition.
+    absl::SleepFor(start + kLateStarts[i] - absl::Now());
+    StartPod(kFixedPods + i);
+  }
+  for (std::thread& t : threads) t.join();
+  CheckPropagation();
+
+  uint64_t invalidations = 0;
+  absl::Duration max_propagation;
+  absl::Duration mean_propagation;
+  std::vector<std::string> reported;
+  std::vector<std::string> failures;
+  {
+    absl::MutexLock l(&stats_mu_);
+    invalidations = invalidations_;
+    max_propagation = max_propagation_;
+    mean_propagation =
+        invalidations_ > 0 ? total_propagation_ / invalidations_ : absl::ZeroDuration();
+    reported = reported_;
+    failures = failures_;
+  }
+  std::cerr << "reads " << reads_.load() << " (judged " << judged_.load() << ", errors "
+            << read_errors_.load() << "; L1 " << served_by_[1].load() << ", L2 "
+            << served_by_[2].load() << ", origin " << served_by_[4].load() << "), invalidations "
+            << invalidations << " (retries " << invalidate_retries_.load() << "), propagation mean "
+            << absl::FormatDuration(mean_propagation) << " max "
+            << absl::FormatDuration(max_propagation) << ", violations " << violations_.load()
+            << "\n";
+  const bool bad = violations_.load() > 0 || !failures.empty();
+  for (const std::string& f : failures) ADD_FAILURE() << f;
+  for (const std::string& v : reported) ADD_FAILURE() << v;
+  EXPECT_EQ(violations_.load(), 0u);
+  for (int i = kFixedPods; i < kPods; ++i) {
+    EXPECT_TRUE(pods_[i]->linked.load()) << pods_[i]->name << " never applied another pod's entry";
+  }
+  // Enough happened for the run to mean something.
+  EXPECT_GE(invalidations, 50u);
+  EXPECT_GE(judged_.load(), 1000u);
+  EXPECT_LT(read_errors_.load(), reads_.load() / 100 + 10);
+  if (bad) ADD_FAILURE() << Describe();
+}
+
+}  // namespace
+}  // namespace fanout
