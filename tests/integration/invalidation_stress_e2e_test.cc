@@ -10,19 +10,23 @@
 // key (one time in four by a prefix that matches only it) on a random pod,
 // its link up or not yet, until it answers OK with broadcast=true, and go on
 // to the next version at once, while the pods are still refilling the last
-// one. The pods run with origin.push off: only Invalidate tells them of a
-// change. The second test also cuts one pod's connections to Redis for a
-// moment and later freezes them past invalidation.dead_after (a fault
-// proxy): its link goes down and comes back, replaying what it missed.
+// one. The pods run with origin.push off (only Invalidate tells them of a
+// change) and a short cache.ttl (300ms), so that background refreshes (XFetch)
+// and expiries race the invalidations too. The second test also cuts one
+// pod's connections to Redis for a moment and later freezes them past
+// invalidation.dead_after (a fault proxy): its link goes down and comes back,
+// replaying what it missed.
 //
-// What "propagated" means here, exactly. Every Invalidate also names a marker
-// key "m/K/V" (key K, version V) that nobody reads: a Watch event for it on a
-// pod says that this pod has applied that very invalidation. Every pod has a
-// Watch stream open, and a floor per key that rises
-//   - to V for key K once the pod's Watch delivered marker m/K/V;
-//   - when that invalidation was made on another pod (it came through the
-//     stream), to every version whose Invalidate was acknowledged before that
-//     one was sent, for every key: the pod applies the stream in order, so it
+// What "propagated" means here, exactly. Every Invalidate call also names a
+// marker key "m/K/V/A" (key K, version V, attempt A) that nobody reads: a
+// Watch event for it on a pod says that this pod has applied that very call.
+// Every pod has a Watch stream open, and a floor per key that rises
+//   - to V for key K once the pod's Watch delivered the marker of a call for
+//     version V that was acknowledged (OK, broadcast=true; a call that failed
+//     may still have been published, without the guarantee);
+//   - when the call was made on another pod (it came through the stream), to
+//     every version whose Invalidate was acknowledged before that one was
+//     first sent, for every key: the pod applies the stream in order, so it
 //     applied those too, or, for a pod started meanwhile, they are older than
 //     where its stream reading starts, and it must not hold what they
 //     replaced once its link is up (README: a pod just started has an empty
@@ -34,8 +38,9 @@
 // A pod whose link is down has no floor from what it has not applied (it may
 // answer its own copies for invalidation.max_local_ttl), so it is not judged
 // on those. Propagation is bounded too: every pod whose link was up when an
-// invalidation was sent delivers its marker within kPropagationBound of the
-// acknowledgement (the mean and the longest are printed).
+// invalidation was first sent delivers the acknowledged call's marker within
+// kPropagationBound of the acknowledgement (the mean and the longest are
+// printed).
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -185,8 +190,8 @@ class InvalidationStressE2eTest : public ::testing::Test {
         "origin:\n  type: file\n  push: false\n  file:\n    root: ", root_,
         "\ncache:\n  l2:\n    redis: ",
         p.index == kCutPod && proxy_ != nullptr ? proxy_->address() : redis_->address(),
-        "\n    key_prefix: \"stress:\"\n    timeout: 250ms\n", "invalidation:\n  pod: ", p.name,
-        "\n  heartbeat: 200ms\n  dead_after: 2s\n",
+        "\n    key_prefix: \"stress:\"\n    timeout: 250ms\n  ttl: 300ms\n",
+        "invalidation:\n  pod: ", p.name, "\n  heartbeat: 200ms\n  dead_after: 2s\n",
         "watch:\n  heartbeat: 200ms\nadmin:\n  listen: \"127.0.0.1:0\"\n");
   }
 
