@@ -164,9 +164,12 @@ void Invalidator::OnLinkState(LinkState state) {
     // The bus starts reading where the stream is at its first read: what
     // this pod cached before that may have been invalidated before it, and
     // would not be replayed. (Nothing, when the bus was up before the first
-    // call was served.) Fills under way are kept: what they read now, from
-    // L2 or the origin, is as new as the stream position the bus starts at
-    // (detaching them made every pod starting together ask the origin).
+    // call was served.) So may what a fill under way now read, from L2 or
+    // the origin, before that invalidation: such fills answer their readers
+    // but put nothing in L1 or L3 (else this pod answers the old value until
+    // its ttl). They still write L2, whose fence refuses a fill from before
+    // an invalidation, so pods started together do not each ask the origin
+    // again (which detaching them would make them do).
     const uint64_t dropped = read_path_->DropL1();
     if (dropped > 0) {
       absl::MutexLock l(&mu_);

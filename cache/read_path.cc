@@ -163,6 +163,7 @@ struct ReadPath::Flight {
   absl::Time ends_by = absl::InfiniteFuture();
   bool asks_origin = false;  // the origin has been asked
   bool detached = false;     // by Invalidate or a bypass_cache read: caches nothing
+  bool shared_only = false;  // under way at DropL1: writes only the shared tier
   absl::flat_hash_map<uint64_t, std::unique_ptr<Waiter>> waiters;
   // The freshest stale copy a lower tier held.
   std::optional<Fallback> lower_stale;
@@ -756,23 +757,26 @@ void ReadPath::Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<En
   absl::flat_hash_map<uint64_t, std::unique_ptr<Waiter>> waiters;
   std::optional<Fallback> lower;
   bool store = false;
+  bool shared_only = false;
   {
     absl::MutexLock l(&mu_);
     if (flight->detached) {
       detached_.erase(flight);
     } else {
       flights_.erase(ckey);
+      shared_only = flight->shared_only;
       // Under mu_, so that an Invalidate (which detaches under mu_) either
-      // comes first and nothing is cached, or after and erases what was.
+      // comes first and nothing is cached, or after and erases what was;
+      // and so that DropL1 either marks the fill first or drops its entry.
       if (result.ok()) {
-        l1_->Insert(ckey, *result);
+        if (!shared_only) l1_->Insert(ckey, *result);
         records_.erase(ckey);
         store = source == TierId::kOrigin;
       } else if (source == TierId::kOrigin &&
                  result.status().code() == absl::StatusCode::kNotFound) {
         // Only the origin's explicit "no such key" removes a cached value.
         l1_->Erase(ckey);
-        if (tuned.negative_ttl > absl::ZeroDuration()) {
+        if (tuned.negative_ttl > absl::ZeroDuration() && !shared_only) {
           if (KeyRecord* r = Record(ckey, now)) {
             *r = KeyRecord{};
             r->negative_until = now + tuned.negative_ttl;
@@ -805,6 +809,7 @@ void ReadPath::Complete(const std::shared_ptr<Flight>& flight, absl::StatusOr<En
   std::string token = std::move(flight->lease_token);
   if (store) {
     for (size_t i = 0; i < lower_.size(); ++i) {
+      if (shared_only && lower_[i]->id() != TierId::kL2) continue;
       if (i == 0 && !token.empty()) {
         lower_[i]->Store(
             ckey, *result,
@@ -1031,6 +1036,14 @@ void ReadPath::Invalidate(absl::string_view ns, const std::vector<std::string>& 
                }
                std::move(done)(outcome.evicted);
              });
+}
+
+uint64_t ReadPath::DropL1() {
+  {
+    absl::MutexLock l(&mu_);
+    for (const auto& [ckey, flight] : flights_) flight->shared_only = true;
+  }
+  return l1_->ErasePrefix("");
 }
 
 uint64_t ReadPath::InvalidateAll() {

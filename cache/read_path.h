@@ -295,9 +295,15 @@ class ReadPath {
   // remembered NotFound and backoff: for a pod that missed invalidations it
   // cannot name. Returns how many L1 entries were erased.
   uint64_t InvalidateAll();
-  // Drops everything L1 holds, and nothing else: fills under way go on and
-  // cache what they read. Returns how many L1 entries were erased.
-  uint64_t DropL1() { return l1_->ErasePrefix(""); }
+  // Drops everything L1 holds, and keeps the fills under way out of this
+  // pod's own tiers: they answer their readers, write the shared tier (L2)
+  // and release their lease as before, but put nothing in L1 or L3 and
+  // remember no NotFound. For a pod whose link to the invalidation bus comes
+  // up for the first time: what those fills read may predate an invalidation
+  // published before the bus's first read, which this pod never receives
+  // (the shared tier's writes are fenced against it: see RedisBus). Returns
+  // how many L1 entries were erased.
+  uint64_t DropL1();
 
   // Refuses new reads (Unavailable), answers the reads still waiting
   // (Unavailable), cancels origin fetches (FetchContext::cancel) and waits

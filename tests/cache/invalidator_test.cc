@@ -250,11 +250,38 @@ TEST_F(InvalidatorTest, FirstLinkUpDropsWhatWasCachedBeforeIt) {
   EXPECT_EQ(b.invalidator->Stats().cache_drops, 1u);
 }
 
-TEST_F(InvalidatorTest, FirstLinkUpKeepsAFillUnderWay) {
+TEST_F(InvalidatorTest, FirstLinkUpKeepsAFillUnderWayOutOfL1AndL3) {
+  // A fill reads the old value; another pod invalidates it before this
+  // pod's bus makes its first read, which starts after that entry; the
+  // fill's answer comes once the link is up. This pod never hears of the
+  // invalidation: neither its L1 nor its L3 may keep what the fill read.
+  FakeTier l3(TierId::kL3, executor_.clock());
+  Pod a(&log_, "a", &executor_, nullptr, nullptr);
+  Pod b(&log_, "b", &executor_, nullptr, &l3, /*with_bus=*/true, /*link_up=*/false);
+  std::optional<absl::StatusOr<ReadResult>> first;
+  b.path->Get("ns", "k", {}, [&](absl::StatusOr<ReadResult> r) { first = std::move(r); });
+  ASSERT_EQ(b.origin.pending(), 1u);
+  ASSERT_OK(a.Invalidate({"k"}));
+  b.bus->SkipToEnd();
+  b.bus->SetLink(LinkState::kUp);
+  EXPECT_EQ(b.bus->Pump(), 0);
+  b.origin.AnswerValue("v1");
+  ASSERT_TRUE(first.has_value());
+  ASSERT_OK(*first);
+  EXPECT_EQ((*first)->value, "v1");  // its reader, from before, gets it
+  EXPECT_FALSE(l3.Contains(CompositeKey("ns", "k")));
+  absl::StatusOr<ReadResult> again = b.Get("k", "v2");
+  ASSERT_OK(again);
+  EXPECT_EQ(again->value, "v2");
+  EXPECT_EQ(again->served_by, TierId::kOrigin);
+}
+
+TEST_F(InvalidatorTest, FirstLinkUpLetsAFillUnderWayWriteTheSharedTier) {
   // Pods started together see their link come up while their first reads
-  // wait for the origin: those fills still cache what they read, or every
-  // pod's next read asks the origin again.
-  Pod b(&log_, "b", &executor_, nullptr, nullptr, /*with_bus=*/true, /*link_up=*/false);
+  // wait for the origin: those fills still write L2 (where Redis's fence
+  // refuses a fill older than an invalidation), or every pod's next read
+  // asks the origin again.
+  Pod b(&log_, "b", &executor_, &shared_, nullptr, /*with_bus=*/true, /*link_up=*/false);
   std::optional<absl::StatusOr<ReadResult>> first;
   b.path->Get("ns", "k", {}, [&](absl::StatusOr<ReadResult> r) { first = std::move(r); });
   ASSERT_EQ(b.origin.pending(), 1u);
@@ -265,8 +292,11 @@ TEST_F(InvalidatorTest, FirstLinkUpKeepsAFillUnderWay) {
   EXPECT_EQ((*first)->value, "v1");
   absl::StatusOr<ReadResult> again = b.Get("k", "v2");
   ASSERT_OK(again);
-  EXPECT_EQ(again->served_by, TierId::kL1);
+  EXPECT_EQ(again->served_by, TierId::kL2);
   EXPECT_EQ(again->value, "v1");
+  EXPECT_EQ(b.origin.pending(), 0u);
+  // Read from L2 after the link came up: kept in L1.
+  EXPECT_EQ(b.Get("k")->served_by, TierId::kL1);
 }
 
 TEST_F(InvalidatorTest, GapDropsL1AndSurvivalCopiesServeOnlyAsFallback) {

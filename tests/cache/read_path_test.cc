@@ -755,6 +755,37 @@ TEST_P(ReadPathTest, InvalidateAllDropsL1AndDetachesEveryFill) {
   EXPECT_EQ(origin_.pending(), 1u);  // but it was not cached
 }
 
+TEST_P(ReadPathTest, DropL1KeepsFillsUnderWayOutOfL1AndL3ButLetsThemWriteL2) {
+  std::vector<std::unique_ptr<Tier>> lower;
+  auto l2 = std::make_unique<FakeTier>(TierId::kL2, executor_.clock());
+  auto l3 = std::make_unique<FakeTier>(TierId::kL3, executor_.clock());
+  FakeTier* l2_raw = l2.get();
+  FakeTier* l3_raw = l3.get();
+  lower.push_back(std::move(l2));
+  lower.push_back(std::move(l3));
+  Build(std::move(lower));
+  Fill("cached", "v");
+  auto value = StartGet("k");
+  auto missing = StartGet("gone");
+  ASSERT_EQ(origin_.pending(), 2u);
+  EXPECT_EQ(path_->DropL1(), 1u);
+  origin_.AnswerValue("from-before");
+  origin_.Answer(absl::NotFoundError("no such key"));
+  EXPECT_EQ(value->value()->value, "from-before");  // its reader still gets it
+  EXPECT_EQ(missing->value().status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(path_->l1().Stats().entries, 0u);
+  EXPECT_TRUE(l2_raw->Contains(CompositeKey("ns", "k")));
+  EXPECT_FALSE(l3_raw->Contains(CompositeKey("ns", "k")));
+  EXPECT_EQ(StartGet("k")->value()->served_by, TierId::kL2);
+  // The NotFound is not remembered: the origin is asked again.
+  StartGet("gone");
+  EXPECT_EQ(origin_.pending(), 1u);
+  origin_.AnswerValue("now");
+  // Fills started after it cache as before.
+  EXPECT_EQ(StartGet("gone")->value()->served_by, TierId::kL1);
+  EXPECT_EQ(StartGet("k")->value()->served_by, TierId::kL1);
+}
+
 TEST_P(ReadPathTest, GetGoesBelowAnL1EntryTheLinkGuardDoesNotTrust) {
   LinkGuard guard(absl::Seconds(5));
   options_.link_guard = &guard;

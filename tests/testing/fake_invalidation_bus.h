@@ -122,6 +122,15 @@ class FakeInvalidationBus final : public cache::InvalidationBus {
     std::move(done)(failure);
   }
 
+  // Moves the read position to the log's end: what was logged before is
+  // never delivered. A real bus learns where to start at its first read,
+  // which may come after entries logged since it was made.
+  void SkipToEnd() {
+    const uint64_t end = log_->end();
+    absl::MutexLock l(&mu_);
+    next_ = end;
+  }
+
   // Delivers what was logged since the last Pump (nothing while degraded).
   // Returns how many messages it delivered.
   int Pump() {

@@ -580,9 +580,16 @@ class FencedTier final : public Tier {
 
   void Store(absl::string_view key, const Entry& entry, StoreDone done) override {
     const absl::Time now = applied_->clock()->Now();
-    if (entry.stale_until <= now || !client_->Available()) {
-      // A removal, or a write the tier drops (and counts) at once.
+    if (entry.stale_until <= now) {
+      // A removal: nothing to fence.
       inner_->Store(key, entry, std::move(done));
+      return;
+    }
+    if (!client_->Available()) {
+      // Dropped here rather than handed to `inner_`, which writes without
+      // the fence: Redis may be back by the time it checks again.
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      std::move(done)(absl::UnavailableError("L2 unavailable; write dropped"));
       return;
     }
     const absl::Time started = entry.fetched_at - entry.fill_time;
@@ -640,6 +647,7 @@ class FencedTier final : public Tier {
   TierStats Stats() const override {
     TierStats s = inner_->Stats();
     s.stores += stores_.load(std::memory_order_relaxed);
+    s.stores_dropped += dropped_.load(std::memory_order_relaxed);
     s.errors += errors_.load(std::memory_order_relaxed);
     return s;
   }
@@ -651,6 +659,7 @@ class FencedTier final : public Tier {
   const std::shared_ptr<AppliedLog> applied_;
   const absl::Duration fence_ttl_;
   std::atomic<uint64_t> stores_{0};
+  std::atomic<uint64_t> dropped_{0};
   std::atomic<uint64_t> errors_{0};
   absl::Mutex mu_;
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;

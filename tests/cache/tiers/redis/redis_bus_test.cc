@@ -19,6 +19,7 @@
 #include "tests/cache/tiers/tier_contract.h"
 #include "tests/testing/fake_clock.h"
 #include "tests/testing/fake_invalidation_bus.h"
+#include "tests/testing/fake_tier.h"
 #include "tests/testing/fault_proxy.h"
 #include "tests/testing/status_matchers.h"
 
@@ -369,6 +370,34 @@ TEST_F(RedisBusTest, FencedWriteOfAFillOlderThanHalfTheFenceLifetimeIsNotMade) {
   EXPECT_THAT(b.Store(cache::CompositeKey("n", "slow"), "v", absl::Now() - absl::Seconds(10)),
               StatusIs(absl::StatusCode::kAborted, HasSubstr("too old")));
   EXPECT_FALSE(b.L2Value(cache::CompositeKey("n", "slow")).has_value());
+}
+
+TEST(FencedTierTest, WriteWhileRedisIsUnavailableIsDroppedNotHandedOnUnfenced) {
+  // The inner tier writes without a fence: a write the fenced tier cannot
+  // check must never reach it (Redis may be back by the time it would
+  // check again, and take a fill from before an invalidation).
+  cache::RedisClientOptions o = ClientOptions(absl::StrCat("127.0.0.1:", PickFreePort()));
+  o.start_wait = absl::ZeroDuration();
+  absl::StatusOr<std::shared_ptr<cache::RedisClient>> client = cache::RedisClient::Create(o);
+  ASSERT_OK(client);
+  ASSERT_FALSE((*client)->Available());
+  auto inner = std::make_unique<FakeTier>(cache::TierId::kL2, Clock::Real());
+  FakeTier* raw = inner.get();
+  std::unique_ptr<cache::Tier> fenced = cache::NewFencedTier(
+      std::move(inner), *client, "p:", std::make_shared<cache::AppliedLog>(Clock::Real()),
+      absl::Seconds(20));
+  cache::Entry e;
+  e.value = "v";
+  e.fetched_at = absl::Now();
+  e.fresh_until = e.fetched_at + absl::Seconds(30);
+  e.expires_at = e.fetched_at + absl::Seconds(60);
+  e.stale_until = e.fetched_at + absl::Hours(1);
+  std::optional<absl::Status> stored;
+  fenced->Store(cache::CompositeKey("n", "k"), e, [&](absl::Status s) { stored = s; });
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_THAT(*stored, StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_FALSE(raw->Contains(cache::CompositeKey("n", "k")));
+  EXPECT_EQ(fenced->Stats().stores_dropped, 1u);
 }
 
 TEST(AppliedLogTest, AtAnswersThePositionAppliedAtThatTime) {
