@@ -2,7 +2,10 @@
 // process) that pushes its changes through fanout.v1.Origin/Watch. A change
 // pushed reaches the next Get without any Invalidate call; an origin without
 // Watch is asked once.
+#include <signal.h>
+
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -106,6 +109,15 @@ TEST_F(OriginWatchE2eTest, AfterTheOriginRestartsTheWatchResumesAfterTheLastToke
   origin_->Set("k", "v2");
   origin_->Push(Change("k", "42"));
   EXPECT_TRUE(Eventually([&] { return Get("k") == "v2"; })) << daemon_->process().err();
+}
+
+TEST_F(OriginWatchE2eTest, StoppingWithTheWatchOpenExitsZero) {
+  ASSERT_EQ(Get("k"), "v1");
+  daemon_->process().Signal(SIGINT);  // no shutdown_delay
+  std::optional<int> code = daemon_->process().Wait(absl::Seconds(30));
+  ASSERT_TRUE(code.has_value()) << "fanoutd did not exit";
+  EXPECT_EQ(*code, 0) << daemon_->process().err();
+  EXPECT_TRUE(Eventually([&] { return origin_->watching() == 0; }));
 }
 
 TEST(OriginWithoutWatchE2eTest, IsAskedOnceAndValuesLiveUntilTheirTtl) {
