@@ -250,13 +250,13 @@ class WatchState final : public std::enable_shared_from_this<WatchState> {
   std::vector<bool> failed_ ABSL_GUARDED_BY(mu_);
   int failed_rounds_ ABSL_GUARDED_BY(mu_) = 0;
   // The call in flight: it answered (headers or an event), its valid
-  // events, when it started.
+  // events that were not empty, when it started.
   bool answered_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t events_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time started_ ABSL_GUARDED_BY(mu_);
   bool announced_ ABSL_GUARDED_BY(mu_) = false;   // "watching" logged, not yet "lost"
   std::string token_ ABSL_GUARDED_BY(mu_);        // the last token the origin sent
-  bool had_events_ ABSL_GUARDED_BY(mu_) = false;  // some stream delivered an event
+  bool had_events_ ABSL_GUARDED_BY(mu_) = false;  // some stream delivered a non-empty event
   bool need_all_ ABSL_GUARDED_BY(mu_) = false;    // report `all` when the next call answers
   std::deque<OriginChange> queue_ ABSL_GUARDED_BY(mu_);
   bool delivering_ ABSL_GUARDED_BY(mu_) = false;
@@ -406,8 +406,14 @@ void WatchState::OnEvent(grpc::ByteBuffer* buffer) {
     absl::MutexLock l(&mu_);
     if (stopping_) return;
     Answered(&logs);
-    ++events_;
-    had_events_ = true;
+    // An event with nothing in it says nothing: a stream of only those has
+    // not "lasted", nor did it deliver changes that a reconnect could miss
+    // (an origin answering every method with anything sends such events).
+    if (event.reset() || event.keys_size() > 0 || !event.prefix().empty() ||
+        !event.token().empty()) {
+      ++events_;
+      had_events_ = true;
+    }
     if (event.reset()) {
       // A new start: the origin's position from here, if it gave one.
       token_ = event.token();

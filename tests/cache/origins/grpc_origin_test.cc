@@ -880,6 +880,27 @@ TEST_F(WatchTest, WatchChangesDropsAnUndecodableEvent) {
   EXPECT_EQ(log_.size(), 0u);
 }
 
+TEST_F(WatchTest, WatchChangesTakesEmptyEventsFromAnOriginAnsweringAnythingForNothing) {
+  // A server that answers every method with the same bytes, then OK: here
+  // a FetchResponse{value: "good"}, which decodes as an event naming only a
+  // namespace.
+  fanout::v1::FetchResponse answer;
+  answer.set_found(true);
+  answer.set_value("good");
+  testing::FakeBackendOptions anything;
+  anything.name = answer.SerializeAsString();
+  auto backend = testing::FakeBackend::Start(anything);
+  ASSERT_OK(backend);
+  Watch({(*backend)->address()});
+  // Each stream ends at once having said nothing: the pauses grow, and no
+  // reconnect reports every key as changed.
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Eventually([&] { return executor_.pending_timers() == 1; }));
+  EXPECT_GE(Pause(), absl::Milliseconds(200));
+  EXPECT_EQ(log_.size(), 0u);
+}
+
 TEST_F(WatchTest, WatchChangesReportsEveryKeyAfterAnEventOverTheReceiveLimit) {
   Watch();
   ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
