@@ -205,6 +205,17 @@ void Invalidator::OnGap() {
   Notify([](InvalidationBus::Subscriber* s) { s->OnGap(); });
 }
 
+uint64_t Invalidator::InvalidateEverything() {
+  const uint64_t dropped = read_path_->InvalidateAll();
+  guard_->DistrustLocalBefore(clock_->Now());
+  {
+    absl::MutexLock l(&mu_);
+    ++cache_drops_;
+  }
+  Notify([](InvalidationBus::Subscriber* s) { s->OnGap(); });
+  return dropped;
+}
+
 LinkState Invalidator::link_state() const {
   absl::MutexLock l(&mu_);
   return link_;

@@ -41,7 +41,7 @@ struct InvalidatorStats {
   uint64_t made = 0;           // invalidations made on this pod
   uint64_t not_broadcast = 0;  // ... that the bus did not take
   uint64_t applied = 0;        // invalidations from other pods applied here
-  uint64_t cache_drops = 0;    // gaps (and a first link-up with L1 entries): L1 dropped
+  uint64_t cache_drops = 0;    // gaps, InvalidateEverything, a first link-up with L1 entries
   LinkState link = LinkState::kUp;
   InvalidationBusStats bus;  // when has_bus
 };
@@ -72,6 +72,17 @@ class Invalidator final : private InvalidationBus::Subscriber {
   // is applied here all the same; other pods may keep serving the old
   // value: retry), or when the shared tier could not erase it (no bus).
   void Invalidate(Invalidation invalidation, Done done);
+
+  // For a change nobody can name (the origin lost its place in its log of
+  // changes: every key may have changed): drops everything L1 holds,
+  // detaches the fills under way and forgets remembered NotFounds and
+  // backoffs (ReadPath::InvalidateAll), and makes this pod's L3 copies from
+  // before now serve only as stale fallbacks (where L3 is guarded: with a
+  // bus). Nothing is sent to the other pods (each one watching the origin
+  // hears the same from it), and the shared tier (L2) keeps its copies until
+  // their ttl: a read may fill L1 from there again. Listeners hear it as a
+  // gap. Returns how many L1 entries were dropped.
+  uint64_t InvalidateEverything();
 
   // `listener` hears of every invalidation once applied on this pod (its
   // own included), of link changes and of gaps; from the thread that

@@ -43,6 +43,10 @@ struct OriginChange {
   std::string ns;
   std::vector<std::string> keys;
   std::string prefix;
+  // Every key of `ns` may have changed (with an empty `ns`: every key of
+  // every namespace); the origin cannot say which (it lost its place in its
+  // own log of changes). `keys` and `prefix` are then empty.
+  bool all = false;
 };
 
 // A push of changes under way (Origin::WatchChanges). Destroying it ends the

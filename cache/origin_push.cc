@@ -5,7 +5,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/log_throttle.h"
 
 namespace fanout::cache {
 
@@ -13,6 +15,9 @@ struct OriginPush::Counts {
   std::atomic<uint64_t> changes{0};
   std::atomic<uint64_t> keys{0};
   std::atomic<uint64_t> not_broadcast{0};
+  std::atomic<uint64_t> resets{0};
+  // The origin decides how often it resets.
+  LogThrottle reset_log{5, absl::Seconds(10)};
 };
 
 OriginPush::OriginPush(Invalidator* invalidator, size_t max_keys)
@@ -34,6 +39,20 @@ absl::StatusOr<std::unique_ptr<OriginPush>> OriginPush::Start(Origin* origin,
 OriginPush::~OriginPush() { watch_.reset(); }
 
 void OriginPush::Apply(OriginChange change) {
+  if (change.all) {
+    counts_->changes.fetch_add(1, std::memory_order_relaxed);
+    counts_->resets.fetch_add(1, std::memory_order_relaxed);
+    const uint64_t dropped = invalidator_->InvalidateEverything();
+    int64_t suppressed = 0;
+    if (counts_->reset_log.Admit(&suppressed)) {
+      std::string where =
+          change.ns.empty() ? "" : absl::StrCat(" in namespace \"", change.ns, "\"");
+      if (suppressed > 0) absl::StrAppend(&where, " (", suppressed, " more such resets)");
+      FANOUT_LOG(WARNING) << "the origin cannot say what changed" << where << ": dropped "
+                          << dropped << " entries cached on this pod";
+    }
+    return;
+  }
   if (change.keys.empty() && change.prefix.empty()) return;
   counts_->changes.fetch_add(1, std::memory_order_relaxed);
   counts_->keys.fetch_add(change.keys.size() + (change.prefix.empty() ? 0 : 1),
@@ -66,7 +85,8 @@ void OriginPush::Apply(OriginChange change) {
 OriginPushStats OriginPush::Stats() const {
   return {.changes = counts_->changes.load(std::memory_order_relaxed),
           .keys = counts_->keys.load(std::memory_order_relaxed),
-          .not_broadcast = counts_->not_broadcast.load(std::memory_order_relaxed)};
+          .not_broadcast = counts_->not_broadcast.load(std::memory_order_relaxed),
+          .resets = counts_->resets.load(std::memory_order_relaxed)};
 }
 
 }  // namespace fanout::cache

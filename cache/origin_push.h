@@ -20,8 +20,14 @@ struct OriginPushStats {
   uint64_t changes = 0;        // changes the origin pushed
   uint64_t keys = 0;           // keys named by them (a prefix counts as one)
   uint64_t not_broadcast = 0;  // invalidations applied here but not beyond (bus or L2 failed)
+  uint64_t resets = 0;         // changes naming every key (OriginChange::all)
 };
 
+// A change naming every key (OriginChange::all), of one namespace or of
+// all, is applied as Invalidator::InvalidateEverything: L1 of every
+// namespace is dropped on this pod; the shared tier keeps its copies until
+// their ttl.
+//
 // Thread-safe.
 class OriginPush {
  public:

@@ -49,6 +49,8 @@ absl::StatusOr<std::unique_ptr<cache::Origin>> MakeOrigin(const Config& config, 
       o.max_value_bytes = config.limits.max_value_bytes;
       o.policy = config.origin.grpc_policy;
       o.hedge_after = config.origin.grpc_hedge_after;
+      o.max_key_bytes = config.limits.max_key_bytes;
+      o.max_namespace_bytes = config.limits.max_namespace_bytes;
       o.executor = executor;
       return cache::NewGrpcOrigin(o);
     }

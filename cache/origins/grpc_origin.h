@@ -46,9 +46,19 @@ struct GrpcOriginOptions {
   // With more than one target:
   ReplicaPolicy policy = ReplicaPolicy::kFallback;
   absl::Duration hedge_after = absl::Milliseconds(50);
-  // Runs the fetches' timers (attempt timeouts, hedging, the deadline).
-  // Required with more than one target; not owned, must outlive the origin.
+  // Runs the fetches' timers (attempt timeouts, hedging, the deadline) and
+  // the Watch's reconnect timers. Required with more than one target and by
+  // WatchChanges; not owned, must outlive the origin.
   Executor* executor = nullptr;
+  // What the Watch's events are checked against (limits.max_key_bytes,
+  // limits.max_namespace_bytes).
+  uint64_t max_key_bytes = 1024;
+  uint64_t max_namespace_bytes = 256;
+  // Pauses before the Watch reconnects: the first one up to watch_backoff,
+  // doubling each time no replica gave a stream that lasted, up to
+  // watch_max_backoff; each drawn between half and all of that.
+  absl::Duration watch_backoff = absl::Milliseconds(100);
+  absl::Duration watch_max_backoff = absl::Seconds(5);
 };
 
 // Calls fanout.v1.Origin/Fetch with the callback API (no thread waits for an
@@ -86,6 +96,29 @@ struct GrpcOriginOptions {
 // replica's failure. Destroying the origin cancels its fetches in flight and
 // waits for them to call `done` (promptly: their calls are cancelled), so do
 // not destroy it on a thread those calls need.
+//
+// WatchChanges calls fanout.v1.Origin/Watch (a server stream; the callback
+// API, no thread of its own; its timers on `executor`, which it requires)
+// on one replica at a time: the first, in the configured order, that
+// answers; the next one when a replica fails. It reports each event's keys
+// and prefix as an OriginChange, and a `reset` as a change of `all` keys.
+//   - A stream that ends or breaks is called again after a pause
+//     (watch_backoff .. watch_max_backoff), with the last token the origin
+//     sent as resume_after. When the origin had sent events but no token,
+//     what changed in between is unknown: once the next stream answers, a
+//     change of every key of every namespace is reported.
+//   - A replica that answers UNIMPLEMENTED is not asked again; when every
+//     replica has, the watch logs it once and ends (no push; values live
+//     until their ttl).
+//   - An event that does not decode, or whose namespace, keys, prefix or
+//     token break the limits (a key empty or over max_key_bytes, a NUL byte,
+//     a token over 4096 bytes), is dropped with a warning naming the field
+//     (at most 5 such warnings per 10 s). An event over the channel's
+//     receive limit breaks the stream: a change of every key is reported,
+//     and the next stream starts from now.
+// Destroying the watch cancels the stream and the pending reconnect and
+// waits for the stream's end (prompt: it is cancelled); no sink call runs
+// after it returns. Do not destroy it on a gRPC callback thread.
 absl::StatusOr<std::unique_ptr<Origin>> NewGrpcOrigin(const GrpcOriginOptions& options);
 
 }  // namespace fanout::cache

@@ -342,6 +342,34 @@ TEST_F(InvalidatorTest, SurvivalCopiesFromBeforeStartAreNotFreshWithABus) {
   EXPECT_EQ(r->served_by, TierId::kOrigin);
 }
 
+TEST_F(InvalidatorTest, InvalidateEverythingDropsL1HereOnlyAndSurvivalCopiesServeAsFallback) {
+  FakeTier l3(TierId::kL3, executor_.clock());
+  Pod a(&log_, "a", &executor_, nullptr, &l3);
+  Pod b(&log_, "b", &executor_, nullptr, nullptr);
+  ASSERT_OK(a.Get("k", "v1"));
+  ASSERT_OK(a.Get("j", "v1"));
+  ASSERT_OK(b.Get("k", "v1"));
+  RecordingSubscriber heard;
+  a.invalidator->AddListener(&heard);
+  executor_.AdvanceTime(absl::Seconds(1));
+  EXPECT_EQ(a.invalidator->InvalidateEverything(), 2u);
+  a.invalidator->RemoveListener(&heard);
+  EXPECT_EQ(a.path->l1().Stats().entries, 0u);
+  EXPECT_EQ(a.invalidator->Stats().cache_drops, 1u);
+  EXPECT_THAT(heard.events(), ElementsAre("gap"));
+  // Nothing was sent: the other pod hears it from the origin itself.
+  EXPECT_TRUE(a.bus->published().empty());
+  EXPECT_EQ(b.path->l1().Stats().entries, 1u);
+  // L3's copy predates it: the origin is asked, the copy is a fallback.
+  std::optional<absl::StatusOr<ReadResult>> r;
+  a.path->Get("ns", "k", {}, [&](absl::StatusOr<ReadResult> x) { r = std::move(x); });
+  ASSERT_EQ(a.origin.pending(), 1u);
+  a.origin.Answer(absl::UnavailableError("origin down"));
+  ASSERT_OK(*r);
+  EXPECT_EQ((*r)->served_by, TierId::kL3);
+  EXPECT_TRUE((*r)->stale);
+}
+
 TEST_F(InvalidatorTest, ListenersHearWhatWasAppliedHereInOrder) {
   Pod a(&log_, "a", &executor_, nullptr, nullptr);
   Pod b(&log_, "b", &executor_, nullptr, nullptr);

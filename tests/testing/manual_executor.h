@@ -80,6 +80,11 @@ class ManualExecutor final : public Executor {
     return ran + RunUntilIdle();
   }
 
+  // When the earliest pending timer is due; InfiniteFuture when none is.
+  absl::Time next_timer() const {
+    absl::MutexLock l(&mu_);
+    return timers_.empty() ? absl::InfiniteFuture() : timers_.begin()->first.first;
+  }
   size_t pending_timers() const {
     absl::MutexLock l(&mu_);
     return timers_.size();

@@ -1,8 +1,12 @@
 #include "cache/origins/grpc_origin.h"
 
 #include <atomic>
+#include <thread>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/synchronization/notification.h"
+#include "common/log.h"
 #include "fanout/v1/sidecar.grpc.pb.h"
 #include "fanout/v1/sidecar.pb.h"
 #include "gtest/gtest.h"
@@ -15,6 +19,45 @@ namespace fanout::cache {
 namespace {
 
 using ::fanout::testing::StatusIs;
+
+// Every log line the tests' code writes, kept (and still shown on stderr)
+// so that tests can look for what was logged. Installed before any test
+// runs a thread.
+class LogCapture final : public LogSink {
+ public:
+  void Write(LogLevel level, absl::string_view line) override {
+    (void)level;
+    std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+    absl::MutexLock l(&mu_);
+    lines_.emplace_back(line);
+  }
+  // How many lines containing `text` were logged.
+  int Count(absl::string_view text) {
+    absl::MutexLock l(&mu_);
+    int n = 0;
+    for (const std::string& line : lines_) n += absl::StrContains(line, text) ? 1 : 0;
+    return n;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
+};
+LogCapture* Logs() {
+  static LogCapture* const capture = [] {
+    auto* c = new LogCapture;
+    SetLogSink(c);
+    SetLogRateLimit(0);  // the tests count lines; the watch throttles its own
+    return c;
+  }();
+  return capture;
+}
+class LogCaptureInstaller final : public ::testing::Environment {
+ public:
+  void SetUp() override { Logs(); }
+};
+::testing::Environment* const kLogCapture =
+    ::testing::AddGlobalTestEnvironment(new LogCaptureInstaller);
 
 // One callback-API gRPC server alive from the first test to the last. gRPC
 // 1.51 tears a process-wide callback completion queue down when the last
@@ -520,6 +563,436 @@ TEST(ReplicaPolicyTest, ParseReplicaPolicyNamesTheChoices) {
 TEST(NewGrpcOriginTest, RejectsEmptyTarget) {
   EXPECT_THAT(NewGrpcOrigin({}), StatusIs(absl::StatusCode::kInvalidArgument,
                                           ::testing::HasSubstr("origin.grpc.target")));
+}
+
+// ---- WatchChanges ------------------------------------------------------------
+
+fanout::v1::OriginChangeEvent Event(std::string ns, std::vector<std::string> keys,
+                                    std::string prefix = "", std::string token = "",
+                                    bool reset = false) {
+  fanout::v1::OriginChangeEvent e;
+  e.set_namespace_(std::move(ns));
+  for (std::string& k : keys) e.add_keys(std::move(k));
+  e.set_prefix(std::move(prefix));
+  e.set_token(std::move(token));
+  e.set_reset(reset);
+  return e;
+}
+
+// What a watch reported, and whether any report overlapped another or came
+// after Close (the watch's destructor returned). Thread-safe.
+class ChangeLog {
+ public:
+  Origin::ChangeSink Sink() {
+    return [this](OriginChange change) { Add(std::move(change)); };
+  }
+  void Add(OriginChange change) {
+    if (in_sink_.fetch_add(1) != 0) overlaps_.fetch_add(1);
+    {
+      absl::MutexLock l(&mu_);
+      if (closed_) ++after_close_;
+      changes_.push_back(std::move(change));
+    }
+    in_sink_.fetch_sub(1);
+  }
+  void Close() {
+    absl::MutexLock l(&mu_);
+    closed_ = true;
+  }
+  size_t size() {
+    absl::MutexLock l(&mu_);
+    return changes_.size();
+  }
+  std::vector<OriginChange> changes() {
+    absl::MutexLock l(&mu_);
+    return changes_;
+  }
+  int after_close() {
+    absl::MutexLock l(&mu_);
+    return after_close_;
+  }
+  int overlaps() const { return overlaps_.load(); }
+
+ private:
+  std::atomic<int> in_sink_{0};
+  std::atomic<int> overlaps_{0};
+  absl::Mutex mu_;
+  std::vector<OriginChange> changes_ ABSL_GUARDED_BY(mu_);
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  int after_close_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Real streams from fake origins; the reconnect timers on a manual executor,
+// so that a test says when a pause is over.
+class WatchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    executor_.fake_clock().Set(absl::Now());
+    server_ = testing::FakeGrpcOrigin::Start();
+    server_->EnableWatch(true);
+  }
+  void TearDown() override {
+    watch_.reset();
+    log_.Close();
+    EXPECT_EQ(log_.after_close(), 0);
+    EXPECT_EQ(log_.overlaps(), 0);
+  }
+
+  void Watch(std::vector<std::string> targets) {
+    GrpcOriginOptions options;
+    options.targets = std::move(targets);
+    options.max_value_bytes = 64;
+    options.max_key_bytes = 16;
+    options.max_namespace_bytes = 8;
+    options.executor = &executor_;
+    auto origin = NewGrpcOrigin(options);
+    ASSERT_OK(origin);
+    origin_ = *std::move(origin);
+    auto watch = origin_->WatchChanges(log_.Sink());
+    ASSERT_OK(watch);
+    watch_ = *std::move(watch);
+  }
+  void Watch() { Watch({server_->address()}); }
+
+  // Ends the watch (as the destructor of its owner does).
+  void Unwatch() {
+    watch_.reset();
+    log_.Close();
+  }
+
+  // Waits for the reconnect timer, then moves the clock to it, and not
+  // beyond: a timer the call it starts may set must not fire with it.
+  bool Reconnect() {
+    if (!Eventually([&] { return executor_.pending_timers() == 1; })) return false;
+    executor_.AdvanceTime(Pause());
+    return true;
+  }
+  // How long the pending reconnect timer waits from now.
+  absl::Duration Pause() { return executor_.next_timer() - executor_.clock()->Now(); }
+
+  testing::ManualExecutor executor_;
+  std::unique_ptr<testing::FakeGrpcOrigin> server_;
+  std::unique_ptr<Origin> origin_;
+  ChangeLog log_;
+  std::unique_ptr<OriginWatch> watch_;
+};
+
+TEST_F(WatchTest, WatchChangesReportsWhatTheOriginPushes) {
+  Watch();
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  ASSERT_EQ(server_->Push(Event("ns", {"a", "b"}, "cfg/", "t1")), 1);
+  server_->Push(Event("", {"c"}));
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 2; }));
+  std::vector<OriginChange> changes = log_.changes();
+  EXPECT_EQ(changes[0].ns, "ns");
+  EXPECT_THAT(changes[0].keys, ::testing::ElementsAre("a", "b"));
+  EXPECT_EQ(changes[0].prefix, "cfg/");
+  EXPECT_FALSE(changes[0].all);
+  EXPECT_EQ(changes[1].ns, "");
+  EXPECT_THAT(changes[1].keys, ::testing::ElementsAre("c"));
+  // Every namespace, from now on.
+  std::vector<fanout::v1::OriginWatchRequest> requests = server_->watch_requests();
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(requests[0].namespaces_size(), 0);
+  EXPECT_EQ(requests[0].resume_after(), "");
+}
+
+TEST_F(WatchTest, WatchChangesAnEventWithOnlyATokenReportsNothing) {
+  Watch();
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  server_->Push(Event("", {}, "", "t7"));
+  server_->Push(Event("", {"k"}));
+  ASSERT_TRUE(Eventually([&] { return log_.size() >= 1; }));
+  ASSERT_EQ(log_.size(), 1u);
+  EXPECT_THAT(log_.changes()[0].keys, ::testing::ElementsAre("k"));
+}
+
+TEST_F(WatchTest, WatchChangesStopsWithoutRetryingWhenTheOriginHasNoWatch) {
+  server_->EnableWatch(false);
+  const int logged = Logs()->Count("no replica implements fanout.v1.Origin/Watch");
+  Watch();
+  ASSERT_TRUE(Eventually(
+      [&] { return Logs()->Count("no replica implements fanout.v1.Origin/Watch") == logged + 1; }));
+  // Nothing is scheduled: the origin is not asked again, however long.
+  EXPECT_EQ(executor_.pending_timers(), 0u);
+  executor_.AdvanceTime(absl::Minutes(10));
+  EXPECT_EQ(server_->watch_calls(), 1);
+  EXPECT_EQ(log_.size(), 0u);
+}
+
+TEST_F(WatchTest, WatchChangesAsksEachReplicaOnceWhenNoneHasWatch) {
+  server_->EnableWatch(false);
+  auto second = testing::FakeGrpcOrigin::Start();
+  const int logged = Logs()->Count("no replica implements fanout.v1.Origin/Watch");
+  Watch({server_->address(), second->address()});
+  ASSERT_TRUE(Eventually(
+      [&] { return Logs()->Count("no replica implements fanout.v1.Origin/Watch") == logged + 1; }));
+  EXPECT_EQ(executor_.pending_timers(), 0u);
+  executor_.AdvanceTime(absl::Minutes(10));
+  EXPECT_EQ(server_->watch_calls(), 1);
+  EXPECT_EQ(second->watch_calls(), 1);
+}
+
+TEST_F(WatchTest, WatchChangesReconnectsResumingAfterTheLastToken) {
+  Watch();
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  server_->Push(Event("", {"a"}, "", "t1"));
+  server_->Push(Event("", {"b"}, "", "t2"));
+  server_->Push(Event("", {"c"}));  // no token: the position stays at t2
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 3; }));
+  server_->EndWatches(grpc::Status(grpc::StatusCode::UNAVAILABLE, "restarting"));
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  std::vector<fanout::v1::OriginWatchRequest> requests = server_->watch_requests();
+  ASSERT_EQ(requests.size(), 2u);
+  EXPECT_EQ(requests[1].resume_after(), "t2");
+  server_->Push(Event("", {"d"}, "", "t3"));
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 4; }));
+  // With a token, nothing is lost: no change of every key.
+  EXPECT_THAT(log_.changes()[3].keys, ::testing::ElementsAre("d"));
+  // A stream the origin ends cleanly is called again too.
+  server_->EndWatches();
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  EXPECT_EQ(server_->watch_requests().back().resume_after(), "t3");
+  for (const OriginChange& c : log_.changes()) EXPECT_FALSE(c.all);
+}
+
+TEST_F(WatchTest, WatchChangesWaitsLongerAfterEachFailedRound) {
+  Watch();
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  server_->SetDown(true);
+  server_->EndWatches(grpc::Status(grpc::StatusCode::UNAVAILABLE, "going down"));
+  // Each pause is between half and all of 100ms, 200ms, 400ms, ... 5s.
+  const absl::Duration ceilings[] = {absl::Milliseconds(100),  absl::Milliseconds(200),
+                                     absl::Milliseconds(400),  absl::Milliseconds(800),
+                                     absl::Milliseconds(1600), absl::Milliseconds(3200),
+                                     absl::Seconds(5),         absl::Seconds(5)};
+  int calls = 1;
+  for (absl::Duration ceiling : ceilings) {
+    ASSERT_TRUE(Eventually([&] { return executor_.pending_timers() == 1; }));
+    const absl::Duration pause = Pause();
+    EXPECT_GE(pause, ceiling / 2);
+    EXPECT_LE(pause, ceiling);
+    EXPECT_EQ(server_->watch_calls(), calls);
+    executor_.AdvanceTime(pause);
+    ++calls;
+    ASSERT_TRUE(Eventually([&] { return server_->watch_calls() == calls; }));
+  }
+  // Back up: a stream that delivers resets the pause.
+  server_->SetDown(false);
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  server_->Push(Event("", {"a"}, "", "t1"));
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 1; }));
+  server_->EndWatches(grpc::Status(grpc::StatusCode::UNAVAILABLE, "again"));
+  ASSERT_TRUE(Eventually([&] { return executor_.pending_timers() == 1; }));
+  EXPECT_GE(Pause(), absl::Milliseconds(50));
+  EXPECT_LE(Pause(), absl::Milliseconds(100));
+}
+
+TEST_F(WatchTest, WatchChangesReportsAResetAsAChangeOfEveryKey) {
+  Watch();
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  server_->Push(Event("ns", {}, "", "t9", /*reset=*/true));
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 1; }));
+  OriginChange change = log_.changes()[0];
+  EXPECT_TRUE(change.all);
+  EXPECT_EQ(change.ns, "ns");
+  EXPECT_TRUE(change.keys.empty());
+  EXPECT_EQ(change.prefix, "");
+  // The reset's token is where the next stream resumes.
+  server_->EndWatches(grpc::Status(grpc::StatusCode::UNAVAILABLE, "x"));
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  EXPECT_EQ(server_->watch_requests().back().resume_after(), "t9");
+  EXPECT_EQ(log_.size(), 1u);
+}
+
+TEST_F(WatchTest, WatchChangesReportsEveryKeyWhenItReconnectsWithoutAToken) {
+  Watch();
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  server_->Push(Event("ns", {"a"}));  // an origin without tokens
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 1; }));
+  server_->EndWatches(grpc::Status(grpc::StatusCode::UNAVAILABLE, "x"));
+  ASSERT_TRUE(Reconnect());
+  // Once the new stream answers: whatever changed in between is unknown.
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 2; }));
+  OriginChange change = log_.changes()[1];
+  EXPECT_TRUE(change.all);
+  EXPECT_EQ(change.ns, "");
+  EXPECT_EQ(server_->watch_requests().back().resume_after(), "");
+}
+
+TEST_F(WatchTest, WatchChangesDoesNotReportEveryKeyWhenNoEventWasEverSent) {
+  Watch();
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  server_->EndWatches(grpc::Status(grpc::StatusCode::UNAVAILABLE, "x"));
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  server_->Push(Event("", {"k"}));
+  ASSERT_TRUE(Eventually([&] { return log_.size() >= 1; }));
+  ASSERT_EQ(log_.size(), 1u);
+  EXPECT_FALSE(log_.changes()[0].all);
+}
+
+TEST_F(WatchTest, WatchChangesDropsEventsThatBreakTheLimitsNamingTheField) {
+  Watch();
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  const int oversized = Logs()->Count("keys[1] is 17 bytes, over the limit of 16");
+  const int bad_ns = Logs()->Count("namespace contains a NUL byte");
+  const int bad_prefix = Logs()->Count("prefix is 17 bytes");
+  const int bad_token = Logs()->Count("token is 4097 bytes");
+  const int empty_key = Logs()->Count("keys[0] is empty");
+  server_->Push(Event("", {"ok", std::string(17, 'k')}, "", "t-bad"));
+  server_->Push(Event(std::string("n\0s", 3), {"a"}));
+  server_->Push(Event("", {}, std::string(17, 'p')));
+  server_->Push(Event("", {"a"}, "", std::string(4097, 't')));
+  server_->Push(Event("", {""}));
+  server_->Push(Event("", {std::string(16, 'k')}, std::string(16, 'p'), "t-ok"));
+  ASSERT_TRUE(Eventually([&] { return log_.size() >= 1; }));
+  ASSERT_EQ(log_.size(), 1u);
+  EXPECT_THAT(log_.changes()[0].keys, ::testing::ElementsAre(std::string(16, 'k')));
+  EXPECT_EQ(Logs()->Count("keys[1] is 17 bytes, over the limit of 16 (limits.max_key_bytes)"),
+            oversized + 1);
+  EXPECT_EQ(Logs()->Count("namespace contains a NUL byte"), bad_ns + 1);
+  EXPECT_EQ(Logs()->Count("prefix is 17 bytes"), bad_prefix + 1);
+  EXPECT_EQ(Logs()->Count("token is 4097 bytes"), bad_token + 1);
+  EXPECT_EQ(Logs()->Count("keys[0] is empty"), empty_key + 1);
+  // A dropped event does not move the position.
+  server_->EndWatches(grpc::Status(grpc::StatusCode::UNAVAILABLE, "x"));
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  EXPECT_EQ(server_->watch_requests().back().resume_after(), "t-ok");
+}
+
+TEST_F(WatchTest, WatchChangesDropsAnUndecodableEvent) {
+  testing::FakeBackendOptions garbage;
+  garbage.name = "\xff\xff\xff\xff\xff";  // one event of these bytes, then OK
+  auto broken = testing::FakeBackend::Start(garbage);
+  ASSERT_OK(broken);
+  const int logged = Logs()->Count("not a fanout.v1.OriginChangeEvent");
+  Watch({(*broken)->address()});
+  ASSERT_TRUE(
+      Eventually([&] { return Logs()->Count("not a fanout.v1.OriginChangeEvent") == logged + 1; }));
+  // The stream ended at once, having given nothing: called again later.
+  ASSERT_TRUE(Eventually([&] { return executor_.pending_timers() == 1; }));
+  EXPECT_EQ(log_.size(), 0u);
+}
+
+TEST_F(WatchTest, WatchChangesTakesEmptyEventsFromAnOriginAnsweringAnythingForNothing) {
+  // A server that answers every method with the same bytes, then OK: here
+  // a FetchResponse{value: "good"}, which decodes as an event naming only a
+  // namespace.
+  fanout::v1::FetchResponse answer;
+  answer.set_found(true);
+  answer.set_value("good");
+  testing::FakeBackendOptions anything;
+  anything.name = answer.SerializeAsString();
+  auto backend = testing::FakeBackend::Start(anything);
+  ASSERT_OK(backend);
+  Watch({(*backend)->address()});
+  // Each stream ends at once having said nothing: the pauses grow, and no
+  // reconnect reports every key as changed.
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Eventually([&] { return executor_.pending_timers() == 1; }));
+  EXPECT_GE(Pause(), absl::Milliseconds(200));
+  EXPECT_EQ(log_.size(), 0u);
+}
+
+TEST_F(WatchTest, WatchChangesReportsEveryKeyAfterAnEventOverTheReceiveLimit) {
+  Watch();
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  server_->Push(Event("", {"a"}, "", "t1"));
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 1; }));
+  // max_value_bytes 64: the channel takes messages of up to 64 + 4096 bytes.
+  std::vector<std::string> many(400, std::string(16, 'k'));
+  server_->Push(Event("", many, "", "t2"));
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 2; }));
+  EXPECT_TRUE(log_.changes()[1].all);
+  // That event's place is lost with it: from now on.
+  EXPECT_EQ(server_->watch_requests().back().resume_after(), "");
+}
+
+TEST_F(WatchTest, WatchChangesMovesToTheNextReplicaAtOnceWhenOneCannotBeReached) {
+  auto second = testing::FakeGrpcOrigin::Start();
+  second->EnableWatch(true);
+  Watch({StoppedAddress(), second->address()});
+  ASSERT_TRUE(Eventually([&] { return second->watching() == 1; }));
+  EXPECT_EQ(executor_.pending_timers(), 0u);  // no pause before the second
+  second->Push(Event("", {"k"}));
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 1; }));
+  EXPECT_THAT(log_.changes()[0].keys, ::testing::ElementsAre("k"));
+}
+
+TEST_F(WatchTest, WatchChangesMovesToTheNextReplicaWithTheLastToken) {
+  auto second = testing::FakeGrpcOrigin::Start();
+  second->EnableWatch(true);
+  Watch({server_->address(), second->address()});
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  EXPECT_EQ(second->watch_calls(), 0);  // one replica at a time
+  server_->Push(Event("", {"a"}, "", "t5"));
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 1; }));
+  // The first goes down: asked again after a pause, it fails, and the
+  // second is asked at once, from where the first was.
+  server_->SetDown(true);
+  server_->EndWatches(grpc::Status(grpc::StatusCode::UNAVAILABLE, "going down"));
+  ASSERT_TRUE(Reconnect());
+  ASSERT_TRUE(Eventually([&] { return second->watching() == 1; }));
+  EXPECT_EQ(server_->watch_calls(), 2);
+  EXPECT_EQ(second->watch_requests().back().resume_after(), "t5");
+  second->Push(Event("", {"b"}, "", "t6"));
+  ASSERT_TRUE(Eventually([&] { return log_.size() == 2; }));
+  EXPECT_THAT(log_.changes()[1].keys, ::testing::ElementsAre("b"));
+}
+
+TEST_F(WatchTest, DestroyingTheWatchWhileConnectedCancelsTheStream) {
+  Watch();
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  // Events keep coming while the watch goes away.
+  std::atomic<bool> stop{false};
+  std::thread pusher([&] {
+    for (int i = 0; !stop.load() && i < 100000; ++i) server_->Push(Event("", {"k"}));
+  });
+  EXPECT_TRUE(Eventually([&] { return log_.size() > 10; }));
+  Unwatch();
+  const size_t reported = log_.size();
+  EXPECT_TRUE(Eventually([&] { return server_->watching() == 0; }));
+  stop.store(true);
+  pusher.join();
+  EXPECT_EQ(log_.size(), reported);
+  EXPECT_EQ(executor_.pending_timers(), 0u);
+  EXPECT_EQ(server_->watch_calls(), 1);
+}
+
+TEST_F(WatchTest, DestroyingTheWatchWhileWaitingToReconnectCancelsTheTimer) {
+  Watch();
+  ASSERT_TRUE(Eventually([&] { return server_->watching() == 1; }));
+  server_->EndWatches(grpc::Status(grpc::StatusCode::UNAVAILABLE, "x"));
+  ASSERT_TRUE(Eventually([&] { return executor_.pending_timers() == 1; }));
+  Unwatch();
+  EXPECT_EQ(executor_.pending_timers(), 0u);
+  executor_.AdvanceTime(absl::Minutes(1));
+  EXPECT_EQ(server_->watch_calls(), 1);
+}
+
+TEST_F(WatchTest, DestroyingTheWatchRightAfterItStartsReturns) {
+  Watch();
+  Unwatch();
+  EXPECT_EQ(executor_.pending_timers(), 0u);
+  EXPECT_TRUE(Eventually([&] { return server_->watching() == 0; }));
+}
+
+TEST(WatchChangesTest, NeedsAnExecutor) {
+  auto server = testing::FakeGrpcOrigin::Start();
+  GrpcOriginOptions options;
+  options.targets = {server->address()};
+  auto origin = NewGrpcOrigin(options);
+  ASSERT_OK(origin);
+  EXPECT_THAT((*origin)->WatchChanges([](OriginChange) {}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::HasSubstr("executor")));
 }
 
 }  // namespace
