@@ -944,6 +944,60 @@ void ReadPath::Invalidate(absl::string_view ns, const std::vector<std::string>& 
   auto matches = [&](const std::string& ckey) {
     return ckeys.contains(ckey) || (!cprefix.empty() && absl::StartsWith(ckey, cprefix));
   };
+
+  // The lower tiers are asked first: a tier that applies its erase later
+  // (L3's writer) answers lookups as if applied from the call on. Then a
+  // read that misses L1 after the purge below cannot find the old value
+  // there, and a fill that looked before is detached.
+  std::vector<Tier*> tiers;
+  for (const auto& tier : lower_) {
+    const bool shared = tier->id() == TierId::kL2;
+    if (scope.tiers == InvalidateTiers::kAll ||
+        (scope.tiers == InvalidateTiers::kLocal && !shared)) {
+      tiers.push_back(tier.get());
+    }
+  }
+  struct Join {
+    std::atomic<size_t> pending;
+    absl::Mutex mu;
+    InvalidateOutcome outcome ABSL_GUARDED_BY(mu);
+    InvalidateOutcomeDone done;
+  };
+  auto join = std::make_shared<Join>();
+  join->pending = tiers.size() + 1;  // + this pod's own purge, below
+  join->done = std::move(done);
+  auto finish_one = [](const std::shared_ptr<Join>& join) {
+    if (join->pending.fetch_sub(1) != 1) return;
+    InvalidateOutcome result;
+    {
+      absl::MutexLock l(&join->mu);
+      result = std::move(join->outcome);
+    }
+    std::move(join->done)(std::move(result));
+  };
+  const absl::Time deadline = clock_->Now() + options_.origin_timeout;
+  const std::vector<std::string> erase_keys(ckeys.begin(), ckeys.end());
+  for (Tier* tier : tiers) {
+    // The survival tier keeps invalidated values for outages unless purged.
+    const EraseMode mode = tier->id() == TierId::kL3 && !scope.purge_survival
+                               ? EraseMode::kSupersede
+                               : EraseMode::kRemove;
+    const bool shared = tier->id() == TierId::kL2;
+    tier->Erase(erase_keys, cprefix, mode, deadline,
+                [join, shared, id = tier->id(), finish_one](absl::StatusOr<uint64_t> n) {
+                  if (!n.ok()) {
+                    absl::MutexLock l(&join->mu);
+                    absl::Status& first = shared ? join->outcome.shared : join->outcome.local;
+                    if (first.ok()) {
+                      first = absl::Status(n.status().code(),
+                                           absl::StrCat(id == TierId::kL2 ? "L2" : "L3", ": ",
+                                                        n.status().message()));
+                    }
+                  }
+                  finish_one(join);
+                });
+  }
+
   {
     absl::MutexLock l(&mu_);
     std::vector<std::shared_ptr<Flight>> doomed;
@@ -957,63 +1011,14 @@ void ReadPath::Invalidate(absl::string_view ns, const std::vector<std::string>& 
       while (it != records_.end() && absl::StartsWith(it->first, cprefix)) it = records_.erase(it);
     }
   }
-  InvalidateOutcome outcome;
-  for (const std::string& ckey : ckeys) outcome.evicted += l1_->Erase(ckey) ? 1 : 0;
-  if (!cprefix.empty()) outcome.evicted += l1_->ErasePrefix(cprefix);
-
-  std::vector<Tier*> tiers;
-  for (const auto& tier : lower_) {
-    const bool shared = tier->id() == TierId::kL2;
-    if (scope.tiers == InvalidateTiers::kAll ||
-        (scope.tiers == InvalidateTiers::kLocal && !shared)) {
-      tiers.push_back(tier.get());
-    }
-  }
-  if (tiers.empty()) {
-    std::move(done)(std::move(outcome));
-    return;
-  }
-  struct Join {
-    std::atomic<size_t> pending;
-    absl::Mutex mu;
-    InvalidateOutcome outcome ABSL_GUARDED_BY(mu);
-    InvalidateOutcomeDone done;
-  };
-  auto join = std::make_shared<Join>();
-  join->pending = tiers.size();
+  uint64_t evicted = 0;
+  for (const std::string& ckey : ckeys) evicted += l1_->Erase(ckey) ? 1 : 0;
+  if (!cprefix.empty()) evicted += l1_->ErasePrefix(cprefix);
   {
     absl::MutexLock l(&join->mu);
-    join->outcome = std::move(outcome);
+    join->outcome.evicted = evicted;
   }
-  join->done = std::move(done);
-  const absl::Time deadline = clock_->Now() + options_.origin_timeout;
-  const std::vector<std::string> erase_keys(ckeys.begin(), ckeys.end());
-  for (Tier* tier : tiers) {
-    // The survival tier keeps invalidated values for outages unless purged.
-    const EraseMode mode = tier->id() == TierId::kL3 && !scope.purge_survival
-                               ? EraseMode::kSupersede
-                               : EraseMode::kRemove;
-    const bool shared = tier->id() == TierId::kL2;
-    tier->Erase(erase_keys, cprefix, mode, deadline,
-                [join, shared, id = tier->id()](absl::StatusOr<uint64_t> n) {
-                  if (!n.ok()) {
-                    absl::MutexLock l(&join->mu);
-                    absl::Status& first = shared ? join->outcome.shared : join->outcome.local;
-                    if (first.ok()) {
-                      first = absl::Status(n.status().code(),
-                                           absl::StrCat(id == TierId::kL2 ? "L2" : "L3", ": ",
-                                                        n.status().message()));
-                    }
-                  }
-                  if (join->pending.fetch_sub(1) != 1) return;
-                  InvalidateOutcome result;
-                  {
-                    absl::MutexLock l(&join->mu);
-                    result = std::move(join->outcome);
-                  }
-                  std::move(join->done)(std::move(result));
-                });
-  }
+  finish_one(join);
 }
 
 void ReadPath::Invalidate(absl::string_view ns, const std::vector<std::string>& keys,

@@ -689,6 +689,25 @@ TEST_P(ReadPathTest, InvalidateSupersedesSurvivalTierUnlessPurged) {
   EXPECT_FALSE(l3->Contains(CompositeKey("ns", "k")));
 }
 
+// A read that misses L1 while an invalidation is under way must not find
+// the old value fresh in a lower tier that has not applied its erase yet
+// (and put it back in L1): the lower tiers are asked before L1 is purged.
+TEST_P(ReadPathTest, InvalidateAsksTheLowerTiersBeforePurgingL1) {
+  FakeTier* l3 = BuildWithTier(TierId::kL3);
+  Fill("k", "old");
+  ASSERT_TRUE(l3->Contains(CompositeKey("ns", "k")));
+  Slot during;
+  l3->set_on_erase([&] { during = StartGet("k"); });
+  path_->Invalidate("ns", {"k"}, "", false, [](absl::StatusOr<uint64_t>) {});
+  ASSERT_TRUE(during != nullptr && during->has_value());
+  auto after = StartGet("k");
+  ASSERT_EQ(origin_.pending(), 1u) << "the old value came back into L1";
+  origin_.AnswerValue("new", 2);
+  ASSERT_TRUE(after->has_value());
+  ASSERT_OK(after->value());
+  EXPECT_EQ(after->value()->value, "new");
+}
+
 TEST_P(ReadPathTest, InvalidateReportsTierFailuresBesideTheL1Purge) {
   auto l2 = std::make_unique<FakeTier>(TierId::kL2, executor_.clock());
   auto l3 = std::make_unique<FakeTier>(TierId::kL3, executor_.clock());

@@ -73,6 +73,12 @@ class FakeTier final : public cache::Tier {
 
   void Erase(std::vector<std::string> keys, std::string prefix, cache::EraseMode mode,
              absl::Time deadline, EraseDone done) override {
+    absl::AnyInvocable<void() &&> on_erase;
+    {
+      absl::MutexLock l(&mu_);
+      on_erase = std::move(on_erase_);
+    }
+    if (on_erase) std::move(on_erase)();
     if (Hanging()) {
       Hold([this, keys, prefix, mode, deadline, done = std::move(done)]() mutable {
         Erase(std::move(keys), std::move(prefix), mode, deadline, std::move(done));
@@ -114,6 +120,13 @@ class FakeTier final : public cache::Tier {
   cache::TierStats Stats() const override {
     absl::MutexLock l(&mu_);
     return stats_;
+  }
+
+  // Runs `f` once, at the start of the next Erase, before it applies (what
+  // another thread may do while an invalidation is under way).
+  void set_on_erase(absl::AnyInvocable<void() &&> f) {
+    absl::MutexLock l(&mu_);
+    on_erase_ = std::move(f);
   }
 
   // Faults.
@@ -206,6 +219,7 @@ class FakeTier final : public cache::Tier {
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   bool hang_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<absl::AnyInvocable<void() &&>> held_ ABSL_GUARDED_BY(mu_);
+  absl::AnyInvocable<void() &&> on_erase_ ABSL_GUARDED_BY(mu_);
   int lookups_ ABSL_GUARDED_BY(mu_) = 0;
   int lookup_many_calls_ ABSL_GUARDED_BY(mu_) = 0;
   int erase_calls_ ABSL_GUARDED_BY(mu_) = 0;
