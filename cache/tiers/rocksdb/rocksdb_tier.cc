@@ -648,7 +648,8 @@ RocksDbTier::~RocksDbTier() {
 // Reads.
 
 absl::StatusOr<Entry> RocksDbTier::Finish(absl::string_view key, const rocksdb::Status& status,
-                                          absl::string_view value) {
+                                          absl::string_view value,
+                                          const std::optional<PendingErase>& before) {
   if (status.IsNotFound()) {
     counters_->misses.fetch_add(1, std::memory_order_relaxed);
     return Miss();
@@ -666,7 +667,8 @@ absl::StatusOr<Entry> RocksDbTier::Finish(absl::string_view key, const rocksdb::
   Entry entry = std::move(env->entry);
   if (clock_->Now() >= entry.stale_until ||
       (any_remembered_.load(std::memory_order_acquire) && !ApplyRemembered(key, &entry)) ||
-      (pending_erases_.load(std::memory_order_acquire) > 0 && !ApplyPending(key, &entry))) {
+      ((before.has_value() || pending_erases_.load(std::memory_order_acquire) > 0) &&
+       !ApplyPending(key, before, &entry))) {
     counters_->misses.fetch_add(1, std::memory_order_relaxed);
     return Miss();
   }
@@ -676,10 +678,11 @@ absl::StatusOr<Entry> RocksDbTier::Finish(absl::string_view key, const rocksdb::
 
 void RocksDbTier::Lookup(absl::string_view key, absl::Time deadline, LookupDone done) {
   if (options_.inline_cached_reads) {
+    const std::optional<PendingErase> before = PendingFor(key);
     rocksdb::PinnableSlice value;
     rocksdb::Status s = db_->Get(CachedOnly(), db_->DefaultColumnFamily(), ToSlice(key), &value);
     if (!s.IsIncomplete()) {
-      std::move(done)(Finish(key, s, ToView(value)));
+      std::move(done)(Finish(key, s, ToView(value), before));
       return;
     }
   }
@@ -697,11 +700,12 @@ void RocksDbTier::LookupMany(std::vector<std::string> keys, absl::Time deadline,
   request->results.resize(keys.size());
   for (size_t i = 0; i < keys.size(); ++i) {
     if (options_.inline_cached_reads) {
+      const std::optional<PendingErase> before = PendingFor(keys[i]);
       rocksdb::PinnableSlice value;
       rocksdb::Status s =
           db_->Get(CachedOnly(), db_->DefaultColumnFamily(), ToSlice(keys[i]), &value);
       if (!s.IsIncomplete()) {
-        request->results[i] = Finish(keys[i], s, ToView(value));
+        request->results[i] = Finish(keys[i], s, ToView(value), before);
         continue;
       }
     }
@@ -771,19 +775,25 @@ void RocksDbTier::Serve(ReadRequest& request) {
   }
   const rocksdb::ReadOptions options;
   if (!request.many) {
+    const std::optional<PendingErase> before = PendingFor(request.keys[0]);
     rocksdb::PinnableSlice value;
     rocksdb::Status s =
         db_->Get(options, db_->DefaultColumnFamily(), ToSlice(request.keys[0]), &value);
-    std::move(request.one)(Finish(request.keys[0], s, ToView(value)));
+    std::move(request.one)(Finish(request.keys[0], s, ToView(value), before));
     return;
   }
   std::vector<rocksdb::Slice> keys;
+  std::vector<std::optional<PendingErase>> before;
   keys.reserve(request.keys.size());
-  for (const std::string& k : request.keys) keys.push_back(ToSlice(k));
+  before.reserve(request.keys.size());
+  for (const std::string& k : request.keys) {
+    keys.push_back(ToSlice(k));
+    before.push_back(PendingFor(k));
+  }
   std::vector<std::string> values;
   std::vector<rocksdb::Status> statuses = db_->MultiGet(options, keys, &values);
   for (size_t i = 0; i < keys.size(); ++i) {
-    request.results[request.slots[i]] = Finish(request.keys[i], statuses[i], values[i]);
+    request.results[request.slots[i]] = Finish(request.keys[i], statuses[i], values[i], before[i]);
   }
   std::move(request.all)(std::move(request.results));
 }
@@ -897,20 +907,37 @@ void RocksDbTier::RemovePending(const std::vector<std::string>& keys, const std:
   pending_erases_.fetch_sub(1, std::memory_order_release);
 }
 
-bool RocksDbTier::ApplyPending(absl::string_view key, Entry* entry) const {
+std::optional<RocksDbTier::PendingErase> RocksDbTier::PendingFor(absl::string_view key) const {
+  if (pending_erases_.load(std::memory_order_acquire) == 0) return std::nullopt;
+  std::optional<PendingErase> merged;
+  auto merge = [&merged](const PendingErase& p) {
+    if (!merged.has_value()) {
+      merged = p;
+      return;
+    }
+    if (p.mode == EraseMode::kRemove) merged->mode = EraseMode::kRemove;
+    merged->at = std::max(merged->at, p.at);
+  };
+  absl::MutexLock l(&pending_mu_);
+  auto it = pending_keys_.find(key);
+  if (it != pending_keys_.end()) merge(it->second);
+  for (const auto& [prefix, p] : pending_prefixes_) {
+    if (absl::StartsWith(key, prefix)) merge(p);
+  }
+  return merged;
+}
+
+bool RocksDbTier::ApplyPending(absl::string_view key, const std::optional<PendingErase>& before,
+                               Entry* entry) const {
   auto apply = [&](const PendingErase& p) {
     if (entry->fetched_at > p.at) return true;  // fetched after the erase
     if (p.mode == EraseMode::kRemove) return false;
     *entry = Supersede(std::move(*entry), p.at);
     return true;
   };
-  absl::MutexLock l(&pending_mu_);
-  auto it = pending_keys_.find(key);
-  if (it != pending_keys_.end() && !apply(it->second)) return false;
-  for (const auto& [prefix, p] : pending_prefixes_) {
-    if (absl::StartsWith(key, prefix) && !apply(p)) return false;
-  }
-  return true;
+  if (before.has_value() && !apply(*before)) return false;
+  const std::optional<PendingErase> now = PendingFor(key);
+  return !now.has_value() || apply(*now);
 }
 
 absl::Status RocksDbTier::Flush() {

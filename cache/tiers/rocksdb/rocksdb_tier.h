@@ -75,6 +75,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -209,6 +210,12 @@ class RocksDbTier final : public Tier {
     EraseMode mode;
     absl::Time at;
   };
+  // An erase queued and not yet applied by the writer (see pending_keys_).
+  struct PendingErase {
+    EraseMode mode;
+    absl::Time at;
+    int queued = 0;
+  };
   enum class ReadOnlyCause { kNone, kOpenedReadOnly, kWriteFailed, kFull };
 
   explicit RocksDbTier(const RocksDbTierOptions& options);
@@ -216,8 +223,11 @@ class RocksDbTier final : public Tier {
 
   // Reads.
   // The answer to a read of `key` that RocksDB answered with `status`.
+  // `before`: the erases pending for the key when the read started (one
+  // applied while it read is not pending any more, but the read may have
+  // seen the value from before it).
   absl::StatusOr<Entry> Finish(absl::string_view key, const rocksdb::Status& status,
-                               absl::string_view value);
+                               absl::string_view value, const std::optional<PendingErase>& before);
   void Enqueue(std::shared_ptr<ReadRequest> request);
   void ReaderLoop();
   void Serve(ReadRequest& request);
@@ -293,16 +303,14 @@ class RocksDbTier final : public Tier {
   // with how many of each are queued. Lookups apply them meanwhile, so that
   // a read after an invalidation erased L1, but before the writer reached
   // its L3 erase, does not find the old value fresh and put it back in L1.
-  struct PendingErase {
-    EraseMode mode;
-    absl::Time at;
-    int queued = 0;
-  };
   void AddPending(const std::vector<std::string>& keys, const std::string& prefix, EraseMode mode);
   void RemovePending(const std::vector<std::string>& keys, const std::string& prefix);
-  // False when a pending erase removes `entry`; supersedes it when one
-  // supersedes it.
-  bool ApplyPending(absl::string_view key, Entry* entry) const;
+  // The erases pending for `key`, merged; nullopt when none.
+  std::optional<PendingErase> PendingFor(absl::string_view key) const;
+  // False when `before` or an erase pending now removes `entry`; supersedes
+  // it when one supersedes it.
+  bool ApplyPending(absl::string_view key, const std::optional<PendingErase>& before,
+                    Entry* entry) const;
   mutable absl::Mutex pending_mu_;
   absl::flat_hash_map<std::string, PendingErase> pending_keys_ ABSL_GUARDED_BY(pending_mu_);
   absl::btree_map<std::string, PendingErase> pending_prefixes_ ABSL_GUARDED_BY(pending_mu_);
