@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cache/invalidator.h"
+#include "cache/origin_push.h"
 #include "cache/tiers/redis/redis_tier.h"
 #include "cache/tiers/rocksdb/rocksdb_tier.h"
 #include "server/watch_service.h"
@@ -273,6 +274,28 @@ void CollectL3(const cache::RocksDbTier& l3, Families& out) {
          {}, s.read_only ? 1 : 0);
 }
 
+void CollectPush(const cache::OriginPush& push, Families& out) {
+  const cache::OriginPushStats s = push.Stats();
+  Sample(out.Add("fanout_origin_changes_total",
+                 "Changes the origin reported by itself (inotify, Origin.Watch), applied as "
+                 "invalidations",
+                 MetricType::Counter),
+         {}, static_cast<double>(s.changes));
+  Sample(
+      out.Add("fanout_origin_changed_keys_total",
+              "Keys named by the origin's changes (a prefix counts as one)", MetricType::Counter),
+      {}, static_cast<double>(s.keys));
+  Sample(out.Add("fanout_origin_resets_total",
+                 "Changes naming every key (the origin could not say which changed): L1 dropped",
+                 MetricType::Counter),
+         {}, static_cast<double>(s.resets));
+  Sample(out.Add("fanout_origin_changes_not_broadcast_total",
+                 "Invalidations of origin changes applied on this pod only (the stream or L2 "
+                 "failed)",
+                 MetricType::Counter),
+         {}, static_cast<double>(s.not_broadcast));
+}
+
 void CollectInvalidation(const cache::Invalidator& invalidator, Families& out) {
   const cache::InvalidatorStats s = invalidator.Stats();
   MetricFamily& made = out.Add("fanout_invalidations_total",
@@ -387,6 +410,7 @@ std::vector<prometheus::MetricFamily> ComponentCollector::Collect() const {
   if (sources_.redis != nullptr) CollectRedis(*sources_.redis, out);
   if (sources_.l3 != nullptr) CollectL3(*sources_.l3, out);
   if (sources_.invalidator != nullptr) CollectInvalidation(*sources_.invalidator, out);
+  if (sources_.push != nullptr) CollectPush(*sources_.push, out);
   if (sources_.watch != nullptr) CollectWatch(*sources_.watch, out);
   if (sources_.router) {
     if (std::shared_ptr<const router::Router> router = sources_.router()) {

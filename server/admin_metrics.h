@@ -33,6 +33,7 @@
 
 namespace fanout::cache {
 class Invalidator;
+class OriginPush;
 class RedisTier;
 class RocksDbTier;
 }  // namespace fanout::cache
@@ -68,6 +69,8 @@ class ComponentCollector final : public prometheus::Collectable {
     // Cross-pod invalidation and the Watch streams; unset = none.
     const cache::Invalidator* invalidator = nullptr;
     const WatchService* watch = nullptr;
+    // The origin's push of changes (origin.push); unset = none.
+    const cache::OriginPush* push = nullptr;
     // The router calls use now (a reload replaces it); unset = none.
     std::function<std::shared_ptr<const router::Router>()> router{};
   };

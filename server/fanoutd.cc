@@ -383,6 +383,7 @@ absl::StatusOr<std::unique_ptr<Fanoutd>> Fanoutd::Start(const Config& config) {
   sources.l1_capacity_bytes = config.cache.l1_capacity;
   sources.invalidator = d->invalidation_->invalidator();
   sources.watch = d->invalidation_->watch();
+  sources.push = d->invalidation_->push();
   sources.router = [slot = d->routers_.get()] {
     return std::shared_ptr<const router::Router>(slot->Get());
   };

@@ -61,6 +61,8 @@ class InvalidationSetup {
   void Shutdown();
 
   cache::Invalidator* invalidator() { return invalidator_.get(); }
+  // The origin's push of changes; null when off or the origin cannot push.
+  const cache::OriginPush* push() const { return push_.get(); }
   WatchService* watch() { return watch_.get(); }
   InvalidationStats Stats() const;
 

@@ -16,25 +16,6 @@ namespace {
 
 using ::fanout::testing::FakeOrigin;
 
-// An origin whose pushes the test makes by calling its sink.
-class PushingOrigin final : public Origin {
- public:
-  void Fetch(absl::string_view ns, absl::string_view key, const FetchContext& context,
-             FetchDone done) override {
-    values_.Fetch(ns, key, context, std::move(done));
-  }
-  absl::StatusOr<std::unique_ptr<OriginWatch>> WatchChanges(ChangeSink sink) override {
-    sink_ = std::move(sink);
-    return std::make_unique<OriginWatch>();
-  }
-  void Push(OriginChange change) { sink_(std::move(change)); }
-  FakeOrigin& values() { return values_; }
-
- private:
-  FakeOrigin values_;
-  ChangeSink sink_;
-};
-
 class OriginPushTest : public ::testing::Test {
  protected:
   OriginPushTest() : guard_(absl::Seconds(5)) {
@@ -47,6 +28,7 @@ class OriginPushTest : public ::testing::Test {
     path_ = std::make_unique<ReadPath>(o, NewWTinyLfuCache(l1),
                                        std::vector<std::unique_ptr<Tier>>{}, &origin_, &executor_);
     invalidator_ = std::make_unique<Invalidator>(path_.get(), nullptr, &guard_, executor_.clock());
+    origin_.EnablePush();
     auto push = OriginPush::Start(&origin_, invalidator_.get(), 10);
     EXPECT_OK(push);
     push_ = *std::move(push);
@@ -62,14 +44,14 @@ class OriginPushTest : public ::testing::Test {
                                  const std::string& value = "") {
     std::optional<absl::StatusOr<ReadResult>> out;
     path_->Get(ns, key, {}, [&](absl::StatusOr<ReadResult> r) { out = std::move(r); });
-    if (!out.has_value() && origin_.values().pending() > 0) origin_.values().AnswerValue(value);
+    if (!out.has_value() && origin_.pending() > 0) origin_.AnswerValue(value);
     if (!out.has_value()) return absl::InternalError("no answer");
     return *std::move(out);
   }
 
   testing::ManualExecutor executor_;
   LinkGuard guard_;
-  PushingOrigin origin_;
+  FakeOrigin origin_;
   std::unique_ptr<ReadPath> path_;
   std::unique_ptr<Invalidator> invalidator_;
   std::unique_ptr<OriginPush> push_;

@@ -481,5 +481,28 @@ TEST(ComponentCollectorTest, CollectReadsInvalidationAndWatchStats) {
   watch.Shutdown();
 }
 
+TEST(ComponentCollectorTest, CollectReadsTheOriginsPushedChanges) {
+  testing::ManualExecutor executor;
+  testing::FakeOrigin origin;
+  origin.EnablePush();
+  cache::LinkGuard guard(absl::Seconds(5));
+  cache::ReadPath path(cache::ReadPathOptions{}, cache::NewWTinyLfuCache({}), {}, &origin,
+                       &executor);
+  cache::Invalidator invalidator(&path, nullptr, &guard, executor.clock());
+  absl::StatusOr<std::unique_ptr<cache::OriginPush>> push =
+      cache::OriginPush::Start(&origin, &invalidator, 2);
+  ASSERT_OK(push);
+  origin.Push({.ns = "ns", .keys = {"a", "b", "c"}, .prefix = "p/"});
+  origin.Push({.ns = "", .keys = {}, .prefix = "", .all = true});
+  ComponentCollector::Sources sources;
+  sources.push = push->get();
+  ComponentCollector collector(std::move(sources));
+  std::map<std::string, double> values = Values(collector);
+  EXPECT_EQ(values["fanout_origin_changes_total{}"], 2);
+  EXPECT_EQ(values["fanout_origin_changed_keys_total{}"], 4);
+  EXPECT_EQ(values["fanout_origin_resets_total{}"], 1);
+  EXPECT_EQ(values["fanout_origin_changes_not_broadcast_total{}"], 0);
+}
+
 }  // namespace
 }  // namespace fanout::server

@@ -3,6 +3,7 @@
 #define FANOUT_TESTS_TESTING_FAKE_ORIGIN_H_
 
 #include <deque>
+#include <memory>
 #include <string>
 #include <utility>
 
@@ -19,6 +20,21 @@ class FakeOrigin final : public cache::Origin {
     ++fetches_;
     pending_.push_back(Pending{std::string(ns), std::string(key), context, std::move(done)});
   }
+
+  // After EnablePush, WatchChanges takes a sink and Push calls it (the
+  // default: this origin does not push).
+  void EnablePush() {
+    absl::MutexLock l(&mu_);
+    push_enabled_ = true;
+  }
+  absl::StatusOr<std::unique_ptr<cache::OriginWatch>> WatchChanges(ChangeSink sink) override {
+    absl::MutexLock l(&mu_);
+    if (!push_enabled_) return cache::Origin::WatchChanges(nullptr);
+    sink_ = std::move(sink);
+    return std::make_unique<cache::OriginWatch>();
+  }
+  // Calls the sink WatchChanges took (from the calling thread).
+  void Push(cache::OriginChange change) { sink_(std::move(change)); }
 
   int fetches() const {
     absl::MutexLock l(&mu_);
@@ -63,6 +79,8 @@ class FakeOrigin final : public cache::Origin {
     cache::FetchContext context;
     FetchDone done;
   };
+  bool push_enabled_ ABSL_GUARDED_BY(mu_) = false;
+  ChangeSink sink_;  // set by WatchChanges, before any Push
   mutable absl::Mutex mu_;
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
   int fetches_ ABSL_GUARDED_BY(mu_) = 0;
