@@ -17,6 +17,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/inval_stats.h"
+#include "bench/pod_clients.h"
 #include "client/client.h"
 
 ABSL_FLAG(std::vector<std::string>, pods, {}, "pod addresses; the first invalidates");
@@ -33,15 +34,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: fanout-inval-bench --pods A,B[,C...] --root DIR\n");
     return 2;
   }
-  std::vector<std::unique_ptr<fanout::client::Client>> pods;
-  for (const std::string& a : addrs) {
-    auto c = fanout::client::Client::Connect(a);
-    if (!c.ok()) {
-      std::fprintf(stderr, "%s: %s\n", a.c_str(), std::string(c.status().message()).c_str());
-      return 1;
-    }
-    pods.push_back(*std::move(c));
-  }
+  std::vector<std::unique_ptr<fanout::client::Client>> pods = fanout::bench::ConnectPods(addrs);
+  if (pods.empty()) return 1;
   const int rounds = absl::GetFlag(FLAGS_rounds);
   const int keys = absl::GetFlag(FLAGS_keys);
   for (int k = 0; k < keys; ++k) {

@@ -20,7 +20,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "bench/histogram.h"
+#include "bench/inval_stats.h"
+#include "bench/pod_clients.h"
 #include "client/client.h"
 
 ABSL_FLAG(std::vector<std::string>, pods, {}, "pod addresses (each watches the root)");
@@ -30,14 +31,6 @@ ABSL_FLAG(int, keys, 20, "distinct keys (under bench/), changed in turn");
 ABSL_FLAG(absl::Duration, give_up, absl::Seconds(5), "longest wait for one pod in one round");
 
 namespace {
-
-using fanout::bench::LatencyHistogram;
-
-std::string Json(const char* name, const LatencyHistogram& h) {
-  auto ms = [](uint64_t ns) { return static_cast<double>(ns) / 1e6; };
-  return absl::StrCat("\"", name, "\": {\"n\": ", h.count(), ", \"p50_ms\": ", ms(h.Percentile(50)),
-                      ", \"p99_ms\": ", ms(h.Percentile(99)), ", \"max_ms\": ", ms(h.max()), "}");
-}
 
 // Writes `value` to `path`: truncated and rewritten in place, or written to
 // a hidden file beside it and renamed over it (how editors and deploy tools
@@ -64,22 +57,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: fanout-push-bench --pods A[,B...] --root DIR\n");
     return 2;
   }
-  std::vector<std::unique_ptr<fanout::client::Client>> pods;
-  for (const std::string& a : addrs) {
-    auto c = fanout::client::Client::Connect(a);
-    if (!c.ok()) {
-      std::fprintf(stderr, "%s: %s\n", a.c_str(), std::string(c.status().message()).c_str());
-      return 1;
-    }
-    pods.push_back(*std::move(c));
-  }
+  std::vector<std::unique_ptr<fanout::client::Client>> pods = fanout::bench::ConnectPods(addrs);
+  if (pods.empty()) return 1;
   const int rounds = absl::GetFlag(FLAGS_rounds);
   const int keys = absl::GetFlag(FLAGS_keys);
   std::filesystem::create_directories(root + "/bench");
   for (int k = 0; k < keys; ++k) {
     std::ofstream(absl::StrCat(root, "/bench/k", k), std::ios::trunc) << "initial";
   }
-  LatencyHistogram in_place, renamed, all;
+  std::vector<double> in_place, renamed, all;  // ms
   int late = 0, errors = 0;
   for (int i = 0; i < rounds; ++i) {
     const std::string key = absl::StrCat("bench/k", i % keys);
@@ -100,9 +86,9 @@ int main(int argc, char** argv) {
         if (seen[p]) continue;
         auto got = pods[p]->Get(key);
         if (got.ok() && got->value() == value) {
-          const auto ns = static_cast<uint64_t>(absl::ToInt64Nanoseconds(absl::Now() - written));
-          (rename ? renamed : in_place).Record(ns);
-          all.Record(ns);
+          const double ms = absl::ToDoubleMilliseconds(absl::Now() - written);
+          (rename ? renamed : in_place).push_back(ms);
+          all.push_back(ms);
           seen[p] = true;
           --left;
         }
@@ -122,7 +108,8 @@ int main(int argc, char** argv) {
     late += static_cast<int>(left);
   }
   std::printf("{\"rounds\": %d, \"pods\": %zu, \"late\": %d, \"errors\": %d, %s, %s, %s}\n", rounds,
-              pods.size(), late, errors, Json("all", all).c_str(),
-              Json("in_place", in_place).c_str(), Json("rename", renamed).c_str());
+              pods.size(), late, errors, fanout::bench::DelayJson("all", all).c_str(),
+              fanout::bench::DelayJson("in_place", in_place).c_str(),
+              fanout::bench::DelayJson("rename", renamed).c_str());
   return late == 0 && errors == 0 ? 0 : 1;
 }

@@ -29,6 +29,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "bench/inval_stats.h"
+#include "bench/pod_clients.h"
 #include "bench/watch_reader.h"
 #include "client/client.h"
 #include "grpcpp/grpcpp.h"
@@ -125,15 +126,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: fanout-watch-fanout-bench --pods A,B [--streams N]\n");
     return 2;
   }
-  std::vector<std::unique_ptr<fanout::client::Client>> pods;
-  for (const std::string& a : addrs) {
-    auto c = fanout::client::Client::Connect(a);
-    if (!c.ok()) {
-      std::fprintf(stderr, "%s: %s\n", a.c_str(), std::string(c.status().message()).c_str());
-      return 1;
-    }
-    pods.push_back(*std::move(c));
-  }
+  std::vector<std::unique_ptr<fanout::client::Client>> pods = fanout::bench::ConnectPods(addrs);
+  if (pods.empty()) return 1;
   std::vector<std::unique_ptr<fanout::v1::Sidecar::Stub>> stubs;
   for (int i = 0; i < channels; ++i) {
     grpc::ChannelArguments args;

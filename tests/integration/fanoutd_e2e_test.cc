@@ -15,6 +15,7 @@
 #include "client/client.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
+#include "tests/testing/eventually.h"
 #include "tests/testing/fake_grpc_origin.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
@@ -22,6 +23,7 @@
 namespace fanout {
 namespace {
 
+using ::fanout::testing::Eventually;
 using ::fanout::testing::RunProcess;
 using ::fanout::testing::Subprocess;
 using ::testing::HasSubstr;
@@ -77,17 +79,6 @@ testing::RunResult BufCurl(std::vector<std::string> args) {
                                    "--http2-prior-knowledge"};
   argv.insert(argv.end(), args.begin(), args.end());
   return RunProcess(argv, absl::Seconds(60));
-}
-
-// Polls `done` every 5 ms until it holds or `timeout` passes.
-template <typename F>
-bool Eventually(F done, absl::Duration timeout = absl::Seconds(20)) {
-  const absl::Time give_up = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() >= give_up) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
 }
 
 int CountLines(const std::string& text, absl::string_view needle) {

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
 #include "gtest/gtest.h"
+#include "tests/testing/eventually.h"
 #include "tests/testing/fake_grpc_origin.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/subprocess.h"
@@ -18,18 +19,8 @@
 namespace fanout {
 namespace {
 
+using ::fanout::testing::Eventually;
 using ::testing::HasSubstr;
-
-// Polls `done` every 5 ms until it holds or `timeout` passes.
-template <typename F>
-bool Eventually(F done, absl::Duration timeout = absl::Seconds(20)) {
-  const absl::Time give_up = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() >= give_up) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
-}
 
 // fanoutd on `origin` with values fresh for an hour: without a push, a
 // changed value is not seen for that long.

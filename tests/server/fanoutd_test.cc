@@ -16,27 +16,18 @@
 #include "absl/synchronization/notification.h"
 #include "client/client.h"
 #include "gtest/gtest.h"
+#include "tests/testing/eventually.h"
 #include "tests/testing/fake_grpc_origin.h"
 #include "tests/testing/status_matchers.h"
 
 namespace fanout::server {
 namespace {
 
+using ::fanout::testing::Eventually;
 using ::fanout::testing::StatusIs;
 using ::grpc::health::v1::HealthCheckResponse;
 using ::testing::HasSubstr;
 namespace fs = std::filesystem;
-
-// Polls `done` every 5 ms until it holds or `timeout` passes.
-template <typename F>
-bool Eventually(F done, absl::Duration timeout = absl::Seconds(20)) {
-  const absl::Time give_up = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() >= give_up) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
-}
 
 class FanoutdTest : public ::testing::Test {
  protected:

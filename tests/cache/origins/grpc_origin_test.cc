@@ -10,6 +10,7 @@
 #include "fanout/v1/sidecar.grpc.pb.h"
 #include "fanout/v1/sidecar.pb.h"
 #include "gtest/gtest.h"
+#include "tests/testing/eventually.h"
 #include "tests/testing/fake_backend.h"
 #include "tests/testing/fake_grpc_origin.h"
 #include "tests/testing/manual_executor.h"
@@ -18,6 +19,7 @@
 namespace fanout::cache {
 namespace {
 
+using ::fanout::testing::Eventually;
 using ::fanout::testing::StatusIs;
 
 // Every log line the tests' code writes, kept (and still shown on stderr)
@@ -326,17 +328,6 @@ class HungOrigin final : public fanout::v1::Origin::CallbackService {
   std::atomic<int> calls_{0};
   std::atomic<int> cancelled_{0};
 };
-
-// Polls `condition` for up to 20 s (generous for a loaded machine).
-template <typename F>
-bool Eventually(F condition) {
-  const absl::Time end = absl::Now() + absl::Seconds(20);
-  while (absl::Now() < end) {
-    if (condition()) return true;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return condition();
-}
 
 // An address where nothing listens any more.
 std::string StoppedAddress() {

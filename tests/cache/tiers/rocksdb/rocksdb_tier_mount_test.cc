@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "cache/tiers/rocksdb/rocksdb_tier.h"
 #include "tests/cache/tiers/tier_contract.h"
+#include "tests/testing/eventually.h"
 #include "tests/testing/subprocess.h"
 
 namespace fanout::testing {
@@ -74,16 +75,6 @@ std::string MountTmpfs(absl::string_view size) {
     return "";
   }
   return dir;
-}
-
-template <typename F>
-bool Eventually(F done, absl::Duration timeout = absl::Seconds(20)) {
-  const absl::Time give_up = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() >= give_up) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
 }
 
 std::string Incompressible(size_t bytes, uint64_t seed) {

@@ -15,6 +15,7 @@
 #include "rocksdb/db.h"
 #include "tests/cache/tiers/rocksdb/rocksdb_fault_env.h"
 #include "tests/cache/tiers/tier_contract.h"
+#include "tests/testing/eventually.h"
 #include "tests/testing/fake_clock.h"
 
 namespace fanout::testing {
@@ -62,17 +63,6 @@ int RawKeyCount(const std::string& path) {
   int n = 0;
   for (it->SeekToFirst(); it->Valid(); it->Next()) ++n;
   return n;
-}
-
-// Polls `done` (bounded) until it holds.
-template <typename F>
-bool Eventually(F done, absl::Duration timeout = absl::Seconds(20)) {
-  const absl::Time give_up = absl::Now() + timeout;
-  while (!done()) {
-    if (absl::Now() >= give_up) return false;
-    absl::SleepFor(absl::Milliseconds(5));
-  }
-  return true;
 }
 
 // --- The contract ----------------------------------------------------------
