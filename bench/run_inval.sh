@@ -148,15 +148,15 @@ def trio(s, fmt="%.2f"):
 print("### Watch fan-out: one invalidation to %d streams" % w["streamsN"]["streams"])
 print()
 print("`fanout-watch-fanout-bench` holds the streams on pod B from one process (gRPC callback "
-      "API, %d connections), every stream watching the prefix `w/`. Watch sends nothing when it "
-      "opens, so a stream counts as established once it received an `INVALIDATED` (fresh keys "
-      "were invalidated on B until all had one: %d invalidations). Each round invalidates a "
+      "API, %d connections), every stream watching the prefix `w/`. A stream counts as established "
+      "once it received an `INVALIDATED` (fresh keys were invalidated on B until all had one: %d "
+      "invalidations). Each round invalidates a "
       "fresh key on A (through Redis) or on B itself (local), alternately, and waits for the "
       "event on every stream; %d rounds per row, first one stream alone (the baseline), then "
       "%d. Times run from `Invalidate` returning to the first and the last stream reading its "
       "`INVALIDATED`, and from the call's start (a stream may hear of it before the caller does: "
-      "B sends the events as it applies the invalidation, while A's reply is still on its way, "
-      "and a local Invalidate answers after it has pushed the events)." % (
+      "B queues the events as it applies the invalidation and sends them from its executor, "
+      "while the reply is still on its way)." % (
           w["channels"], w["warmup_invalidations"], w["streams1"]["remote"]["first"]["n"],
           w["streamsN"]["streams"]))
 print()
