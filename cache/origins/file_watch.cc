@@ -150,11 +150,16 @@ class FileWatch final : public OriginWatch {
         options_.max_files, " files; not watching it (changes are served after their ttl)"));
   }
 
-  // Watches `path` (a directory fd's /proc link, so that the directory
-  // watched is the one the walk resolved). -1 when it cannot.
-  int AddWatch(int dir_fd) {
+  // Watches the directory open as `dir_fd`, `rel` below the root, through
+  // its /proc link so that the directory watched is the one the walk
+  // resolved; by its path where /proc is not mounted. -1 when it cannot.
+  int AddWatch(int dir_fd, const std::string& rel) {
     const std::string link = absl::StrCat("/proc/self/fd/", dir_fd);
-    const int wd = ::inotify_add_watch(inotify_fd_, link.c_str(), kDirEvents);
+    int wd = ::inotify_add_watch(inotify_fd_, link.c_str(), kDirEvents);
+    if (wd < 0 && errno == ENOENT) {
+      const std::string path = rel.empty() ? options_.root : absl::StrCat(options_.root, "/", rel);
+      wd = ::inotify_add_watch(inotify_fd_, path.c_str(), kDirEvents);
+    }
     if (wd < 0 && !watch_error_logged_) {
       watch_error_logged_ = true;
       FANOUT_LOG(WARNING) << "file origin watch: cannot watch a directory below " << options_.root
@@ -198,7 +203,7 @@ class FileWatch final : public OriginWatch {
         continue;
       }
       dir.path.emplace_back(dst.st_dev, dst.st_ino);
-      const int wd = AddWatch(at.get());
+      const int wd = AddWatch(at.get(), dir.rel);
       if (wd >= 0) scan.watches.insert(wd);
       DIR* d = ::fdopendir(at.get());
       if (d == nullptr) {
@@ -269,7 +274,7 @@ class FileWatch final : public OriginWatch {
       const ssize_t n = ::readlinkat(at.get(), name.c_str(), target, sizeof(target));
       if (n < 0) {  // not a link: this directory holds the file
         if (!dir.empty()) {
-          const int wd = AddWatch(at.get());
+          const int wd = AddWatch(at.get(), dir);
           if (wd >= 0) scan->watches.insert(wd);
         }
         return;
