@@ -35,3 +35,35 @@ origin:
     root: $dir/origin
 YAML
 }
+
+# A free TCP port on loopback.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_redis LOG: a throwaway redis-server (no persistence) on a free
+# loopback port, logging to LOG; sets redis_port, adds its pid to the
+# caller's pids array and waits (10 s at most) until it answers PING.
+start_redis() {
+  redis_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning \
+    > "$1" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do
+    [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ] && return 0
+    sleep 0.1
+  done
+  log "redis-server did not answer:"; cat "$1" >&2
+  return 1
+}
+
+# start_fanoutd BUILD DIR LOG [ARGS...]: BUILD's fanoutd in directory DIR on
+# a free loopback port, logging to LOG, with ARGS; adds its pid to the
+# caller's pids array and sets addr to its gRPC address.
+start_fanoutd() {
+  local build=$1 dir=$2 out=$3
+  shift 3
+  (cd "$dir" && exec "$build/server/fanoutd" --listen=127.0.0.1:0 "$@") > "$out" 2>&1 &
+  pids+=($!)
+  addr=$(address_from "$out")
+}

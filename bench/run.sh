@@ -48,10 +48,6 @@ log() { echo "bench: $*" >&2; }
 # shellcheck source=bench/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 get_suite() {
   bench="$build/bench/fanout-bench"
   echo_server="$build/bench/fanout-echo-server"
@@ -73,16 +69,9 @@ get_suite() {
   pids+=($!)
   "$echo_server" --listen 127.0.0.1:0 --reply_bytes "$value_bytes" 2> "$tmp/echo.log" &
   pids+=($!)
-  redis_port=$(free_port)
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-    --loglevel warning > "$tmp/redis.log" 2>&1 &
-  pids+=($!)
+  start_redis "$tmp/redis.log"
   fanoutd_addr=$(address_from "$tmp/fanoutd.log")
   echo_addr=$(address_from "$tmp/echo.log")
-  for _ in $(seq 100); do
-    [ "$(redis-cli -p "$redis_port" ping 2>/dev/null)" = PONG ] && break
-    sleep 0.1
-  done
   # redis-benchmark -r K reads "key:" + a 12-digit index below K: store those.
   for ((i = 0; i < keys; i++)); do
     k=$(printf 'key:%012d' "$i")

@@ -41,14 +41,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning \
-  > "$tmp/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && break
-  sleep 0.1
-done
+log() { echo "run_inval.sh: $*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+start_redis "$tmp/redis.log"
+port=$redis_port
 
 mkdir -p "$tmp/root/bench"
 addrs=()
@@ -69,13 +66,8 @@ invalidation:
 admin:
   listen: ""
 YAML
-  "$build/server/fanoutd" --config="$tmp/$pod.yaml" --listen=127.0.0.1:0 2> "$tmp/$pod.log" &
-  pids+=($!)
-  for _ in $(seq 200); do
-    grep -q "listening on " "$tmp/$pod.log" && break
-    sleep 0.05
-  done
-  addrs+=("$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$tmp/$pod.log" | head -n1)")
+  start_fanoutd "$build" "$tmp" "$tmp/$pod.log" --config="$tmp/$pod.yaml"
+  addrs+=("$addr")
 done
 
 start=$(date +%s)

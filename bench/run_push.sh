@@ -32,24 +32,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Starts fanoutd in directory $1, logging to $2, with the remaining
-# arguments; sets `addr` to its gRPC address once it listens.
-start_fanoutd() {
-  local dir=$1 log=$2
-  shift 2
-  (cd "$dir" && exec "$build/server/fanoutd" --listen=127.0.0.1:0 "$@") > "$log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 200); do
-    grep -q "listening on " "$log" && break
-    sleep 0.05
-  done
-  addr=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$log" | head -n1)
-}
+log() { echo "run_push.sh: $*" >&2; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # The make-run set-up.
 mkdir -p "$tmp/run/deploy/examples"
 cp -r "$root/deploy/examples/config.d" "$tmp/run/deploy/examples/"
-start_fanoutd "$tmp/run" "$tmp/run.log"
+start_fanoutd "$build" "$tmp/run" "$tmp/run.log"
 run_addr=$addr
 start=$(date +%s)
 "$build/bench/fanout-push-bench" --pods "$run_addr" --root "$tmp/run/deploy/examples/config.d" \
@@ -57,14 +47,8 @@ start=$(date +%s)
 cat "$tmp/run.json" >&2
 
 # The pods set-up.
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning \
-  > "$tmp/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do
-  [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && break
-  sleep 0.1
-done
+start_redis "$tmp/redis.log"
+port=$redis_port
 mkdir -p "$tmp/root"
 addrs=()
 for pod in a b c; do
@@ -82,7 +66,7 @@ invalidation:
 admin:
   listen: ""
 YAML
-  start_fanoutd "$tmp" "$tmp/$pod.log" --config="$tmp/$pod.yaml"
+  start_fanoutd "$build" "$tmp" "$tmp/$pod.log" --config="$tmp/$pod.yaml"
   addrs+=("$addr")
 done
 "$build/bench/fanout-push-bench" --pods "$(IFS=,; echo "${addrs[*]}")" --root "$tmp/root" \
