@@ -15,20 +15,19 @@
 // those), or a change further down a chain of directory symlinks; SIGHUP
 // (Trigger) covers those.
 //
-// Threading: one thread of its own (its documented job) waits for events
-// and runs the callback; callbacks never overlap, and none runs after the
+// Threading: one thread of its own (an InotifyLoop) waits for events and
+// runs the callback; callbacks never overlap, and none runs after the
 // destructor returns.
 #ifndef FANOUT_SERVER_CONFIG_WATCHER_H_
 #define FANOUT_SERVER_CONFIG_WATCHER_H_
 
-#include <atomic>
 #include <memory>
 #include <string>
-#include <thread>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/inotify_loop.h"
 
 namespace fanout::server {
 
@@ -61,25 +60,24 @@ class ConfigWatcher {
   void Trigger();
 
  private:
-  ConfigWatcher(Options options, Callback on_change, int inotify_fd, int event_fd);
-  void Run();
+  ConfigWatcher(Options options, Callback on_change, std::unique_ptr<InotifyLoop> loop);
+  // Whether `event` can change what the path reads (and follows the
+  // watched directories going away).
+  bool Relevant(const struct inotify_event& event);
   // (Re)watches the directory of the file the path resolves to, when it
   // differs from the path's own directory.
   void WatchTarget();
 
   const Options options_;
   Callback on_change_;
-  const int inotify_fd_;
-  const int event_fd_;
   std::string dir_;   // the path's directory
   std::string name_;  // the path's file name
   int dir_wd_ = -1;
   std::string target_dir_;  // of the resolved path, when elsewhere
   std::string target_name_;
   int target_wd_ = -1;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> triggered_{false};
-  std::thread thread_;
+  // Last: its thread, which uses the fields above, stops first.
+  std::unique_ptr<InotifyLoop> loop_;
 };
 
 }  // namespace fanout::server

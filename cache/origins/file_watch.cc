@@ -2,20 +2,16 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <climits>
 #include <cstdint>
 #include <cstring>
 #include <map>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -26,6 +22,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "cache/origins/beneath.h"
+#include "common/inotify_loop.h"
 #include "common/log.h"
 
 namespace fanout::cache {
@@ -103,28 +100,18 @@ bool KeyOf(const std::string& rel, std::string* ns, std::string* key) {
 
 class FileWatch final : public OriginWatch {
  public:
-  FileWatch(FileWatchOptions options, Origin::ChangeSink sink, int inotify_fd, int event_fd)
+  FileWatch(FileWatchOptions options, Origin::ChangeSink sink, std::unique_ptr<InotifyLoop> loop)
       : options_(std::move(options)),
         sink_(std::move(sink)),
         resolver_(options_.symlinks, options_.use_openat2 && Openat2Works(options_.root)),
-        inotify_fd_(inotify_fd),
-        event_fd_(event_fd) {
+        loop_(std::move(loop)) {
     std::tie(parent_, name_) = SplitPath(options_.root);
   }
 
-  ~FileWatch() override {
-    stop_.store(true);
-    const uint64_t one = 1;
-    if (::write(event_fd_, &one, sizeof(one)) < 0) {
-      // The counter cannot overflow with one write; nothing to do.
-    }
-    if (thread_.joinable()) thread_.join();
-    ::close(inotify_fd_);
-    ::close(event_fd_);
-  }
+  ~FileWatch() override { loop_.reset(); }
 
   absl::Status Begin() {
-    parent_wd_ = ::inotify_add_watch(inotify_fd_, parent_.c_str(), kParentEvents);
+    parent_wd_ = ::inotify_add_watch(loop_->fd(), parent_.c_str(), kParentEvents);
     if (parent_wd_ < 0) {
       FANOUT_LOG(WARNING) << "file origin watch: cannot watch " << parent_ << " ("
                           << std::strerror(errno) << "): a root replaced as a whole is noticed "
@@ -139,7 +126,9 @@ class FileWatch final : public OriginWatch {
     if (first.too_many) return TooMany();
     files_ = std::move(first.files);
     ReplaceWatches(first.watches);
-    thread_ = std::thread([this] { Run(); });
+    loop_->Start({.debounce = options_.debounce, .max_delay = options_.max_delay},
+                 {.on_event = [this](const struct inotify_event& e) { return Relevant(e); },
+                  .on_burst = [this](bool) { return Burst(); }});
     return absl::OkStatus();
   }
 
@@ -155,10 +144,10 @@ class FileWatch final : public OriginWatch {
   // resolved; by its path where /proc is not mounted. -1 when it cannot.
   int AddWatch(int dir_fd, const std::string& rel) {
     const std::string link = absl::StrCat("/proc/self/fd/", dir_fd);
-    int wd = ::inotify_add_watch(inotify_fd_, link.c_str(), kDirEvents);
+    int wd = ::inotify_add_watch(loop_->fd(), link.c_str(), kDirEvents);
     if (wd < 0 && errno == ENOENT) {
       const std::string path = rel.empty() ? options_.root : absl::StrCat(options_.root, "/", rel);
-      wd = ::inotify_add_watch(inotify_fd_, path.c_str(), kDirEvents);
+      wd = ::inotify_add_watch(loop_->fd(), path.c_str(), kDirEvents);
     }
     if (wd < 0 && !watch_error_logged_) {
       watch_error_logged_ = true;
@@ -308,7 +297,7 @@ class FileWatch final : public OriginWatch {
   // Keeps the watches of the last scan (and the parent's); drops the rest.
   void ReplaceWatches(const absl::flat_hash_set<int>& now) {
     for (int wd : watches_) {
-      if (!now.contains(wd) && wd != parent_wd_) ::inotify_rm_watch(inotify_fd_, wd);
+      if (!now.contains(wd) && wd != parent_wd_) ::inotify_rm_watch(loop_->fd(), wd);
     }
     watches_ = now;
   }
@@ -320,7 +309,10 @@ class FileWatch final : public OriginWatch {
     if (!scan.root_ok) return false;
     if (scan.too_many) {
       FANOUT_LOG(ERROR) << TooMany().message();
-      stop_.store(true);
+      disabled_ = true;
+      ReplaceWatches({});
+      if (parent_wd_ >= 0) ::inotify_rm_watch(loop_->fd(), parent_wd_);
+      parent_wd_ = -1;
       return true;
     }
     // What could not be looked at keeps what it had.
@@ -352,125 +344,67 @@ class FileWatch final : public OriginWatch {
     return true;
   }
 
-  void Run() {
-    // inotify events are aligned for struct inotify_event.
-    alignas(struct inotify_event) char buf[64 * (sizeof(struct inotify_event) + NAME_MAX + 1)];
-    bool pending = false;
-    bool root_missing = false;
-    absl::Time first = absl::InfinitePast();
-    absl::Time quiet_at = absl::InfinitePast();
-    absl::Time retry_at = absl::InfiniteFuture();
-    while (!stop_.load()) {
-      absl::Time due = root_missing ? retry_at : absl::InfiniteFuture();
-      if (pending) due = std::min(due, std::min(quiet_at, first + options_.max_delay));
-      int timeout_ms = -1;
-      if (due != absl::InfiniteFuture()) {
-        timeout_ms = static_cast<int>(std::clamp<int64_t>(
-            absl::ToInt64Milliseconds(absl::Ceil(due - absl::Now(), absl::Milliseconds(1))), 0,
-            60000));
+  // Whether `event` may change what the keys read: any event in a watched
+  // directory (an IN_IGNORED of one that went, an overflow of the queue
+  // too); in the root's parent, only those on the root's own name.
+  bool Relevant(const struct inotify_event& ev) {
+    if (disabled_) return false;
+    if (ev.wd == parent_wd_ && parent_wd_ >= 0) {
+      if (ev.mask & IN_IGNORED) {
+        parent_wd_ = -1;
+        return false;
       }
-      pollfd fds[2] = {{inotify_fd_, POLLIN, 0}, {event_fd_, POLLIN, 0}};
-      if (::poll(fds, 2, timeout_ms) < 0 && errno != EINTR) {
-        FANOUT_LOG(ERROR) << "file origin watch: poll: " << std::strerror(errno)
-                          << "; changes are served after their ttl";
-        return;
-      }
-      if (stop_.load()) return;
-      if (fds[0].revents != 0) {
-        bool relevant = false;
-        for (;;) {
-          const ssize_t len = ::read(inotify_fd_, buf, sizeof(buf));
-          if (len <= 0) break;  // EAGAIN: drained
-          for (ssize_t off = 0; off < len;) {
-            const auto* ev = reinterpret_cast<const struct inotify_event*>(buf + off);
-            off += static_cast<ssize_t>(sizeof(struct inotify_event) + ev->len);
-            if (ev->wd == parent_wd_ && parent_wd_ >= 0) {
-              if (ev->mask & IN_IGNORED) {
-                parent_wd_ = -1;
-              } else if (ev->len > 0 && name_ == ev->name) {
-                relevant = true;
-              }
-              continue;
-            }
-            // Any other event (IN_IGNORED of a directory that went, an
-            // overflow of the queue) may change what the keys read.
-            relevant = true;
-          }
-        }
-        if (relevant) {
-          const absl::Time now = absl::Now();
-          if (!pending) first = now;
-          pending = true;
-          quiet_at = now + options_.debounce;
-        }
-      }
-      if (fds[1].revents != 0) {
-        uint64_t n;
-        if (::read(event_fd_, &n, sizeof(n)) < 0) {
-          // Drained already.
-        }
-      }
-      const absl::Time now = absl::Now();
-      const bool burst_over = pending && now >= std::min(quiet_at, first + options_.max_delay);
-      const bool retry = root_missing && now >= retry_at;
-      if (!burst_over && !retry) continue;
-      pending = false;
-      const bool found = Rescan();
-      if (options_.on_rescan) options_.on_rescan(found);
-      if (found) {
-        if (root_missing) {
-          FANOUT_LOG(INFO) << "file origin watch: origin.file.root \"" << options_.root
-                           << "\" is back";
-        }
-        root_missing = false;
-        retry_at = absl::InfiniteFuture();
-      } else {
-        if (!root_missing) {
-          FANOUT_LOG(WARNING) << "file origin watch: origin.file.root \"" << options_.root
-                              << "\" cannot be opened; its keys stay as they were until it is "
-                                 "back";
-        }
-        root_missing = true;
-        retry_at = now + options_.root_retry;
-      }
+      return ev.len > 0 && name_ == ev.name;
     }
+    return true;
+  }
+
+  // A burst is over (or the root's retry is due): rescans. Returns when to
+  // try again while the root is missing.
+  absl::Time Burst() {
+    if (disabled_) return absl::InfiniteFuture();
+    const bool found = Rescan();
+    if (options_.on_rescan) options_.on_rescan(found);
+    if (found) {
+      if (root_missing_) {
+        FANOUT_LOG(INFO) << "file origin watch: origin.file.root \"" << options_.root
+                         << "\" is back";
+      }
+      root_missing_ = false;
+      return absl::InfiniteFuture();
+    }
+    if (!root_missing_) {
+      FANOUT_LOG(WARNING) << "file origin watch: origin.file.root \"" << options_.root
+                          << "\" cannot be opened; its keys stay as they were until it is back";
+    }
+    root_missing_ = true;
+    return absl::Now() + options_.root_retry;
   }
 
   const FileWatchOptions options_;
   Origin::ChangeSink sink_;
   const BeneathResolver resolver_;
-  const int inotify_fd_;
-  const int event_fd_;
   std::string parent_;
   std::string name_;
   int parent_wd_ = -1;
-  // Touched by Begin, then only by the thread.
+  // Touched by Begin, then only by the loop's thread.
   Snapshot files_;
   absl::flat_hash_set<int> watches_;
   bool watch_error_logged_ = false;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
+  bool root_missing_ = false;
+  bool disabled_ = false;  // the tree grew past max_files
+  // Last: its thread, which uses the fields above, stops first.
+  std::unique_ptr<InotifyLoop> loop_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<OriginWatch>> StartFileWatch(FileWatchOptions options,
                                                             Origin::ChangeSink sink) {
-  const int inotify_fd = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (inotify_fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("file origin watch: inotify_init1: ", std::strerror(errno),
-                     " (fs.inotify.max_user_instances?)"));
-  }
-  const int event_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (event_fd < 0) {
-    const int err = errno;
-    ::close(inotify_fd);
-    return absl::FailedPreconditionError(
-        absl::StrCat("file origin watch: eventfd: ", std::strerror(err)));
-  }
-  auto watch =
-      std::make_unique<FileWatch>(std::move(options), std::move(sink), inotify_fd, event_fd);
+  absl::StatusOr<std::unique_ptr<InotifyLoop>> loop =
+      InotifyLoop::Create(absl::StrCat("origin.file.root \"", options.root, "\""));
+  if (!loop.ok()) return loop.status();
+  auto watch = std::make_unique<FileWatch>(std::move(options), std::move(sink), *std::move(loop));
   absl::Status begun = watch->Begin();
   if (!begun.ok()) return begun;
   return watch;
