@@ -46,6 +46,21 @@ class TempDir {
   std::string path_;
 };
 
+// A directory and a RocksDB Env over a FaultFs the test controls; Options()
+// points a tier at both (DIR/l3).
+struct FaultyDisk {
+  TempDir dir;
+  std::shared_ptr<FaultFs> faults = std::make_shared<FaultFs>();
+  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
+
+  RocksDbTierOptions Options() const {
+    RocksDbTierOptions o;
+    o.path = dir.Sub("l3");
+    o.env = env.get();
+    return o;
+  }
+};
+
 std::unique_ptr<RocksDbTier> OpenOrDie(const RocksDbTierOptions& options) {
   absl::StatusOr<std::unique_ptr<RocksDbTier>> t = RocksDbTier::Open(options);
   EXPECT_OK(t) << t.status();
@@ -130,12 +145,8 @@ TEST(RocksDbTierTest, StoreOfAnEntryAlreadyPastStaleUntilWritesNothing) {
 // --- Reads -------------------------------------------------------------------
 
 TEST(RocksDbTierTest, LookupThatNeedsTheDiskNeverReadsOnTheCallersThread) {
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   {
     auto tier = OpenOrDie(o);
     for (int i = 0; i < 100; ++i) {
@@ -145,30 +156,26 @@ TEST(RocksDbTierTest, LookupThatNeedsTheDiskNeverReadsOnTheCallersThread) {
   }
   // A fresh process: nothing in the block cache, everything on disk.
   auto tier = OpenOrDie(o);
-  faults->RecordReaders(true);
-  const int reads_before = faults->table_reads();
+  disk.faults->RecordReaders(true);
+  const int reads_before = disk.faults->table_reads();
   ASSERT_OK(LookupNow(*tier, Ck("ns", "k42")));
   std::vector<absl::StatusOr<Entry>> many = LookupManyNow(*tier, {Ck("ns", "k7"), Ck("ns", "k8")});
   ASSERT_EQ(many.size(), 2u);
   EXPECT_OK(many[0]);
   EXPECT_OK(many[1]);
-  faults->RecordReaders(false);
-  EXPECT_GT(faults->table_reads(), reads_before) << "the lookups should have read the disk";
-  EXPECT_FALSE(faults->ReadOnThread(std::this_thread::get_id()));
+  disk.faults->RecordReaders(false);
+  EXPECT_GT(disk.faults->table_reads(), reads_before) << "the lookups should have read the disk";
+  EXPECT_FALSE(disk.faults->ReadOnThread(std::this_thread::get_id()));
 
   // Now in the block cache: answered from memory, no further disk read.
-  const int reads_warm = faults->table_reads();
+  const int reads_warm = disk.faults->table_reads();
   ASSERT_OK(LookupNow(*tier, Ck("ns", "k42")));
-  EXPECT_EQ(faults->table_reads(), reads_warm);
+  EXPECT_EQ(disk.faults->table_reads(), reads_warm);
 }
 
 TEST(RocksDbTierTest, QueuedReadIsAnsweredAtItsDeadlineWhileTheDiskHangs) {
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   o.read_threads = 1;
   {
     auto tier = OpenOrDie(o);
@@ -177,7 +184,7 @@ TEST(RocksDbTierTest, QueuedReadIsAnsweredAtItsDeadlineWhileTheDiskHangs) {
     ASSERT_OK(tier->Flush());
   }
   auto tier = OpenOrDie(o);
-  faults->read_gate.Close();
+  disk.faults->read_gate.Close();
   // The only reader is now stuck on the disk with `a`...
   absl::Notification a_done;
   absl::StatusOr<Entry> a;
@@ -185,7 +192,7 @@ TEST(RocksDbTierTest, QueuedReadIsAnsweredAtItsDeadlineWhileTheDiskHangs) {
     a = std::move(e);
     a_done.Notify();
   });
-  ASSERT_TRUE(faults->read_gate.WaitForHeld(1));
+  ASSERT_TRUE(disk.faults->read_gate.WaitForHeld(1));
   // ...so `b` waits in the queue, and gets its answer at its deadline anyway.
   absl::Notification b_done;
   absl::StatusOr<Entry> b;
@@ -198,19 +205,15 @@ TEST(RocksDbTierTest, QueuedReadIsAnsweredAtItsDeadlineWhileTheDiskHangs) {
   EXPECT_FALSE(a_done.HasBeenNotified());
   EXPECT_EQ(tier->Stats().timeouts, 1u);
 
-  faults->read_gate.Open();
+  disk.faults->read_gate.Open();
   ASSERT_TRUE(a_done.WaitForNotificationWithTimeout(kTierCallBound));
   ASSERT_OK(a);
   EXPECT_EQ(a->value, "A");
 }
 
 TEST(RocksDbTierTest, ReadsBeyondTheQueueBoundAreUnavailableAtOnce) {
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   o.read_threads = 1;
   o.max_pending_reads = 1;
   {
@@ -219,35 +222,31 @@ TEST(RocksDbTierTest, ReadsBeyondTheQueueBoundAreUnavailableAtOnce) {
     ASSERT_OK(tier->Flush());
   }
   auto tier = OpenOrDie(o);
-  faults->read_gate.Close();
+  disk.faults->read_gate.Close();
   std::atomic<int> answered{0};
   auto count = [&](absl::StatusOr<Entry>) { answered.fetch_add(1); };
   tier->Lookup(Ck("ns", "a"), absl::Now() + absl::Seconds(60), count);  // on the reader
-  ASSERT_TRUE(faults->read_gate.WaitForHeld(1));
+  ASSERT_TRUE(disk.faults->read_gate.WaitForHeld(1));
   tier->Lookup(Ck("ns", "b"), absl::Now() + absl::Seconds(60), count);  // queued
   absl::StatusOr<Entry> c = absl::InternalError("no answer");
   tier->Lookup(Ck("ns", "c"), absl::Now() + absl::Seconds(60),
                [&](absl::StatusOr<Entry> e) { c = std::move(e); });
   EXPECT_THAT(c, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("read queue full")));
   EXPECT_EQ(answered.load(), 0);
-  faults->read_gate.Open();
+  disk.faults->read_gate.Open();
   EXPECT_TRUE(Eventually([&] { return answered.load() == 2; }));
 }
 
 // --- Writes ------------------------------------------------------------------
 
 TEST(RocksDbTierTest, StoreNeverWaitsAndOverflowDropsTheOldestPendingStores) {
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   o.max_pending_writes = 3;
   o.max_batch = 1;
   auto tier = OpenOrDie(o);
 
-  faults->write_gate.Close();
+  disk.faults->write_gate.Close();
   std::vector<absl::Status> results(6, absl::InternalError("no answer"));
   std::atomic<int> answered{0};
   auto store = [&](int i) {
@@ -258,7 +257,7 @@ TEST(RocksDbTierTest, StoreNeverWaitsAndOverflowDropsTheOldestPendingStores) {
                 });
   };
   store(0);  // taken by the writer, which the disk now holds
-  ASSERT_TRUE(faults->write_gate.WaitForHeld(1));
+  ASSERT_TRUE(disk.faults->write_gate.WaitForHeld(1));
   for (int i = 1; i <= 5; ++i) store(i);  // returns at once although nothing is written
   // Three fit the queue; the two oldest pending (k1, k2) were dropped.
   EXPECT_EQ(answered.load(), 2);
@@ -267,7 +266,7 @@ TEST(RocksDbTierTest, StoreNeverWaitsAndOverflowDropsTheOldestPendingStores) {
   EXPECT_EQ(tier->Stats().stores_dropped, 2u);
   EXPECT_EQ(tier->Stats().queue_depth, 4u);  // k0 being written, k3..k5 queued
 
-  faults->write_gate.Open();
+  disk.faults->write_gate.Open();
   ASSERT_TRUE(Eventually([&] { return answered.load() == 6; }));
   for (int i : {0, 3, 4, 5}) {
     EXPECT_OK(results[i]) << i;
@@ -281,16 +280,12 @@ TEST(RocksDbTierTest, StoreNeverWaitsAndOverflowDropsTheOldestPendingStores) {
 }
 
 TEST(RocksDbTierTest, EraseQueuedBehindAStoreOfTheSameKeyIsAppliedAfterIt) {
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   auto tier = OpenOrDie(o);
-  faults->write_gate.Close();
+  disk.faults->write_gate.Close();
   tier->Store(Ck("ns", "held"), EntryNow("x"), [](absl::Status) {});
-  ASSERT_TRUE(faults->write_gate.WaitForHeld(1));
+  ASSERT_TRUE(disk.faults->write_gate.WaitForHeld(1));
   tier->Store(Ck("ns", "k"), EntryNow("v"), [](absl::Status) {});
   absl::Notification erased;
   absl::StatusOr<uint64_t> n;
@@ -299,7 +294,7 @@ TEST(RocksDbTierTest, EraseQueuedBehindAStoreOfTheSameKeyIsAppliedAfterIt) {
                 n = r;
                 erased.Notify();
               });
-  faults->write_gate.Open();
+  disk.faults->write_gate.Open();
   ASSERT_TRUE(erased.WaitForNotificationWithTimeout(kTierCallBound));
   ASSERT_OK(n);
   EXPECT_EQ(*n, 1u);
@@ -310,20 +305,16 @@ TEST(RocksDbTierTest, EraseQueuedBehindAStoreOfTheSameKeyIsAppliedAfterIt) {
 // a read in between must not find the old value fresh in L3 (it would put
 // it back in L1 for a whole ttl).
 TEST(RocksDbTierTest, LookupsApplyAnEraseStillQueuedBehindTheWriter) {
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   auto tier = OpenOrDie(o);
   ASSERT_OK(StoreNow(*tier, Ck("ns", "superseded"), EntryNow("old")));
   ASSERT_OK(StoreNow(*tier, Ck("ns", "removed"), EntryNow("old")));
   ASSERT_OK(StoreNow(*tier, Ck("ns", "p/under"), EntryNow("old")));
   ASSERT_OK(StoreNow(*tier, Ck("ns", "kept"), EntryNow("old")));
-  faults->write_gate.Close();
+  disk.faults->write_gate.Close();
   tier->Store(Ck("ns", "held"), EntryNow("x"), [](absl::Status) {});
-  ASSERT_TRUE(faults->write_gate.WaitForHeld(1));
+  ASSERT_TRUE(disk.faults->write_gate.WaitForHeld(1));
   int answered = 0;
   auto count = [&answered](absl::StatusOr<uint64_t>) { ++answered; };
   const absl::Time later = absl::Now() + absl::Seconds(60);
@@ -343,7 +334,7 @@ TEST(RocksDbTierTest, LookupsApplyAnEraseStillQueuedBehindTheWriter) {
   ASSERT_OK(kept);
   EXPECT_GT(kept->fresh_until, absl::Now());
 
-  faults->write_gate.Open();
+  disk.faults->write_gate.Open();
   ASSERT_OK(tier->Flush());
   EXPECT_EQ(answered, 3);
   // Applied: a value fetched after the erase is fresh again.
@@ -355,21 +346,17 @@ TEST(RocksDbTierTest, LookupsApplyAnEraseStillQueuedBehindTheWriter) {
 }
 
 TEST(RocksDbTierTest, EraseStillQueuedAtItsDeadlineAnswersThenAndIsAppliedLater) {
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   auto tier = OpenOrDie(o);
   ASSERT_OK(StoreNow(*tier, Ck("ns", "k"), EntryNow("v")));
-  faults->write_gate.Close();
+  disk.faults->write_gate.Close();
   tier->Store(Ck("ns", "held"), EntryNow("x"), [](absl::Status) {});
-  ASSERT_TRUE(faults->write_gate.WaitForHeld(1));
+  ASSERT_TRUE(disk.faults->write_gate.WaitForHeld(1));
   absl::StatusOr<uint64_t> n =
       EraseNow(*tier, {Ck("ns", "k")}, "", cache::EraseMode::kRemove, absl::Milliseconds(50));
   EXPECT_THAT(n, StatusIs(absl::StatusCode::kDeadlineExceeded));
-  faults->write_gate.Open();
+  disk.faults->write_gate.Open();
   EXPECT_TRUE(Eventually([&] {
     return absl::IsNotFound(LookupNow(*tier, Ck("ns", "k")).status());
   })) << "an erase that ran past its deadline must still be applied";
@@ -649,12 +636,8 @@ TEST(RocksDbTierTest, EmptyDirectoryAndLostAndFoundAreTakenOver) {
 }
 
 TEST(RocksDbTierTest, UnwritableDirectoryIsOpenedReadOnlyAndStillAnswers) {
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   StoreSome(o, 10);
   const std::vector<std::string> before = [&] {
     std::vector<std::string> names;
@@ -662,7 +645,7 @@ TEST(RocksDbTierTest, UnwritableDirectoryIsOpenedReadOnlyAndStillAnswers) {
     return names;
   }();
 
-  faults->read_only = true;
+  disk.faults->read_only = true;
   auto tier = OpenOrDie(o);
   ASSERT_NE(tier, nullptr);
   const cache::RocksDbTierState state = tier->State();
@@ -693,14 +676,10 @@ TEST(RocksDbTierTest, UnwritableDirectoryIsOpenedReadOnlyAndStillAnswers) {
 }
 
 TEST(RocksDbTierTest, UnwritableEmptyDirectoryFailsOpenWithUnavailable) {
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   fs::create_directories(o.path);
-  faults->read_only = true;
+  disk.faults->read_only = true;
   EXPECT_THAT(RocksDbTier::Open(o), StatusIs(absl::StatusCode::kUnavailable));
 }
 
@@ -719,17 +698,13 @@ TEST(RocksDbTierTest, DirectoryInUseByAnotherInstanceIsOpenedReadOnlyAndLeftInPl
 }
 
 TEST(RocksDbTierTest, FullDiskTurnsReadOnlyOnceAndResumesWhenSpaceReturns) {
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   o.retry_interval = absl::Milliseconds(20);
   auto tier = OpenOrDie(o);
   ASSERT_OK(StoreNow(*tier, Ck("ns", "before"), EntryNow("kept")));
 
-  faults->no_space = true;
+  disk.faults->no_space = true;
   EXPECT_THAT(StoreNow(*tier, Ck("ns", "k"), EntryNow("v")),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("space")));
   EXPECT_FALSE(tier->Stats().available);
@@ -744,7 +719,7 @@ TEST(RocksDbTierTest, FullDiskTurnsReadOnlyOnceAndResumesWhenSpaceReturns) {
   ASSERT_OK(EraseNow(*tier, {Ck("ns", "before")}, "", cache::EraseMode::kRemove));
   EXPECT_THAT(LookupNow(*tier, Ck("ns", "before")), StatusIs(absl::StatusCode::kNotFound));
 
-  faults->no_space = false;
+  disk.faults->no_space = false;
   ASSERT_TRUE(Eventually([&] { return tier->Stats().available; }))
       << tier->State().read_only_reason;
   EXPECT_EQ(tier->State().remembered_erases, 0u);
@@ -809,19 +784,15 @@ TEST(RocksDbTierTest, WalWriteErrorKeepsTheTierReadOnlyUntilItIsReopened) {
   // An I/O error from a WAL write is fatal to RocksDB (no Resume() clears
   // it): the tier keeps answering reads, says why it stopped writing, and
   // writes again after a restart.
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   o.retry_interval = absl::Milliseconds(20);
   auto tier = OpenOrDie(o);
   ASSERT_OK(StoreNow(*tier, Ck("ns", "before"), EntryNow("kept")));
-  faults->wal_io_error = true;
+  disk.faults->wal_io_error = true;
   EXPECT_THAT(StoreNow(*tier, Ck("ns", "k"), EntryNow("v")),
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("input/output error")));
-  faults->wal_io_error = false;
+  disk.faults->wal_io_error = false;
   ASSERT_TRUE(Eventually([&] {
     return absl::StrContains(tier->State().read_only_reason, "until fanoutd restarts");
   })) << tier->State().read_only_reason;
@@ -840,26 +811,22 @@ TEST(RocksDbTierTest, FullDiskDropsRocksDbsLogLinesInsteadOfAborting) {
   // RocksDB's own info logger asserts on the line after a write of its LOG
   // failed, and Debian's RocksDB keeps assertions: a full disk killed the
   // process. The tier's logger drops (and counts) what it cannot write.
-  TempDir dir;
-  auto faults = std::make_shared<FaultFs>();
-  std::unique_ptr<rocksdb::Env> env = faults->NewEnv();
-  RocksDbTierOptions o;
-  o.path = dir.Sub("l3");
-  o.env = env.get();
+  FaultyDisk disk;
+  RocksDbTierOptions o = disk.Options();
   o.retry_interval = absl::Milliseconds(20);
   auto tier = OpenOrDie(o);
   ASSERT_OK(StoreNow(*tier, Ck("ns", "before"), EntryNow("kept")));
   ASSERT_THAT(ReadFileBytes(o.path + "/LOG"), HasSubstr("RocksDB version"));
   EXPECT_EQ(tier->State().log_lines_dropped, 0u);
 
-  faults->no_space = true;
+  disk.faults->no_space = true;
   EXPECT_THAT(StoreNow(*tier, Ck("ns", "k"), EntryNow("v")),
               StatusIs(absl::StatusCode::kUnavailable));
   // RocksDB logs the error, and again while it retries: lines after a
   // failed one.
   ASSERT_TRUE(Eventually([&] { return tier->State().log_lines_dropped >= 2; }));
   EXPECT_OK(LookupNow(*tier, Ck("ns", "before")));
-  faults->no_space = false;
+  disk.faults->no_space = false;
   ASSERT_TRUE(Eventually([&] { return tier->Stats().available; }))
       << tier->State().read_only_reason;
   const uint64_t dropped = tier->State().log_lines_dropped;
