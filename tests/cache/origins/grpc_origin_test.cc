@@ -440,6 +440,9 @@ TEST_F(ReplicaTest, FetchFirstSuccessAnswersFromTheFastReplicaAndCancelsTheSlow)
   HungOrigin hung;
   auto live = testing::FakeGrpcOrigin::Start();
   live->Set("k", "fast");
+  // Long enough for the call to the hung replica to reach it (one the
+  // client cancels before it is sent is never seen there).
+  live->SetDelay(absl::Milliseconds(300));
   auto origin = Make({hung.address(), live->address()}, ReplicaPolicy::kFirstSuccess);
   PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
   auto v = fetch.Wait();
@@ -451,6 +454,7 @@ TEST_F(ReplicaTest, FetchFirstSuccessAnswersFromTheFastReplicaAndCancelsTheSlow)
 TEST_F(ReplicaTest, FetchFirstSuccessTakesTheFirstNotFoundAsTheAnswer) {
   HungOrigin hung;
   auto empty = testing::FakeGrpcOrigin::Start();
+  empty->SetDelay(absl::Milliseconds(300));  // the hung replica's call reaches it first
   auto origin = Make({hung.address(), empty->address()}, ReplicaPolicy::kFirstSuccess);
   PendingFetch fetch(*origin, "k", In(absl::Seconds(60)));
   EXPECT_THAT(fetch.Wait(), StatusIs(absl::StatusCode::kNotFound));
