@@ -67,3 +67,32 @@ start_fanoutd() {
   pids+=($!)
   addr=$(address_from "$out")
 }
+
+# start_pods BUILD DIR ROOT KEY_PREFIX PUSH TTL: three fanoutd pods (pod-a,
+# pod-b, pod-c) on the file origin ROOT, sharing the Redis at $redis_port
+# (cache.l2 with KEY_PREFIX), with origin.push PUSH and cache.ttl TTL and no
+# admin endpoint; configs and logs in DIR. Sets the addrs array (in order).
+start_pods() {
+  local build=$1 dir=$2 root=$3 prefix=$4 push=$5 ttl=$6 pod
+  addrs=()
+  for pod in a b c; do
+    cat > "$dir/$pod.yaml" <<YAML
+origin:
+  type: file
+  push: $push
+  file:
+    root: $root
+cache:
+  ttl: $ttl
+  l2:
+    redis: 127.0.0.1:$redis_port
+    key_prefix: "$prefix"
+invalidation:
+  pod: pod-$pod
+admin:
+  listen: ""
+YAML
+    start_fanoutd "$build" "$dir" "$dir/$pod.log" --config="$dir/$pod.yaml"
+    addrs+=("$addr")
+  done
+}

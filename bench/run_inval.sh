@@ -45,30 +45,9 @@ log() { echo "run_inval.sh: $*" >&2; }
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 start_redis "$tmp/redis.log"
-port=$redis_port
 
 mkdir -p "$tmp/root/bench"
-addrs=()
-for pod in a b c; do
-  cat > "$tmp/$pod.yaml" <<YAML
-origin:
-  type: file
-  push: false
-  file:
-    root: $tmp/root
-cache:
-  ttl: 1h
-  l2:
-    redis: 127.0.0.1:$port
-    key_prefix: "bench:"
-invalidation:
-  pod: pod-$pod
-admin:
-  listen: ""
-YAML
-  start_fanoutd "$build" "$tmp" "$tmp/$pod.log" --config="$tmp/$pod.yaml"
-  addrs+=("$addr")
-done
+start_pods "$build" "$tmp" "$tmp/root" "bench:" false 1h
 
 start=$(date +%s)
 "$build/bench/fanout-inval-bench" --pods "$(IFS=,; echo "${addrs[*]}")" --root "$tmp/root" \
@@ -79,7 +58,7 @@ cat "$tmp/inval.json" >&2
   echo "run_inval.sh: some Watch rounds were late or failed (see the table)" >&2
 cat "$tmp/watch.json" >&2
 "$build/bench/fanout-inval-drops-bench" --pods "$(IFS=,; echo "${addrs[*]}")" --root "$tmp/root" \
-  --redis "127.0.0.1:$port" --drop_pod pod-b --drops "$drops" > "$tmp/drops.json" ||
+  --redis "127.0.0.1:$redis_port" --drop_pod pod-b --drops "$drops" > "$tmp/drops.json" ||
   echo "run_inval.sh: invalidations were lost or drops failed (see the table)" >&2
 cat "$tmp/drops.json" >&2
 elapsed=$(($(date +%s) - start))

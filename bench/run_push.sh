@@ -48,27 +48,8 @@ cat "$tmp/run.json" >&2
 
 # The pods set-up.
 start_redis "$tmp/redis.log"
-port=$redis_port
 mkdir -p "$tmp/root"
-addrs=()
-for pod in a b c; do
-  cat > "$tmp/$pod.yaml" <<YAML
-origin:
-  type: file
-  file:
-    root: $tmp/root
-cache:
-  l2:
-    redis: 127.0.0.1:$port
-    key_prefix: "push:"
-invalidation:
-  pod: pod-$pod
-admin:
-  listen: ""
-YAML
-  start_fanoutd "$build" "$tmp" "$tmp/$pod.log" --config="$tmp/$pod.yaml"
-  addrs+=("$addr")
-done
+start_pods "$build" "$tmp" "$tmp/root" "push:" true 60s
 "$build/bench/fanout-push-bench" --pods "$(IFS=,; echo "${addrs[*]}")" --root "$tmp/root" \
   --rounds "$rounds" > "$tmp/pods.json" || echo "run_push.sh: some rounds were late or failed" >&2
 cat "$tmp/pods.json" >&2
