@@ -103,6 +103,14 @@ void WaitUntilUp(Subprocess& watch) {
   ADD_FAILURE() << "the link did not come up: " << watch.out();
 }
 
+// Cuts the link to Redis of the pod `watch` follows (which goes through
+// `proxy`) and waits for the pod's DEGRADED.
+void CutLink(FaultProxy& proxy, Subprocess& watch) {
+  const size_t degraded = Count(watch, "DEGRADED");
+  proxy.Reset();
+  ASSERT_TRUE(WaitForMore(watch, "DEGRADED", degraded)) << watch.out();
+}
+
 // Waits until `pod` reads the stream: an invalidation made on `other`
 // reaches its Watch stream `watch`.
 void WaitUntilLinked(const std::string& other, Subprocess& watch) {
@@ -137,6 +145,13 @@ class InvalidationE2eTest : public ::testing::Test {
     SetValue("v1");
   }
   void TearDown() override { fs::remove_all(root_); }
+  // A fault proxy in front of the Redis (null, with a failure, if none).
+  std::unique_ptr<FaultProxy> StartProxy() {
+    std::string error;
+    std::unique_ptr<FaultProxy> proxy = FaultProxy::Start("127.0.0.1", redis_->port(), &error);
+    EXPECT_NE(proxy, nullptr) << error;
+    return proxy;
+  }
   void SetValue(const std::string& v) { std::ofstream(fs::path(root_) / "flags" / "x") << v; }
   std::string Value(const std::string& addr) {
     testing::RunResult r = Ctl(addr, {"get", "flags/x"});
@@ -189,9 +204,8 @@ TEST_F(InvalidationE2eTest, PodsWatchingTheRootServeAChangedFileWithoutAnInvalid
 }
 
 TEST_F(InvalidationE2eTest, ALinkCutAndRestoredReplaysWhatItMissed) {
-  std::string error;
-  auto proxy = FaultProxy::Start("127.0.0.1", redis_->port(), &error);
-  ASSERT_NE(proxy, nullptr) << error;
+  std::unique_ptr<FaultProxy> proxy = StartProxy();
+  ASSERT_NE(proxy, nullptr);
   Pod a("pod-a", root_, redis_->address());
   // A long local lifetime: only the replay can make b drop its copy.
   Pod b("pod-b", root_, proxy->address(), "  max_local_ttl: 10m\n");
@@ -202,9 +216,7 @@ TEST_F(InvalidationE2eTest, ALinkCutAndRestoredReplaysWhatItMissed) {
   EXPECT_EQ(Value(b.address()), "v1");
   WaitUntilLinked(a.address(), *watch);
 
-  const size_t degraded = Count(*watch, "DEGRADED");
-  proxy->Reset();
-  ASSERT_TRUE(WaitForMore(*watch, "DEGRADED", degraded)) << watch->out();
+  ASSERT_NO_FATAL_FAILURE(CutLink(*proxy, *watch));
   SetValue("v2");
   testing::RunResult inv = Ctl(a.address(), {"invalidate", "flags/x"});
   ASSERT_EQ(inv.code, 0) << inv.err;
@@ -219,9 +231,8 @@ TEST_F(InvalidationE2eTest, ALinkCutAndRestoredReplaysWhatItMissed) {
 }
 
 TEST_F(InvalidationE2eTest, AGapTrimmedWhileAwayDropsTheWholeL1) {
-  std::string error;
-  auto proxy = FaultProxy::Start("127.0.0.1", redis_->port(), &error);
-  ASSERT_NE(proxy, nullptr) << error;
+  std::unique_ptr<FaultProxy> proxy = StartProxy();
+  ASSERT_NE(proxy, nullptr);
   Pod a("pod-a", root_, redis_->address());
   Pod b("pod-b", root_, proxy->address(), "  max_local_ttl: 10m\n");
   ASSERT_FALSE(a.address().empty()) << a.process().err();
@@ -235,9 +246,7 @@ TEST_F(InvalidationE2eTest, AGapTrimmedWhileAwayDropsTheWholeL1) {
   EXPECT_EQ(Ctl(b.address(), {"get", "flags/y"}).out, "y1");
   EXPECT_THAT(Ctl(b.address(), {"get", "flags/y"}).err, HasSubstr("served_by=TIER_L1"));
 
-  const size_t degraded = Count(*watch, "DEGRADED");
-  proxy->Reset();
-  ASSERT_TRUE(WaitForMore(*watch, "DEGRADED", degraded)) << watch->out();
+  ASSERT_NO_FATAL_FAILURE(CutLink(*proxy, *watch));
   SetValue("v2");
   std::ofstream(fs::path(root_) / "flags" / "y") << "y2";  // never invalidated
   ASSERT_EQ(Ctl(a.address(), {"invalidate", "flags/x"}).code, 0);
@@ -254,9 +263,8 @@ TEST_F(InvalidationE2eTest, AGapTrimmedWhileAwayDropsTheWholeL1) {
 }
 
 TEST_F(InvalidationE2eTest, WhileTheLinkIsDownL1AnswersOnlyForMaxLocalTtl) {
-  std::string error;
-  auto proxy = FaultProxy::Start("127.0.0.1", redis_->port(), &error);
-  ASSERT_NE(proxy, nullptr) << error;
+  std::unique_ptr<FaultProxy> proxy = StartProxy();
+  ASSERT_NE(proxy, nullptr);
   Pod b("pod-b", root_, proxy->address(), "  max_local_ttl: 1s\n");
   ASSERT_FALSE(b.address().empty()) << b.process().err();
   auto watch = Watch(b.address(), "flags/");
@@ -265,9 +273,7 @@ TEST_F(InvalidationE2eTest, WhileTheLinkIsDownL1AnswersOnlyForMaxLocalTtl) {
   SetValue("v2");
   WaitUntilUp(*watch);
   EXPECT_EQ(Value(b.address()), "v1");  // link up: L1 answers
-  const size_t degraded = Count(*watch, "DEGRADED");
-  proxy->Reset();
-  ASSERT_TRUE(WaitForMore(*watch, "DEGRADED", degraded)) << watch->out();
+  ASSERT_NO_FATAL_FAILURE(CutLink(*proxy, *watch));
   // No invalidation anywhere: only the local lifetime ends the copy.
   EXPECT_EQ(GetUntil(b.address(), "flags/x", "v2").out, "v2");
 }
